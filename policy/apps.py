@@ -1,0 +1,13 @@
+from django.apps import AppConfig
+from django.db.models.signals import post_migrate
+
+
+class PolicyConfig(AppConfig):
+    name = "policy"
+    verbose_name = "Policy, proposals and audit"
+
+    def ready(self) -> None:
+        from policy.roles import ensure_roles
+
+        # Runs once, after the last app migrated, when every permission row exists.
+        post_migrate.connect(ensure_roles, sender=self, dispatch_uid="policy.ensure_roles")

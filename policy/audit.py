@@ -1,0 +1,136 @@
+"""The one function every state change goes through: audit entry + change event, atomically.
+
+Hash chain (audit.v1): ``hash = SHA-256(canonical_json(fields) || prev_hash)`` where
+``canonical_json`` is JSON with sorted keys, ``(",", ":")`` separators, UTF-8, no NaN, and
+``fields`` is every stored column except ``hash`` (``prev_hash`` included). The first entry's
+``prev_hash`` is 64 zeros. ``manage.py verify_audit`` recomputes the chain.
+
+Ordering: ``record_change`` takes a transaction-scoped PostgreSQL advisory lock before it
+reads the chain's tip. The lock is held until commit, so (1) ``seq`` and ``prev_hash`` are
+never raced, and (2) ``ChangeEvent`` ids are drawn in commit order, which is what makes the
+feed's ``id > cursor`` reads gap-free (ARCHITECTURE.md, "a single sequencer").
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+from django.core.serializers.json import DjangoJSONEncoder
+from django.db import connection, transaction
+from django.utils import timezone
+
+from aiw.feed import append_event
+from aiw.models import ChangeEvent
+from policy.models import AuditEntry
+
+AUDIT_LOCK_KEY = 0x0475_7431  # any constant unique to this lock
+GENESIS_HASH = "0" * 64
+SYSTEM_ACTOR = "system"
+
+
+def canonical_json(value: Any) -> bytes:
+    """Encode ``value`` as canonical JSON bytes (sorted keys, compact, UTF-8, no NaN)."""
+    return json.dumps(
+        value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False,
+        cls=DjangoJSONEncoder,
+    ).encode()
+
+
+def jsonable(value: Any) -> Any:
+    """Round-trip ``value`` through JSON so datetimes, UUIDs and decimals become plain JSON."""
+    return json.loads(json.dumps(value, cls=DjangoJSONEncoder))
+
+
+def entry_fields(entry: AuditEntry) -> dict[str, Any]:
+    """The hashed fields of ``entry`` as a plain dict (everything but ``hash`` and ``id``)."""
+    return {
+        "seq": entry.seq,
+        "at": entry.at.isoformat(),
+        "actor": entry.actor,
+        "role": entry.role,
+        "action": entry.action,
+        "resource_type": entry.resource_type,
+        "resource_id": entry.resource_id,
+        "twin": entry.twin_slug,
+        "before": entry.before,
+        "after": entry.after,
+        "reason": entry.reason,
+        "request_id": entry.request_id,
+        "client_address": entry.client_address,
+        "prev_hash": entry.prev_hash,
+    }
+
+
+def entry_hash(entry: AuditEntry) -> str:
+    """SHA-256 hex digest of the canonical JSON of ``entry_fields(entry)``."""
+    return hashlib.sha256(canonical_json(entry_fields(entry))).hexdigest()
+
+
+def actor_label(actor) -> tuple[str, str]:
+    """(name, role) of an actor: a user (role = first role group) or a system component name."""
+    if actor is None:
+        return SYSTEM_ACTOR, "system"
+    if isinstance(actor, str):
+        return actor, "system"
+    from policy.roles import role_of
+
+    return actor.get_username(), role_of(actor)
+
+
+def record_change(
+    *,
+    actor,
+    action: str,
+    resource_type: str,
+    resource_id: Any,
+    operation: str,
+    after: dict | None,
+    before: dict | None = None,
+    twin=None,
+    reason: str = "",
+    request=None,
+) -> ChangeEvent:
+    """Append an AuditEntry and a ChangeEvent for one state change, in the caller's transaction.
+
+    ``actor`` is a user, a system component name (``"detector"``) or None. ``after``/``before``
+    are the resource's JSON states (``{resource_type}.v1``). ``request`` (optional) supplies the
+    request id and client address. Raises ``TransactionManagementError`` if called outside
+    ``transaction.atomic()``: a change and its record must commit together or not at all.
+    """
+    if not connection.in_atomic_block:
+        raise transaction.TransactionManagementError("record_change needs transaction.atomic()")
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_advisory_xact_lock(%s)", [AUDIT_LOCK_KEY])
+    tip = AuditEntry.objects.order_by("-seq").values("seq", "hash").first()
+    name, role = actor_label(actor)
+    after, before = jsonable(after), jsonable(before)
+    entry = AuditEntry(
+        seq=(tip["seq"] + 1) if tip else 1,
+        at=timezone.now(),
+        actor=name,
+        role=role,
+        action=action,
+        resource_type=resource_type,
+        resource_id=str(resource_id),
+        twin_slug=twin.slug if twin else "",
+        before=before,
+        after=after,
+        reason=reason,
+        request_id=(request.headers.get("X-Request-ID", "") if request else "")[:64],
+        client_address=(request.META.get("REMOTE_ADDR", "") if request else "")[:64],
+        prev_hash=tip["hash"] if tip else GENESIS_HASH,
+    )
+    entry.hash = entry_hash(entry)
+    entry.save(force_insert=True)
+    return append_event(
+        type=f"{resource_type}.{operation}",
+        resource_type=resource_type,
+        resource_id=str(resource_id),
+        operation=operation,
+        twin=twin,
+        actor=name,
+        data=after if after is not None else {"id": str(resource_id)},
+        at=entry.at,
+    )

@@ -1,0 +1,16 @@
+from django.urls import path
+from rest_framework.routers import SimpleRouter
+
+from policy import views
+from policy.api.views import ProposalViewSet
+
+router = SimpleRouter(trailing_slash=False)
+router.register("proposals", ProposalViewSet, basename="proposal")
+
+urlpatterns = [
+    path("", views.dashboard, name="dashboard"),
+    path("dashboard/proposals/<int:pk>/", views.proposal_detail, name="proposal-detail"),
+    path("dashboard/proposals/<int:pk>/approve", views.approve, name="proposal-approve"),
+    path("dashboard/proposals/<int:pk>/reject", views.reject, name="proposal-reject"),
+    *router.urls,
+]

@@ -1,0 +1,83 @@
+"""Telemetry HTTP API: ingest."""
+
+from __future__ import annotations
+
+import json
+
+from drf_spectacular.utils import OpenApiExample, extend_schema
+from rest_framework import status
+from rest_framework.exceptions import PermissionDenied
+from rest_framework.parsers import BaseParser
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from aiw.problems import problem
+from telemetry.api.serializers import IngestResultSerializer
+from telemetry.choices import IngestSource
+from telemetry.services import RawPayload, ingest_batch
+from telemetry.validation import InvalidEvent, decode_json
+from twins.scoping import operable_twins
+
+
+class RawBodyParser(BaseParser):
+    """Hands the body over unparsed; the view splits JSON, JSON arrays and NDJSON itself."""
+
+    media_type = "*/*"
+
+    def parse(self, stream, media_type=None, parser_context=None):
+        return stream.read()
+
+
+def split_body(body: bytes, content_type: str) -> list[RawPayload]:
+    """One event, a JSON array of events, or NDJSON (one event per line) → payload list.
+
+    Raises ``InvalidEvent`` when the body as a whole is not JSON (or not NDJSON).
+    """
+    if "ndjson" in content_type or "jsonlines" in content_type:
+        return [RawPayload(body=line) for line in body.splitlines() if line.strip()]
+    doc = decode_json(body)
+    items = doc if isinstance(doc, list) else [doc]
+    return [RawPayload(body=item if isinstance(item, dict) else json.dumps(item)) for item in items]
+
+
+class IngestView(APIView):
+    """POST /telemetry/ingest: telemetry.v1 events over HTTP.
+
+    201 when every event was accepted (or was a known duplicate). 400 with a problem body
+    listing each rejected event by index and reason otherwise; the valid events of the same
+    request are stored, and a retry is harmless because ``event_id`` de-duplicates.
+    """
+
+    parser_classes = [RawBodyParser]
+
+    @extend_schema(
+        request={"application/json": dict, "application/x-ndjson": str},
+        responses={201: IngestResultSerializer},
+        examples=[OpenApiExample("one event", request_only=True, value={
+            "event_id": "7b0e8f1e-2a47-4c53-9f7e-5d0f3f1b2c11", "twin_id": "skab",
+            "asset_id": "valve1-0", "ts": "2020-03-09T10:14:33Z",
+            "metrics": {"Pressure": 0.05, "Current": 1.33},
+        })],
+    )
+    def post(self, request):
+        from django.conf import settings
+
+        if not request.user.has_perm("telemetry.add_telemetrysample"):
+            raise PermissionDenied("ingest needs the telemetry.add_telemetrysample permission")
+        body = request.data
+        if len(body) > settings.INGEST_MAX_BODY_BYTES:
+            return problem(413, "Body too large",
+                           f"at most {settings.INGEST_MAX_BODY_BYTES} bytes per request")
+        try:
+            payloads = split_body(body, request.content_type or "")
+        except InvalidEvent as exc:
+            return problem(400, "Invalid telemetry", str(exc))
+        twins = set(operable_twins(request.user).values_list("slug", flat=True))
+        report = ingest_batch(payloads, source=IngestSource.HTTP, twins=twins)
+        result = {"accepted": report.accepted, "duplicates": report.duplicates,
+                  "samples": report.samples,
+                  "rejected": [{"index": i, "reason": r} for i, r in report.rejected]}
+        if report.rejected:
+            return problem(400, "Invalid telemetry",
+                           f"{len(report.rejected)} of {len(payloads)} events rejected", **result)
+        return Response(result, status=status.HTTP_201_CREATED)

@@ -1,0 +1,55 @@
+"""``manage.py ingest_mqtt``: the MQTT telemetry subscriber process."""
+
+import logging
+import signal
+
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError
+
+from telemetry.subscriber import IngestSubscriber
+
+log = logging.getLogger(__name__)
+
+
+class Command(BaseCommand):
+    help = "Subscribe to opstwin/+/+/telemetry (QoS 1) and store telemetry in batches."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--url", default=None, help="broker URL (default: MQTT_URL)")
+        parser.add_argument("--share-group", default=None,
+                            help="join MQTT v5 shared subscription $share/<group>/...")
+        parser.add_argument("--client-id", default=None,
+                            help="stable id for a persistent session (unacked messages survive)")
+        parser.add_argument("--batch-size", type=int, default=settings.INGEST_BATCH_SIZE)
+        parser.add_argument("--batch-seconds", type=float, default=settings.INGEST_BATCH_SECONDS)
+        parser.add_argument("--stats-every", type=float, default=10.0,
+                            help="seconds between progress/lag log lines")
+
+    def handle(self, *args, **opts):
+        url = opts["url"] or settings.MQTT_URL
+        if not url:
+            raise CommandError("no broker: set MQTT_URL or pass --url")
+        subscriber = IngestSubscriber(
+            url, topic_filter=f"{settings.MQTT_TOPIC_PREFIX}/+/+/telemetry",
+            batch_size=opts["batch_size"], batch_seconds=opts["batch_seconds"],
+            client_id=opts["client_id"], share_group=opts["share_group"],
+        )
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: subscriber.stop())
+        subscriber.start()
+        self.stdout.write(f"ingest_mqtt: subscribed to {subscriber.topic_filter} on {url}")
+        self._report_periodically(subscriber, opts["stats_every"])
+        subscriber.run()
+
+    def _report_periodically(self, subscriber: IngestSubscriber, every: float) -> None:
+        import threading
+
+        def loop():
+            while not subscriber.stopping.wait(every):
+                s = subscriber.stats
+                log.info("ingest: received=%d committed=%d accepted=%d dup=%d rejected=%d "
+                         "buffered=%d lag=%.3fs db_retries=%d", s.received, s.committed,
+                         s.accepted, s.duplicates, s.rejected, subscriber.queue.qsize(),
+                         s.last_commit_lag_s, s.db_retries)
+
+        threading.Thread(target=loop, daemon=True).start()

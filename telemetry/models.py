@@ -1,0 +1,116 @@
+"""Telemetry storage (narrow rows built for aggregation), dead letters and anomalies."""
+
+from __future__ import annotations
+
+from django.contrib.postgres.indexes import BrinIndex
+from django.db import models
+
+from telemetry.choices import AnomalyKind, AnomalyStatus, IngestSource, Quality, Severity
+from twins.models import Asset
+
+
+class TelemetryEvent(models.Model):
+    """One accepted telemetry.v1 event: the de-duplication key and the event's envelope.
+
+    ``event_id`` is the primary key, so a redelivered event is dropped by
+    ``INSERT ... ON CONFLICT DO NOTHING`` before any of its samples are written.
+    """
+
+    event_id = models.UUIDField(primary_key=True)
+    asset = models.ForeignKey(Asset, on_delete=models.CASCADE, related_name="events")
+    ts = models.DateTimeField()
+    quality = models.CharField(max_length=16, choices=Quality.choices, default=Quality.GOOD)
+    tags = models.JSONField(default=dict, blank=True)
+    source = models.CharField(max_length=16, choices=IngestSource.choices)
+    received_at = models.DateTimeField()
+
+    class Meta:
+        indexes = [models.Index(fields=["asset", "ts"], name="tevent_asset_ts")]
+
+    def __str__(self) -> str:
+        return f"{self.event_id} {self.asset_id} @ {self.ts.isoformat()}"
+
+
+class TelemetrySample(models.Model):
+    """One value of one metric of one asset at one instant: the narrow row.
+
+    Shape: (ts timestamptz, asset_id bigint, metric varchar(64), value float8). Indexed by
+    (asset, metric, ts) for per-series time-range queries. On TimescaleDB this table becomes a
+    hypertable partitioned by ``ts`` (see ``telemetry.storage``). Units are the asset's declared
+    metric units. Rows are written by ``telemetry.services.ingest_batch`` only, with COPY.
+    """
+
+    ts = models.DateTimeField()
+    asset = models.ForeignKey(Asset, on_delete=models.CASCADE, related_name="samples")
+    metric = models.CharField(max_length=64)
+    value = models.FloatField()
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["asset", "metric", "ts"], name="tsample_series_ts"),
+            BrinIndex(fields=["ts"], name="tsample_ts_brin"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.asset_id}/{self.metric}={self.value} @ {self.ts.isoformat()}"
+
+
+class DeadLetter(models.Model):
+    """A payload that could not be accepted, kept whole with the reason (nothing is lost)."""
+
+    received_at = models.DateTimeField(auto_now_add=True)
+    source = models.CharField(max_length=16, choices=IngestSource.choices)
+    topic = models.CharField(max_length=512, blank=True)
+    payload = models.TextField()
+    reason = models.TextField()
+
+    class Meta:
+        ordering = ["-received_at"]
+
+    def __str__(self) -> str:
+        return f"dead letter {self.pk} ({self.source}): {self.reason[:60]}"
+
+
+class Anomaly(models.Model):
+    """An anomaly episode on one asset (anomaly.v1): consecutive flagged points, not one row each.
+
+    ``score`` is in 0..1 (rolling z-score: min(1, |z|/5)); ``severity`` follows the seed thresholds
+    (score >= 0.95 critical, >= 0.85 high, >= 0.70 medium, else low). ``features`` holds the
+    evidence: the peak value, the window mean and std, |z|, and per-metric contributions.
+    ``metric`` is the metric that contributed most at the peak.
+    """
+
+    asset = models.ForeignKey(Asset, on_delete=models.CASCADE, related_name="anomalies")
+    metric = models.CharField(max_length=64)
+    detector = models.CharField(max_length=32)
+    kind = models.CharField(max_length=16, choices=AnomalyKind.choices)
+    severity = models.CharField(max_length=16, choices=Severity.choices)
+    score = models.FloatField()
+    status = models.CharField(
+        max_length=16, choices=AnomalyStatus.choices, default=AnomalyStatus.OPEN
+    )
+    started_at = models.DateTimeField()
+    last_seen_at = models.DateTimeField()
+    ended_at = models.DateTimeField(null=True, blank=True)
+    n_points = models.PositiveIntegerField(default=1)
+    features = models.JSONField(default=dict)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-started_at"]
+        indexes = [models.Index(fields=["asset", "status"], name="anomaly_asset_status")]
+        verbose_name_plural = "anomalies"
+
+    def __str__(self) -> str:
+        return f"{self.severity} {self.kind} on {self.asset} ({self.metric})"
+
+
+class DetectionState(models.Model):
+    """Per-asset watermark: telemetry up to ``scored_until`` has been through detection."""
+
+    asset = models.OneToOneField(Asset, on_delete=models.CASCADE, related_name="detection_state")
+    scored_until = models.DateTimeField(null=True, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return f"{self.asset_id} scored until {self.scored_until}"

@@ -1,0 +1,110 @@
+"""``manage.py demo`` / ``opstwin demo``: the whole OpsTwin loop on the SKAB pump data."""
+
+from __future__ import annotations
+
+import signal
+import socket
+import threading
+import time
+from pathlib import Path
+
+from django.conf import settings
+from django.core.management import call_command
+from django.core.management.base import BaseCommand, CommandError
+from tqdm import tqdm
+
+from opstwin_site.broker import EmbeddedBroker
+from twins import demo
+from twins.replay import publish_runs
+from twins.setup import create_demo_users, create_skab_twin
+from twins.skab import default_data_dir, list_files, read_run
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) != 0
+
+
+class Command(BaseCommand):
+    help = ("Migrate, create the SKAB twin and demo users, start the web server, replay SKAB "
+            "over MQTT through ingest, detection, simulation and policy, print a summary.")
+
+    def add_arguments(self, parser):
+        parser.add_argument("--data", default=None,
+                            help="SKAB folder (default: $OPSTWIN_SKAB_DIR, else "
+                                 "../shared/datasets/skab)")
+        parser.add_argument("--files", nargs="*", default=None,
+                            help="only these files or groups, e.g. valve1/0.csv other")
+        parser.add_argument("--rate", type=float, default=450.0,
+                            help="events per second published (default 450: ~2 min for all files)")
+        parser.add_argument("--port", type=int, default=8000, help="web server port")
+        parser.add_argument("--exit", action="store_true", help="stop after the summary")
+        parser.add_argument("--keep", action="store_true",
+                            help="keep the existing SKAB twin instead of starting afresh")
+        parser.add_argument("--password", default=None,
+                            help="password for every demo user (default: random, printed)")
+        parser.add_argument("--timeout", type=float, default=900.0,
+                            help="seconds to wait for ingest and processing")
+
+    def handle(self, *args, **opts):
+        root = Path(opts["data"]) if opts["data"] else default_data_dir(settings.BASE_DIR)
+        try:
+            names = list_files(root, opts["files"])
+        except FileNotFoundError as exc:
+            raise CommandError(str(exc)) from exc
+        if not _port_free(opts["port"]):
+            raise CommandError(f"port {opts['port']} is taken; pass --port")
+        call_command("migrate", interactive=False, verbosity=0)
+        runs = [read_run(root, n) for n in tqdm(names, desc="reading SKAB", unit="file")]
+        twin = create_skab_twin(names, reset=not opts["keep"])
+        credentials = create_demo_users(opts["password"])
+        mqtt_url = settings.MQTT_URL or EmbeddedBroker().start()
+        self.stdout.write(f"MQTT broker: {mqtt_url}"
+                          f"{'' if settings.MQTT_URL else ' (embedded amqtt)'}")
+        children = demo.start_children(mqtt_url, opts["port"], web=True)
+        try:
+            self._run(twin, runs, mqtt_url, children, credentials, opts)
+        finally:
+            children.stop()
+
+    def _run(self, twin, runs, mqtt_url, children, credentials, opts):
+        time.sleep(2.0)  # let the subscriber connect before the first publish
+        children.check()
+        total = sum(len(r.ts) for r in runs)
+        with tqdm(total=total, desc="published", unit="ev") as bar:
+            published = publish_runs(mqtt_url, twin.slug, runs, rate=opts["rate"],
+                                     on_progress=bar.update)
+        committed = demo.wait_for_ingest(twin, published, children, opts["timeout"])
+        if committed < published:
+            self.stderr.write(f"only {committed} of {published} events committed in time")
+        self.stdout.write("waiting for detection, simulation and policy to finish...")
+        if not demo.wait_for_quiet(twin, children, opts["timeout"]):
+            self.stderr.write("processing did not settle before --timeout; summary is partial")
+        self._print_summary(demo.summary(twin, runs, published), credentials, opts["port"])
+        if not opts["exit"]:
+            self.stdout.write("Serving until interrupted (Ctrl-C).")
+            stop = threading.Event()
+            signal.signal(signal.SIGTERM, lambda *_: stop.set())
+            try:
+                while not stop.wait(1.0):
+                    children.check()
+            except KeyboardInterrupt:
+                pass
+
+    def _print_summary(self, s: dict, credentials: dict, port: int) -> None:
+        w = self.stdout.write
+        w("\n=== OpsTwin demo summary ===")
+        w(f"events published {s['published']}, ingested {s['events']}, "
+          f"dead letters {s['dead_letters']}")
+        w(f"anomalies by severity: {s['anomalies'] or 'none'}")
+        w(f"simulations run: {s['simulations']}")
+        w(f"proposals by decision: {s['proposals_by_decision'] or 'none'}")
+        w(f"proposals by status:   {s['proposals_by_status'] or 'none'}")
+        w("\nlabel agreement (point-wise; SKAB labels read by the scorer only)")
+        w(f"{'file':<18}{'precision':>10}{'recall':>8}{'F1':>7}{'TP':>7}{'FP':>7}{'FN':>7}")
+        for row in [*s["per_file"], s["overall"]]:
+            w(f"{row.name:<18}{row.precision:>10.3f}{row.recall:>8.3f}{row.f1:>7.3f}"
+              f"{row.tp:>7}{row.fp:>7}{row.fn:>7}")
+        w(f"\nDashboard: http://127.0.0.1:{port}/  (API docs /api/docs/, "
+          f"manifest /.well-known/aiw-manifest.json)")
+        w("Users (role = username): " + ", ".join(f"{u} / {p}" for u, p in credentials.items()))
