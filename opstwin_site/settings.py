@@ -202,3 +202,15 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
     "loggers": {"django.channels.server": {"level": "WARNING"}},
 }
+
+CELERY_BEAT_SCHEDULE: dict = {}
+
+# --- issue 3: telemetry storage, rollups and queries -----------------------------------------
+
+# --- issue 4: detection and the anomaly lifecycle --------------------------------------------
+
+# --- issue 5: AIW protocol (tokens, idempotency, rate limits, streams) -----------------------
+
+# --- issue 6: policy, approvals, execution and audit -----------------------------------------
+
+# --- issue 7: simulation engine and jobs -----------------------------------------------------

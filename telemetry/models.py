@@ -5,7 +5,10 @@ from __future__ import annotations
 from django.contrib.postgres.indexes import BrinIndex
 from django.db import models
 
+from django.conf import settings
+
 from telemetry.choices import AnomalyKind, AnomalyStatus, IngestSource, Quality, Severity
+from twins.choices import AssetKind
 from twins.models import Asset
 
 
@@ -95,6 +98,13 @@ class Anomaly(models.Model):
     n_points = models.PositiveIntegerField(default=1)
     features = models.JSONField(default=dict)
     created_at = models.DateTimeField(auto_now_add=True)
+    acknowledged_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT,
+        related_name="+",
+    )
+    acknowledged_at = models.DateTimeField(null=True, blank=True)
+    ack_comment = models.TextField(blank=True)
+    escalated_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-started_at"]
@@ -114,3 +124,41 @@ class DetectionState(models.Model):
 
     def __str__(self) -> str:
         return f"{self.asset_id} scored until {self.scored_until}"
+
+
+class DetectorConfig(models.Model):
+    """Which detector (and parameters) watches assets of one kind; editable in admin.
+
+    ``detector`` is a name from ``telemetry.detectors.DETECTORS``; ``params`` its keyword
+    parameters; ``calibration_rows`` how many first rows of an asset fit its normal model
+    (SKAB convention: 400). Detectors other than ``zscore`` score nothing before calibration.
+    """
+
+    asset_kind = models.CharField(max_length=32, choices=AssetKind.choices, unique=True)
+    detector = models.CharField(max_length=32)
+    params = models.JSONField(default=dict, blank=True)
+    calibration_rows = models.PositiveIntegerField(default=400)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return f"{self.asset_kind}: {self.detector} {self.params}"
+
+
+class AssetCalibration(models.Model):
+    """An asset's fitted normal model: the detector's JSON state and where it came from.
+
+    ``start``/``end`` bound the calibration window (the first N rows, or a declared normal
+    period); ``state`` is ``detector.to_state()``.
+    """
+
+    asset = models.OneToOneField(Asset, on_delete=models.CASCADE, related_name="calibration")
+    detector = models.CharField(max_length=32)
+    params = models.JSONField(default=dict)
+    state = models.JSONField()
+    n_rows = models.PositiveIntegerField()
+    start = models.DateTimeField()
+    end = models.DateTimeField()
+    fitted_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return f"{self.detector} calibration of {self.asset_id} ({self.n_rows} rows)"
