@@ -191,6 +191,7 @@ USE_TZ = True
 STATIC_URL = "static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
 STATIC_ROOT = DATA_DIR / "staticfiles"
+STATIC_ROOT.mkdir(parents=True, exist_ok=True)
 # Serve app and sidecar assets straight from their folders: no collectstatic step for the demo.
 WHITENOISE_USE_FINDERS = True
 
@@ -200,7 +201,11 @@ LOGGING = {
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
-    "loggers": {"django.channels.server": {"level": "WARNING"}},
+    "loggers": {
+        "django.channels.server": {"level": "WARNING"},
+        "qiskit": {"level": "WARNING"},
+        "stevedore": {"level": "WARNING"},
+    },
 }
 
 CELERY_BEAT_SCHEDULE: dict = {}

@@ -9,8 +9,8 @@ router.register("proposals", ProposalViewSet, basename="proposal")
 
 urlpatterns = [
     path("", views.dashboard, name="dashboard"),
-    path("dashboard/proposals/<int:pk>/", views.proposal_detail, name="proposal-detail"),
-    path("dashboard/proposals/<int:pk>/approve", views.approve, name="proposal-approve"),
-    path("dashboard/proposals/<int:pk>/reject", views.reject, name="proposal-reject"),
+    path("dashboard/proposals/<int:pk>/", views.proposal_detail, name="dashboard-proposal"),
+    path("dashboard/proposals/<int:pk>/approve", views.approve, name="dashboard-approve"),
+    path("dashboard/proposals/<int:pk>/reject", views.reject, name="dashboard-reject"),
     *router.urls,
 ]

@@ -67,7 +67,7 @@ def approve(request, pk: int):
         messages.success(request, f"Proposal #{pk} approved; execution started.")
     except PolicyError as exc:
         messages.error(request, f"{exc.title}: {exc}")
-    return redirect("proposal-detail", pk=pk)
+    return redirect("dashboard-proposal", pk=pk)
 
 
 @login_required
@@ -78,11 +78,11 @@ def reject(request, pk: int):
     form = RejectForm(request.POST)
     if not form.is_valid():
         messages.error(request, "A reason (at least 3 characters) is required to reject.")
-        return redirect("proposal-detail", pk=pk)
+        return redirect("dashboard-proposal", pk=pk)
     try:
         services.reject_proposal(proposal.pk, actor=request.user,
                                  reason=form.cleaned_data["reason"], request=request)
         messages.success(request, f"Proposal #{pk} rejected.")
     except PolicyError as exc:
         messages.error(request, f"{exc.title}: {exc}")
-    return redirect("proposal-detail", pk=pk)
+    return redirect("dashboard-proposal", pk=pk)

@@ -26,10 +26,13 @@ def test_a_supervisor_sees_pending_proposals(supervisor_client, pump, users):
     assert "Decision trace" in detail
 
 
-def test_a_supervisor_approves_through_the_dashboard(supervisor_client, pump, users, settings):
+def test_a_supervisor_approves_through_the_dashboard(
+    supervisor_client, pump, users, settings, django_capture_on_commit_callbacks
+):
     settings.MQTT_URL = None  # the command outcome is covered in test_workflow
     proposal = make_proposal(pump, proposed_by=users["agent"])
-    response = supervisor_client.post(f"/dashboard/proposals/{proposal.pk}/approve")
+    with django_capture_on_commit_callbacks(execute=True):
+        response = supervisor_client.post(f"/dashboard/proposals/{proposal.pk}/approve")
     assert response.status_code == 302
     proposal.refresh_from_db()
     assert proposal.decided_by == users["supervisor"]

@@ -61,10 +61,13 @@ def test_a_supervisor_approval_executes_the_command_over_mqtt(pump, users, comma
 
 
 @pytest.mark.django_db
-def test_execution_is_recorded_as_failed_when_no_broker_answers(pump, users, settings):
+def test_execution_is_recorded_as_failed_when_no_broker_answers(
+    pump, users, settings, django_capture_on_commit_callbacks
+):
     settings.MQTT_URL = "mqtt://127.0.0.1:9"  # nothing listens on the discard port
     proposal = make_proposal(pump, proposed_by=users["agent"])
-    services.approve_proposal(proposal.pk, actor=users["supervisor"])
+    with django_capture_on_commit_callbacks(execute=True):
+        services.approve_proposal(proposal.pk, actor=users["supervisor"])
     proposal.refresh_from_db()
     assert proposal.status == ProposalStatus.FAILED
     assert "unreachable" in proposal.execution["detail"]

@@ -54,17 +54,19 @@ def test_it_sends_each_kind_of_bad_payload_to_the_dead_letter_table(pump, body, 
         "NO_OFFSET": good | {"ts": "2024-01-01T00:00:00"},
         "HUGE": good | {"metrics": {"Pressure": 1e300}},
     }
+    topic = "opstwin/plant/pump-1/telemetry"
     if isinstance(body, str) and body in cases:
-        body = json.dumps(cases[body])
+        doc = cases[body]
+        topic = f"opstwin/{doc['twin_id']}/{doc['asset_id']}/telemetry"
+        body = json.dumps(doc)
     elif isinstance(body, str):
         body = body % good["event_id"]
-    report = ingest_batch([RawPayload(body=body, topic="opstwin/plant/pump-1/telemetry")],
-                          source="mqtt")
+    report = ingest_batch([RawPayload(body=body, topic=topic)], source="mqtt")
     assert report.accepted == 0
     assert len(report.rejected) == 1 and reason in report.rejected[0][1]
     letter = DeadLetter.objects.get()
     assert reason in letter.reason
-    assert letter.topic == "opstwin/plant/pump-1/telemetry"
+    assert letter.topic == topic
     assert TelemetrySample.objects.count() == 0
 
 
