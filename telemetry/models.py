@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.contrib.postgres.indexes import BrinIndex
 from django.db import models
-
-from django.conf import settings
 
 from telemetry.choices import AnomalyKind, AnomalyStatus, IngestSource, Quality, Severity
 from twins.choices import AssetKind
