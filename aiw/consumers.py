@@ -1,67 +1,127 @@
 """WebSocket stream of the change feed (``/ws/feed?since=<cursor>&types=&twin=``).
 
-The consumer authenticates in ``connect()`` (session cookie via Channels' AuthMiddleware),
-sends every visible event after the cursor, then follows commits: each commit notification
-(``feed.committed``) triggers a read of the events after the last one sent, so delivery comes
-from the database, in feed order, and a lost notification only delays, never loses, an event.
-Each frame is a change-event.v1 JSON object; its ``cursor`` resumes after it.
+Same events, filters, resume and limits as ``GET /subscribe`` (both use
+``aiw.streams.Follower``): each text frame is one change-event.v1 object whose ``cursor``
+resumes after it; a stream-control.v1 object (``type`` ``aiw.reconnect`` or ``aiw.error``)
+precedes a close by the server. Authentication: a session cookie (with an allowed Origin) or
+``Authorization: Bearer <token>`` in the handshake.
+
+Close codes: 4401 not authenticated, 4403 token lacks the read scope, 4410 cursor expired or
+unknown (resync from ``/snapshot``), 4429 too many streams or rate limit, 4408 too slow
+(resume from the cursor in the preceding ``aiw.reconnect``). A client that reads nothing at
+all may miss that goodbye (daphne aborts a closing handshake after a second); it resumes from
+the last event it did receive, which is the same cursor.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import json
+import logging
+import re
 from urllib.parse import parse_qs
 
-from channels.db import database_sync_to_async
-from channels.generic.websocket import AsyncJsonWebsocketConsumer
+from channels.generic.websocket import AsyncWebsocketConsumer
+from django.conf import settings
 
-from aiw.feed import FEED_GROUP, InvalidCursor, decode_cursor, events_after
+from aiw.authentication import Principal
+from aiw.db import run_db
+from aiw.feed import InvalidCursor, decode_cursor
+from aiw.flow import TransportFlow, flow_of
+from aiw.hub import get_hub
+from aiw.scope import FeedFilter, scope_for
+from aiw.streams import AccessRevoked, Follower, SlowConsumer, error_message, reconnect_message
+from aiw.throttling import retry_after
 
-BATCH = 500
+log = logging.getLogger(__name__)
+SLUG = re.compile(r"^[-a-zA-Z0-9_]{1,64}$")
 
 
-class FeedConsumer(AsyncJsonWebsocketConsumer):
-    """Follows the change feed for one authenticated user."""
+def _open(cursor: str, user):
+    return decode_cursor(cursor), scope_for(user)
+
+
+class FeedConsumer(AsyncWebsocketConsumer):
+    """Follows the change feed for one authenticated caller."""
+
+    # No channel-layer channel per socket: the process's hub listens once for all of them.
+    channel_layer_alias = None
+
+    follower: Follower | None = None
+    pump: asyncio.Task | None = None
+    flow: TransportFlow | None = None
 
     async def connect(self) -> None:
         user = self.scope.get("user")
         if user is None or not user.is_authenticated:
-            await self.close(code=4401)
+            await self.close(code=4000 + self.scope.get("auth_status", 401))
             return
-        query = parse_qs(self.scope.get("query_string", b"").decode())
-        self.types = [t for t in query.get("types", [""])[0].split(",") if t]
-        self.twin = query.get("twin", [None])[0]
+        principal = Principal(user, self.scope.get("agent_token"))
+        query = {k: v[0] for k, v in parse_qs(self.scope.get("query_string", b"").decode()).items()}
         await self.accept()
-        try:
-            self.last_id = await database_sync_to_async(decode_cursor)(query.get("since", ["0"])[0])
-        except InvalidCursor as exc:
-            await self.send_json({"type": "error", "status": 410, "detail": str(exc),
-                                  "resync": "/snapshot"})
-            await self.close(code=4410)
+        if await self._refused(principal):
             return
-        await self.channel_layer.group_add(FEED_GROUP, self.channel_name)
-        await self._send_new()
+        twin = query.get("twin") or None
+        if twin is not None and not SLUG.match(twin):
+            await self._fail(400, "Invalid twin", "twin must be a slug", 4400)
+            return
+        try:
+            after, scope = await run_db(_open, query.get("since", "0"), user)
+        except InvalidCursor as exc:
+            await self._fail(410, "Cursor expired or unknown", str(exc), 4410,
+                             reason=exc.reason, resync="/snapshot")
+            return
+        self.follower = Follower(principal, FeedFilter.parse(query.get("types"), twin), after)
+        await self.follower.start(scope)
+        self.flow = flow_of(self.scope)
+        if self.flow is not None:
+            self.flow.attach()
+        self.pump = asyncio.create_task(self._pump())
+
+    async def _refused(self, principal: Principal) -> bool:
+        wait = await run_db(retry_after, principal.token) if principal.token else None
+        if wait is not None:
+            await self._fail(429, "Request was throttled.", "the token's rate limit is spent",
+                             4429, retry_after=max(1, round(wait)))
+            return True
+        if get_hub().count(principal.key) >= settings.AIW_MAX_STREAMS_PER_CALLER:
+            await self._fail(429, "Too many streams", "too many open streams for this caller",
+                             4429)
+            return True
+        return False
+
+    async def _fail(self, status: int, title: str, detail: str, code: int, **extra) -> None:
+        await self.send(text_data=json.dumps(error_message(status, title, detail, **extra)))
+        await self.close(code=code)
+
+    async def _pump(self) -> None:
+        follower = self.follower
+        try:
+            while True:
+                batch = await follower.next_batch()
+                for item in batch or ():
+                    await self.send(text_data=item.json)
+                await follower.writable(self.flow)
+        except SlowConsumer:
+            message = reconnect_message(follower.cursor, "slow_consumer")
+            await self.send(text_data=json.dumps(message))
+            await self.close(code=4408)
+        except AccessRevoked as exc:
+            await self._fail(401, "Access ended", str(exc), 4401)
+        except Exception:  # never leave a socket open that no longer delivers
+            log.exception("feed stream failed")
+            await self.close(code=1011)
+
+    async def receive(self, text_data=None, bytes_data=None) -> None:
+        """Clients have nothing to say; frames they send are ignored."""
 
     async def disconnect(self, code: int) -> None:
-        await self.channel_layer.group_discard(FEED_GROUP, self.channel_name)
-
-    async def feed_committed(self, message: dict) -> None:
-        if message["id"] > self.last_id:
-            await self._send_new()
-
-    async def _send_new(self) -> None:
-        while True:
-            frames = await database_sync_to_async(self._read)()
-            for frame in frames:
-                await self.send_json(frame)
-            if len(frames) < BATCH:
-                return
-
-    def _read(self) -> list[dict]:
-        from aiw.api.serializers import ChangeEventSerializer
-        from aiw.api.views import feed_queryset
-
-        queryset = feed_queryset(self.scope["user"], types=self.types, twin=self.twin)
-        events = events_after(self.last_id, queryset, BATCH)
-        if events:
-            self.last_id = events[-1].id
-        return list(ChangeEventSerializer(events, many=True).data)
+        if self.pump is not None:
+            self.pump.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self.pump
+        if self.flow is not None:
+            self.flow.detach()
+        if self.follower is not None:
+            await self.follower.close()

@@ -1,26 +1,45 @@
-"""Appending to and reading from the change feed (the transactional outbox)."""
+"""Appending to and reading from the change feed (the transactional outbox).
+
+Readers get :class:`FeedItem` objects: the change-event.v1 payload of one event, encoded to
+JSON once, plus the fields the filters need. ``/diff``, the SSE and WebSocket streams and the
+in-process hub all read through :func:`read_events`, so every channel serves the same bytes.
+"""
 
 from __future__ import annotations
 
 import base64
 import binascii
+import json
 import logging
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from functools import cached_property
 
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import QuerySet
 
-from aiw.models import ChangeEvent
+from aiw.models import ChangeEvent, FeedRetention
+from aiw.scope import FeedFilter, Scope
 
 log = logging.getLogger(__name__)
 FEED_GROUP = "aiw.feed"
 CURSOR_PREFIX = "v1:"
+EVENT_FIELDS = ("id", "type", "resource_type", "resource_id", "operation", "twin_id",
+                "twin__slug", "actor", "created_at")
 
 
 class InvalidCursor(ValueError):
-    """The cursor is not one this server issued (HTTP 410 with resync instructions)."""
+    """The cursor is unknown or expired (HTTP 410 with resync instructions).
+
+    ``reason`` is ``"unknown"`` (not issued by this server, or past the newest event) or
+    ``"expired"`` (the events after it were pruned).
+    """
+
+    def __init__(self, message: str, reason: str = "unknown") -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 def encode_cursor(event_id: int) -> str:
@@ -28,11 +47,10 @@ def encode_cursor(event_id: int) -> str:
     return base64.urlsafe_b64encode(f"{CURSOR_PREFIX}{event_id}".encode()).decode().rstrip("=")
 
 
-def decode_cursor(cursor: str) -> int:
-    """Inverse of ``encode_cursor``; ``"0"`` or ``""`` means 'from the beginning'.
+def parse_cursor(cursor: str) -> int:
+    """The event id inside ``cursor`` without any database check (``"0"``/``""`` → 0).
 
-    Raises ``InvalidCursor`` for anything else that does not decode to ``v1:<id>`` with an id
-    that is not beyond the newest event.
+    Raises ``InvalidCursor`` when ``cursor`` does not decode to ``v1:<digits>``.
     """
     if cursor in ("", "0"):
         return 0
@@ -40,13 +58,60 @@ def decode_cursor(cursor: str) -> int:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
     except (binascii.Error, UnicodeDecodeError, ValueError) as exc:
         raise InvalidCursor("cursor is not valid base64") from exc
-    if not raw.startswith(CURSOR_PREFIX) or not raw[len(CURSOR_PREFIX) :].isdigit():
+    digits = raw[len(CURSOR_PREFIX):]
+    if not raw.startswith(CURSOR_PREFIX) or not digits.isdigit() or len(digits) > 19:
         raise InvalidCursor("cursor was not issued by this server")
-    event_id = int(raw[len(CURSOR_PREFIX) :])
-    newest = ChangeEvent.objects.order_by("-id").values_list("id", flat=True).first() or 0
+    return int(digits)
+
+
+def newest_event_id() -> int:
+    """Id of the newest committed event visible to this transaction (0 for an empty feed)."""
+    return ChangeEvent.objects.order_by("-id").values_list("id", flat=True).first() or 0
+
+
+def feed_bounds() -> tuple[int, int]:
+    """(newest event id, pruned-through id) in one query; 0 for none."""
+    events, retention = ChangeEvent._meta.db_table, FeedRetention._meta.db_table
+    with connection.cursor() as cursor:
+        cursor.execute(f'SELECT (SELECT max(id) FROM "{events}"), '  # noqa: S608 - model tables
+                       f'(SELECT max(pruned_through) FROM "{retention}")')
+        newest, pruned = cursor.fetchone()
+    return newest or 0, pruned or 0
+
+
+def decode_cursor(cursor: str, bounds: tuple[int, int] | None = None) -> int:
+    """Inverse of ``encode_cursor``, checked against the feed: the id to read after.
+
+    ``bounds`` is ``feed_bounds()`` if the caller already read it. Raises ``InvalidCursor``
+    (reason ``unknown``) for a malformed cursor or one beyond the newest event (a reset
+    database), and (reason ``expired``) for one older than retention.
+    """
+    event_id = parse_cursor(cursor)
+    newest, pruned = bounds or feed_bounds()
     if event_id > newest:
         raise InvalidCursor("cursor points past the newest event (was the database reset?)")
+    if event_id < pruned:
+        raise InvalidCursor("cursor has expired: the events after it were pruned", "expired")
     return event_id
+
+
+class _Notify:
+    """An on-commit callback that announces the highest event id of one transaction."""
+
+    def __init__(self, event_id: int) -> None:
+        self.event_id = event_id
+
+    def __call__(self) -> None:
+        notify_subscribers(self.event_id)
+
+
+def _schedule_notification(event_id: int) -> None:
+    """One notification per transaction, however many events it appends."""
+    for _sids, func, _robust in connection.run_on_commit:
+        if isinstance(func, _Notify):
+            func.event_id = max(func.event_id, event_id)
+            return
+    transaction.on_commit(_Notify(event_id))
 
 
 def append_event(
@@ -61,15 +126,15 @@ def append_event(
         type=type, resource_type=resource_type, resource_id=resource_id, operation=operation,
         twin=twin, actor=actor, data=data, created_at=at,
     )
-    transaction.on_commit(lambda: notify_subscribers(event.id))
+    _schedule_notification(event.id)
     return event
 
 
 def notify_subscribers(event_id: int) -> None:
-    """Tell live-stream consumers that events up to ``event_id`` are committed.
+    """Tell live-stream hubs that events up to ``event_id`` are committed.
 
-    The message carries only the id; consumers read the events from the database, so a lost
-    notification delays delivery until the next one but never loses an event.
+    The message carries only the id; hubs read the events from the database, so a lost
+    notification delays delivery until the hub's next poll but never loses an event.
     """
     layer = get_channel_layer()
     if layer is None:
@@ -83,3 +148,80 @@ def notify_subscribers(event_id: int) -> None:
 def events_after(after_id: int, queryset: QuerySet[ChangeEvent], limit: int) -> list[ChangeEvent]:
     """Up to ``limit`` events with id > ``after_id`` from ``queryset``, in feed order."""
     return list(queryset.filter(id__gt=after_id).order_by("id")[:limit])
+
+
+def iso_utc(value: datetime) -> str:
+    """RFC 3339 in UTC with a ``Z`` suffix, as DRF's DateTimeField renders it."""
+    text = value.astimezone(UTC).isoformat()
+    return text[:-6] + "Z" if text.endswith("+00:00") else text
+
+
+def envelope(row: dict) -> dict:
+    """change-event.v1 without ``data``, from a ``values(*EVENT_FIELDS)`` row."""
+    return {
+        "cursor": encode_cursor(row["id"]), "id": row["id"], "type": row["type"],
+        "resource_type": row["resource_type"], "resource_id": row["resource_id"],
+        "operation": row["operation"], "twin": row["twin__slug"], "actor": row["actor"],
+        "at": iso_utc(row["created_at"]),
+    }
+
+
+@dataclass(frozen=True)
+class FeedItem:
+    """One event as every channel sends it: change-event.v1 as JSON text, built once, and
+    the fields the scope and filters need.
+
+    ``data_json`` is the new state encoded once; every channel splices the same text.
+    """
+
+    id: int
+    type: str
+    resource_type: str
+    twin_id: int | None
+    twin: str | None
+    head: dict
+    data_json: str
+
+    @cached_property
+    def json(self) -> str:
+        """The change-event.v1 object as JSON text (one WebSocket frame, one /diff entry)."""
+        head = json.dumps(self.head, separators=(",", ":"), ensure_ascii=False)
+        return f'{head[:-1]},"data":{self.data_json}}}'
+
+    @cached_property
+    def payload(self) -> dict:
+        """The change-event.v1 object as a dict."""
+        return json.loads(self.json)
+
+    @cached_property
+    def sse(self) -> bytes:
+        """The event as one SSE frame: ``id:`` cursor, ``event:`` type, ``data:`` JSON."""
+        return f"id: {self.head['cursor']}\nevent: {self.type}\ndata: {self.json}\n\n".encode()
+
+    @classmethod
+    def from_row(cls, row: dict) -> FeedItem:
+        """Build from a ``values(*EVENT_FIELDS, "data")`` row."""
+        return cls(id=row["id"], type=row["type"], resource_type=row["resource_type"],
+                   twin_id=row["twin_id"], twin=row["twin__slug"], head=envelope(row),
+                   data_json=json.dumps(row["data"], separators=(",", ":"),
+                                        ensure_ascii=False))
+
+
+def read_events(
+    after_id: int, *, limit: int, scope: Scope | None = None, where: FeedFilter | None = None,
+    until_id: int | None = None,
+) -> list[FeedItem]:
+    """Up to ``limit`` events with ``after_id < id (<= until_id)`` in feed order.
+
+    ``scope`` (None: everything) limits them to the twins a caller may see; ``where`` applies
+    the caller's type and twin filters. Runs one indexed query.
+    """
+    queryset = ChangeEvent.objects.filter(id__gt=after_id)
+    if until_id is not None:
+        queryset = queryset.filter(id__lte=until_id)
+    if scope is not None:
+        queryset = queryset.filter(scope.q())
+    if where is not None:
+        queryset = queryset.filter(where.q())
+    rows = queryset.order_by("id").values(*EVENT_FIELDS, "data")[:limit]
+    return [FeedItem.from_row(row) for row in rows]

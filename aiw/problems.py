@@ -1,24 +1,43 @@
-"""RFC 9457 problem details (``application/problem+json``) for every API error."""
+"""RFC 9457 problem details (``application/problem+json``): the one error envelope of the API.
+
+Three layers produce it: ``problem()`` for errors a view returns itself, the DRF exception
+handler for everything DRF raises (validation, 401/403, 404, 405, 429 with ``Retry-After``),
+and ``ProblemMiddleware`` for what Django answers outside any view (an unknown URL, a 500) on
+API requests. Body: ``{"type", "title", "status", "detail"}`` plus problem-specific members
+(``errors`` for invalid fields, ``resync`` for a lost cursor, ...).
+"""
 
 from __future__ import annotations
 
+from http import HTTPStatus
+
 from django.core.exceptions import ObjectDoesNotExist
-from django.http import JsonResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.urls import Resolver404, resolve
 from rest_framework import exceptions
 from rest_framework.response import Response
-from rest_framework.views import exception_handler
+from rest_framework.views import APIView, exception_handler
 
 from policy.errors import PolicyError
 
 PROBLEM_TYPE = "https://opstwin.dev/problems/"
+PROBLEM_CONTENT_TYPE = "application/problem+json"
+KEPT_HEADERS = ("Allow", "Retry-After", "WWW-Authenticate")
 
 
-def problem(status: int, title: str, detail: str = "", **extra) -> JsonResponse:
-    """A problem+json response for plain Django views (outside DRF)."""
+def problem_body(status: int, title: str, detail: str = "", **extra) -> dict:
+    """The problem document for ``status`` (``type`` is ``PROBLEM_TYPE + status``)."""
     body = {"type": PROBLEM_TYPE + str(status), "title": title, "status": status}
     if detail:
         body["detail"] = detail
-    return JsonResponse(body | extra, status=status, content_type="application/problem+json")
+    return body | extra
+
+
+def problem(status: int, title: str, detail: str = "", *, headers: dict | None = None,
+            **extra) -> JsonResponse:
+    """A problem+json response for plain Django views (outside DRF)."""
+    return JsonResponse(problem_body(status, title, detail, **extra), status=status,
+                        content_type=PROBLEM_CONTENT_TYPE, headers=headers)
 
 
 def _body(status: int, title: str, detail) -> dict:
@@ -49,11 +68,59 @@ def problem_exception_handler(exc, context):
         else response.data
     title = getattr(exc, "default_detail", "Error")
     response.data = _body(response.status_code, str(title), detail)
-    response.content_type = "application/problem+json"
+    response.content_type = PROBLEM_CONTENT_TYPE
     return response
 
 
 def policy_problem(exc: PolicyError) -> Response:
     """A DRF Response for a policy error (approve/reject/execute endpoints)."""
     body = _body(exc.status, exc.title, str(exc))
-    return Response(body, status=exc.status, content_type="application/problem+json")
+    return Response(body, status=exc.status, content_type=PROBLEM_CONTENT_TYPE)
+
+
+def is_api_request(request: HttpRequest) -> bool:
+    """True for requests to DRF or AIW views, and for any client that does not ask for HTML
+    (agents, curl); browsers asking for HTML pages keep Django's HTML error pages."""
+    match = getattr(request, "resolver_match", None)
+    if match is None:
+        try:
+            match = resolve(request.path_info)
+        except Resolver404:
+            match = None
+    if match is not None:
+        view_class = getattr(match.func, "cls", None) or getattr(match.func, "view_class", None)
+        if (isinstance(view_class, type) and issubclass(view_class, APIView)) or \
+                (match.url_name or "").startswith("aiw-"):
+            return True
+    return "text/html" not in request.headers.get("Accept", "")
+
+
+def _is_json(response: HttpResponse) -> bool:
+    content_type = response.get("Content-Type", "").split(";")[0].strip()
+    return content_type == "application/json" or content_type.endswith("+json")
+
+
+def as_problem(response: HttpResponse) -> JsonResponse:
+    """The problem+json equivalent of a non-JSON error response (same status, key headers)."""
+    status = response.status_code
+    try:
+        title = HTTPStatus(status).phrase
+    except ValueError:
+        title = "Error"
+    headers = {name: response[name] for name in KEPT_HEADERS if response.has_header(name)}
+    return problem(status, title, f"{title} ({status})", headers=headers)
+
+
+class ProblemMiddleware:
+    """Turns Django's own HTML error pages (404 for unknown URLs, 405, 500, ...) into
+    problem+json for API requests; JSON and streaming responses pass through untouched."""
+
+    def __init__(self, get_response) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        response = self.get_response(request)
+        if (response.status_code >= 400 and not response.streaming and not _is_json(response)
+                and is_api_request(request)):
+            return as_problem(response)
+        return response

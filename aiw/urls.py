@@ -1,11 +1,14 @@
 from django.urls import path
 
+from aiw import sse
 from aiw.api import views
+from aiw.api.manifest import ManifestView
 
 urlpatterns = [
-    path(".well-known/aiw-manifest.json", views.manifest, name="aiw-manifest"),
-    path("schemas", views.schema_index, name="aiw-schemas"),
-    path("schemas/<str:name>", views.schema_detail, name="aiw-schema"),
+    path(".well-known/aiw-manifest.json", ManifestView.as_view(), name="aiw-manifest"),
+    path("schemas", views.SchemaIndexView.as_view(), name="aiw-schemas"),
+    path("schemas/<str:name>", views.SchemaDetailView.as_view(), name="aiw-schema"),
     path("diff", views.DiffView.as_view(), name="aiw-diff"),
     path("snapshot", views.SnapshotView.as_view(), name="aiw-snapshot"),
+    path("subscribe", sse.subscribe, name="aiw-subscribe"),
 ]

@@ -1,4 +1,9 @@
-"""ASGI entry point: HTTP (including SSE) through Django, WebSockets through Channels."""
+"""ASGI entry point: HTTP (including SSE) through Django, WebSockets through Channels.
+
+WebSockets authenticate with a session cookie (Origin checked against ALLOWED_HOSTS) or with
+``Authorization: Bearer <agent token>`` (no Origin needed: not ambient authority).
+``aiw.flow.install()`` gives SSE streams daphne's socket backpressure (see ``aiw/flow.py``).
+"""
 
 import os
 
@@ -9,15 +14,18 @@ django_asgi_app = get_asgi_application()
 
 from channels.auth import AuthMiddlewareStack  # noqa: E402 - needs Django set up first
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
-from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 
+from aiw import flow  # noqa: E402
+from aiw.authentication import TokenAuthMiddleware, TokenOrOriginValidator  # noqa: E402
 from aiw.routing import websocket_urlpatterns  # noqa: E402
+
+flow.install()
 
 application = ProtocolTypeRouter(
     {
         "http": django_asgi_app,
-        "websocket": AllowedHostsOriginValidator(
-            AuthMiddlewareStack(URLRouter(websocket_urlpatterns))
+        "websocket": TokenOrOriginValidator(
+            AuthMiddlewareStack(TokenAuthMiddleware(URLRouter(websocket_urlpatterns)))
         ),
     }
 )

@@ -1,7 +1,10 @@
 """The AIW JSON Schemas (draft 2020-12), loaded once and served by ``/schemas``.
 
-Each ``<name>.json`` file in this folder is one schema; ``validator(name)`` returns a cached
-``jsonschema`` validator with format checking (uuid, date-time) switched on.
+Each ``<name>.json`` file in this folder is one schema whose ``$id`` is
+``https://opstwin.dev/schemas/<name>.json``; schemas refer to each other by that ``$id``
+(e.g. proposal.v1 → decision.v1), resolved from this folder, never over the network.
+``validator(name)`` returns a cached ``jsonschema`` validator with format checking (uuid,
+date-time) switched on.
 """
 
 from __future__ import annotations
@@ -11,10 +14,18 @@ from functools import cache
 from pathlib import Path
 
 from jsonschema import Draft202012Validator, FormatChecker
+from referencing import Registry, Resource
 
 SCHEMA_DIR = Path(__file__).resolve().parent
+BASE_ID = "https://opstwin.dev/schemas/"
+# The schema of ChangeEvent.data for each resource type on the feed.
+RESOURCE_SCHEMAS = {
+    "twin": "twin.v1", "asset": "asset.v1", "anomaly": "anomaly.v1",
+    "simulation": "simulation.v1", "proposal": "proposal.v1", "whatif_model": "whatif-model.v1",
+}
 
 
+@cache
 def schema_names() -> list[str]:
     """Names of every served schema, e.g. ``["anomaly.v1", "telemetry.v1", ...]``."""
     return sorted(p.name.removesuffix(".json") for p in SCHEMA_DIR.glob("*.json"))
@@ -29,6 +40,21 @@ def load_schema(name: str) -> dict:
 
 
 @cache
+def registry() -> Registry:
+    """Every schema under its ``$id``, so ``$ref`` between them resolves offline."""
+    return Registry().with_resources(
+        (load_schema(n)["$id"], Resource.from_contents(load_schema(n))) for n in schema_names()
+    )
+
+
+@cache
 def validator(name: str) -> Draft202012Validator:
     """A cached validator for schema ``name`` with format checking on."""
-    return Draft202012Validator(load_schema(name), format_checker=FormatChecker())
+    return Draft202012Validator(load_schema(name), registry=registry(),
+                                format_checker=FormatChecker())
+
+
+def errors(name: str, document: object) -> list[str]:
+    """Every violation of schema ``name`` by ``document`` as ``"path: message"`` lines."""
+    return [f"{'/'.join(map(str, e.absolute_path)) or '(root)'}: {e.message}"
+            for e in validator(name).iter_errors(document)]

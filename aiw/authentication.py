@@ -1,0 +1,130 @@
+"""Who is calling: agent tokens for DRF views, SSE streams and WebSockets.
+
+``Authorization: Bearer aiw_<prefix>_<secret>`` authenticates as the token's user, narrowed by
+the token's scopes: ``read`` for safe methods and streams, ``write`` for POST/PUT/PATCH/DELETE.
+An unknown, revoked or expired token is 401 (never a silent fall-back to anonymous).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from channels.middleware import BaseMiddleware
+from channels.security.websocket import AllowedHostsOriginValidator
+from django.contrib.auth.models import AnonymousUser
+from rest_framework import exceptions
+from rest_framework.authentication import BaseAuthentication
+from rest_framework.permissions import SAFE_METHODS
+
+from aiw import tokens
+from aiw.db import run_db
+from aiw.models import AgentToken, TokenScope
+
+REALM = 'Bearer realm="opstwin"'
+
+
+@dataclass(frozen=True)
+class Principal:
+    """An authenticated caller: a user, and the token it presented (None for a session)."""
+
+    user: Any
+    token: AgentToken | None = None
+
+    @property
+    def key(self) -> str:
+        """Identity for rate limits and stream counts: ``token:<id>`` or ``user:<id>``."""
+        return f"token:{self.token.pk}" if self.token else f"user:{self.user.pk}"
+
+
+class ScopeMissing(exceptions.PermissionDenied):
+    """The token is valid but lacks the scope this request needs (403)."""
+
+
+def required_scope(method: str) -> str:
+    """``read`` for GET/HEAD/OPTIONS, ``write`` for everything else."""
+    return (TokenScope.READ if method.upper() in SAFE_METHODS else TokenScope.WRITE).value
+
+
+def check_token(raw: str, method: str) -> AgentToken:
+    """The active token for ``raw`` allowed to make a ``method`` request.
+
+    Raises ``AuthenticationFailed`` (401) for an unusable token, ``ScopeMissing`` (403) for a
+    missing scope.
+    """
+    try:
+        token = tokens.lookup(raw)
+    except tokens.TokenError as exc:
+        raise exceptions.AuthenticationFailed(str(exc)) from exc
+    needed = required_scope(method)
+    if not token.allows(needed):
+        raise ScopeMissing(f"the token lacks the {needed!r} scope")
+    return token
+
+
+class AgentTokenAuthentication(BaseAuthentication):
+    """DRF authentication for ``Authorization: Bearer <token>``; ``request.auth`` is the
+    AgentToken. Listed first in REST_FRAMEWORK so unauthenticated calls get 401 with a
+    ``WWW-Authenticate: Bearer`` challenge rather than 403."""
+
+    def authenticate(self, request) -> tuple[Any, AgentToken] | None:
+        raw = tokens.bearer_token(request.META.get("HTTP_AUTHORIZATION"))
+        if raw is None:
+            return None
+        token = check_token(raw, request.method)
+        return token.user, token
+
+    def authenticate_header(self, request) -> str:
+        return REALM
+
+
+def authenticate_stream(request) -> Principal | None:
+    """The caller of a plain (non-DRF) GET view: bearer token first, then the session.
+
+    Returns None for anonymous callers; raises as ``check_token``. Runs queries, so call it
+    through ``aiw.db.run_db`` from async views.
+    """
+    raw = tokens.bearer_token(request.headers.get("Authorization"))
+    if raw is not None:
+        token = check_token(raw, "GET")
+        return Principal(token.user, token)
+    user = request.user  # lazy: the session lookup happens here, on the calling thread
+    return Principal(user) if user.is_authenticated else None
+
+
+def _header(scope: dict, name: bytes) -> str | None:
+    for key, value in scope.get("headers", []):
+        if key.lower() == name:
+            return value.decode("latin1")
+    return None
+
+
+class TokenAuthMiddleware(BaseMiddleware):
+    """Channels middleware: a Bearer token in the handshake sets ``scope["user"]`` and
+    ``scope["agent_token"]``; a bad one sets ``scope["auth_error"]``, ``scope["auth_status"]``
+    (401 or 403) and an anonymous user."""
+
+    async def __call__(self, scope, receive, send):
+        raw = tokens.bearer_token(_header(scope, b"authorization"))
+        if raw is not None:
+            try:
+                token = await run_db(check_token, raw, "GET")
+                scope = dict(scope, user=token.user, agent_token=token)
+            except exceptions.APIException as exc:
+                scope = dict(scope, user=AnonymousUser(), agent_token=None,
+                             auth_error=str(exc.detail), auth_status=exc.status_code)
+        return await super().__call__(scope, receive, send)
+
+
+class TokenOrOriginValidator:
+    """WebSocket guard: cookie sessions need an allowed Origin (cross-site protection); a
+    handshake carrying a Bearer token is not ambient authority, so it needs none."""
+
+    def __init__(self, application) -> None:
+        self.application = application
+        self.checked = AllowedHostsOriginValidator(application)
+
+    async def __call__(self, scope, receive, send):
+        if tokens.bearer_token(_header(scope, b"authorization")) is not None:
+            return await self.application(scope, receive, send)
+        return await self.checked(scope, receive, send)
