@@ -1,8 +1,10 @@
 """The catalogue of corrective actions and how OpsTwin picks one for an anomaly.
 
-Each action has a risk level and a Beta prior on its success rate: the operators' declared
-experience before OpsTwin has a track record of its own (``historical_success`` updates it with
-real outcomes). Forbidden actions are always rejected, whoever proposes them.
+Each action has a risk level, a Beta prior on its success rate (the operators' declared
+experience before OpsTwin has a track record of its own; ``historical_success`` updates it with
+real outcomes) and, where one exists, the action that undoes it (used by rollback). Forbidden
+actions are always rejected, whoever proposes them. A signed policy document may override
+risk levels and rollbacks (``policy.rules``).
 """
 
 from __future__ import annotations
@@ -14,23 +16,32 @@ from policy.choices import RiskLevel
 
 @dataclass(frozen=True)
 class ActionSpec:
-    """An action type: risk level, Beta(successes, failures) prior, what it does."""
+    """An action type: risk level, Beta(successes, failures) prior, what it does, its undo."""
 
     risk_level: str
     prior: tuple[float, float]
     description: str
+    rollback: str = ""
 
 
 CATALOGUE: dict[str, ActionSpec] = {
     "open_valve": ActionSpec(
-        RiskLevel.LOW, (9.0, 1.0), "Open the loop valve toward its normal position."
+        RiskLevel.LOW, (9.0, 1.0), "Open the loop valve toward its normal position.",
+        rollback="restore_valve",
     ),
     "reduce_load": ActionSpec(
-        RiskLevel.MEDIUM, (4.0, 1.0), "Lower the pump's load (flow setpoint) by a fraction."
+        RiskLevel.MEDIUM, (4.0, 1.0), "Lower the pump's load (flow setpoint) by a fraction.",
+        rollback="restore_load",
     ),
     "hold": ActionSpec(RiskLevel.LOW, (1.0, 1.0), "Keep the current operating point."),
     "emergency_stop": ActionSpec(
-        RiskLevel.CRITICAL, (1.0, 1.0), "Stop the pump motor at once."
+        RiskLevel.CRITICAL, (1.0, 1.0), "Stop the pump motor at once (restart is manual)."
+    ),
+    "restore_load": ActionSpec(
+        RiskLevel.MEDIUM, (4.0, 1.0), "Return the pump's load to its setpoint before a reduction."
+    ),
+    "restore_valve": ActionSpec(
+        RiskLevel.LOW, (4.0, 1.0), "Return the loop valve to its position before it was opened."
     ),
 }
 FORBIDDEN: frozenset[str] = frozenset({"disable_interlock", "bypass_safety", "override_limits"})
@@ -39,7 +50,7 @@ VIBRATION_METRICS = frozenset({"Accelerometer1RMS", "Accelerometer2RMS"})
 
 
 def risk_of(action: str) -> str:
-    """Risk level of ``action``; unknown actions are CRITICAL (fail closed)."""
+    """Catalogue risk level of ``action``; unknown actions are CRITICAL (fail closed)."""
     spec = CATALOGUE.get(action)
     return spec.risk_level if spec else RiskLevel.CRITICAL
 

@@ -1,25 +1,20 @@
-from django.contrib import admin
+"""Django admin of the policy app: policy versions (add = publish a new version), read-only
+proposals, approvals, audit entries and anchors. Changes go through ``policy.services``."""
 
-from policy.models import AuditEntry, Proposal
+from __future__ import annotations
+
+from django import forms
+from django.contrib import admin, messages
+
+from policy.models import Approval, AuditAnchor, AuditEntry, PolicyDocument, Proposal
+from policy.rules import PolicyInvalid, parse_body
+from policy.services import publish_policy
+from policy.services.documents import next_version
+from policy.signing import verify
 
 
-@admin.register(Proposal)
-class ProposalAdmin(admin.ModelAdmin):
-    list_display = ["id", "asset", "action", "risk_level", "confidence", "decision", "status",
-                    "created_at"]
-    list_filter = ["status", "decision", "risk_level", "action"]
-    readonly_fields = [f.name for f in Proposal._meta.fields]  # changes go through services
-
-    def has_add_permission(self, request):
-        return False
-
-
-@admin.register(AuditEntry)
-class AuditEntryAdmin(admin.ModelAdmin):
-    """Read-only: the audit chain is append-only."""
-
-    list_display = ["seq", "at", "actor", "role", "action", "resource_type", "resource_id"]
-    list_filter = ["action", "resource_type"]
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """History is written by services only: no add, change or delete here."""
 
     def has_add_permission(self, request):
         return False
@@ -29,3 +24,102 @@ class AuditEntryAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request, obj=None):
         return False
+
+
+@admin.register(Proposal)
+class ProposalAdmin(ReadOnlyAdmin):
+    list_display = ["id", "asset", "action", "risk_level", "confidence", "decision", "status",
+                    "created_at"]
+    list_filter = ["status", "decision", "risk_level", "action"]
+
+
+@admin.register(Approval)
+class ApprovalAdmin(ReadOnlyAdmin):
+    list_display = ["proposal", "approver", "role", "created_at", "expires_at", "invalidated_at"]
+
+
+@admin.register(AuditEntry)
+class AuditEntryAdmin(ReadOnlyAdmin):
+    """Read-only: the audit chain is append-only."""
+
+    list_display = ["seq", "at", "actor", "role", "action", "resource_type", "resource_id"]
+    list_filter = ["action", "resource_type"]
+
+
+@admin.register(AuditAnchor)
+class AuditAnchorAdmin(ReadOnlyAdmin):
+    list_display = ["seq", "hash", "at"]
+
+
+class PolicyDocumentForm(forms.ModelForm):
+    """A new version: the exact signed body (LF line endings), its signature and key id."""
+
+    body = forms.CharField(strip=False, widget=forms.Textarea(attrs={"rows": 24, "cols": 100}),
+                           help_text="The exact text that was signed (sign it offline with "
+                                     "manage.py sign_policy). Its \"version\" must be the next "
+                                     "version and its \"twin\" this twin.")
+
+    class Meta:
+        model = PolicyDocument
+        fields = ["twin", "body", "signature", "key_id"]
+
+    def clean_body(self) -> str:
+        # Browsers submit textarea newlines as CRLF; bodies are signed and stored with LF.
+        return self.cleaned_data["body"].replace("\r\n", "\n")
+
+    def clean(self) -> dict:
+        data = super().clean()
+        twin, body = data.get("twin"), data.get("body")
+        if twin is None or body is None:
+            return data
+        try:
+            parsed = parse_body(body)
+        except PolicyInvalid as exc:
+            self.add_error("body", str(exc))
+            return data
+        expected = next_version(twin)
+        if parsed.get("twin") != twin.slug or parsed.get("version") != expected:
+            self.add_error("body", f'must name "twin": "{twin.slug}" and "version": {expected}')
+        return data
+
+
+@admin.register(PolicyDocument)
+class PolicyDocumentAdmin(admin.ModelAdmin):
+    """Each save is a new, audited version (``publish_policy``); versions are never edited."""
+
+    form = PolicyDocumentForm
+    list_display = ["twin", "version", "key_id", "signature_check", "created_at", "created_by"]
+    list_filter = ["twin"]
+    readonly_fields = ["version", "created_at", "created_by"]
+
+    @admin.display(description="signature")
+    def signature_check(self, obj: PolicyDocument) -> str:
+        return verify(obj.body, obj.signature, obj.key_id).detail
+
+    def get_readonly_fields(self, request, obj=None):
+        if obj is not None:  # an existing version is history
+            return ["twin", "version", "body", "signature", "key_id", "created_at", "created_by"]
+        return super().get_readonly_fields(request, obj)
+
+    def has_change_permission(self, request, obj=None):
+        return obj is None and super().has_change_permission(request, obj)
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    def get_changeform_initial_data(self, request):
+        initial = super().get_changeform_initial_data(request)
+        latest = PolicyDocument.objects.filter(pk=request.GET.get("from")).first()
+        if latest is not None:
+            initial |= {"twin": latest.twin_id, "key_id": latest.key_id,
+                        "body": latest.body.replace(f'"version": {latest.version}',
+                                                    f'"version": {next_version(latest.twin)}')}
+        return initial
+
+    def save_model(self, request, obj, form, change):
+        document, verdict = publish_policy(
+            twin=obj.twin, body=obj.body, signature=obj.signature, key_id=obj.key_id,
+            actor=request.user, request=request)
+        obj.pk, obj.version, obj.created_at = document.pk, document.version, document.created_at
+        level = messages.SUCCESS if verdict.trusted else messages.WARNING
+        self.message_user(request, f"Stored as v{document.version}: {verdict.reason}", level)

@@ -7,6 +7,7 @@ class PolicyConfig(AppConfig):
     verbose_name = "Policy, proposals and audit"
 
     def ready(self) -> None:
+        from policy import checks  # noqa: F401 - registers the system checks
         from policy.roles import ensure_roles
 
         # Runs once, after the last app migrated, when every permission row exists.

@@ -3,10 +3,14 @@
 Hash chain (audit.v1): ``hash = SHA-256(canonical_json(fields) || prev_hash)`` where
 ``canonical_json`` is JSON with sorted keys, ``(",", ":")`` separators, UTF-8, no NaN, and
 ``fields`` is every stored column except ``hash`` (``prev_hash`` included). The first entry's
-``prev_hash`` is 64 zeros. ``manage.py verify_audit`` recomputes the chain.
+``prev_hash`` is 64 zeros. ``manage.py verify_audit`` recomputes the chain and compares its
+tip with the anchors (``policy.audit_chain``: seq + hash copied periodically to the append-only
+``AuditAnchor`` table and ``POLICY_AUDIT_ANCHOR_FILE``), which is what reveals truncation.
+Timestamps are ISO 8601 with offset; ``before``/``after`` are the resource's JSON states.
 
 Ordering: ``record_change`` takes a transaction-scoped PostgreSQL advisory lock before it
-reads the chain's tip. The lock is held until commit, so (1) ``seq`` and ``prev_hash`` are
+reads the chain's tip (after the row locks the transaction needs: see
+``_take_row_locks_first``). The lock is held until commit, so (1) ``seq`` and ``prev_hash`` are
 never raced, and (2) ``ChangeEvent`` ids are drawn in commit order, which is what makes the
 feed's ``id > cursor`` reads gap-free (ARCHITECTURE.md, "a single sequencer").
 """
@@ -79,6 +83,23 @@ def actor_label(actor) -> tuple[str, str]:
     return actor.get_username(), role_of(actor)
 
 
+def _take_row_locks_first(cursor, twin) -> None:
+    """Take the row locks this transaction needs so far before the audit lock (lock order).
+
+    The audit lock is global and held to commit. If a transaction held it and then waited for
+    a row lock (foreign-key checks take KEY SHARE locks, and Django defers them to COMMIT),
+    while the row's holder waited for the audit lock, PostgreSQL would abort one of them as a
+    deadlock. So the pending foreign-key checks run now (``SET CONSTRAINTS ALL IMMEDIATE``,
+    then deferral is restored) and the twin row the change event will reference is locked
+    FOR KEY SHARE before the audit lock is requested.
+    """
+    cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
+    cursor.execute("SET CONSTRAINTS ALL DEFERRED")
+    if twin is not None:
+        cursor.execute(f"SELECT 1 FROM {twin._meta.db_table} WHERE id = %s FOR KEY SHARE",
+                       [twin.pk])
+
+
 def record_change(
     *,
     actor,
@@ -102,6 +123,7 @@ def record_change(
     if not connection.in_atomic_block:
         raise transaction.TransactionManagementError("record_change needs transaction.atomic()")
     with connection.cursor() as cursor:
+        _take_row_locks_first(cursor, twin)
         cursor.execute("SELECT pg_advisory_xact_lock(%s)", [AUDIT_LOCK_KEY])
     tip = AuditEntry.objects.order_by("-seq").values("seq", "hash").first()
     name, role = actor_label(actor)

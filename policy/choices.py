@@ -16,6 +16,25 @@ class Decision(models.TextChoices):
 
 
 class ProposalStatus(models.TextChoices):
+    """Lifecycle of a proposal; every move is a ``policy.services`` call, audited.
+
+    ::
+
+        (decided at creation)  auto_execute → approved        require_approval → pending_approval
+                               require_analysis → needs_analysis  reject → rejected
+        pending_approval → approved (enough distinct approvers) | rejected | expired
+        needs_analysis / pending_approval / approved → (re-simulate) → decided again
+        approved → executing (claimed once) → executed (asset acked) | failed
+        approved → pending_approval (automatic approval, policy no longer trusted)
+        executed → verifying → verified | rolled_back (breach: rollback acked) | failed
+                             | executed (inconclusive: too few readings; an alert)
+        executed / verifying / verified → rolled_back (a supervisor) | failed (not acked)
+
+    ``proposed`` is reserved: proposals are decided in the transaction that creates them.
+    ``needs_analysis`` is kept: "analyse further" waits for a re-simulation or a rejection,
+    never for approval.
+    """
+
     PROPOSED = "proposed", "Proposed"
     PENDING_APPROVAL = "pending_approval", "Pending approval"
     APPROVED = "approved", "Approved"

@@ -1,38 +1,44 @@
-"""The policy decision: forbidden actions, RBAC, risk tier, then confidence (decision.v1).
+"""The policy decision (decision.v1): what happens to a proposed action, and why.
 
-Order and rules:
-1. forbidden action → reject;
-2. RBAC: a human proposer needs ``policy.add_proposal`` and ``twins.operate_twin`` on the
-   twin (system components propose on the twin's behalf) → reject otherwise;
-3. risk tier: HIGH needs a passing simulation (P(breach) <= 0.10) or it goes to analysis;
-   CRITICAL always needs a human, whatever the confidence;
-4. confidence: >= POLICY_AUTO_EXECUTE_AT (0.90) execute automatically, >= POLICY_APPROVAL_AT
-   (0.70) ask a human, below that analyse further.
-Thresholds 0.90/0.70 come from the seed specification.
+Order of checks, each one a step of the stored trace ``[{"check", "passed", "detail", ...}]``:
+
+1. ``policy``: which document is in force and whether it is trusted (``policy.trust``);
+2. ``rbac``: a human proposer needs ``policy.add_proposal`` and ``twins.operate_twin`` on the
+   twin (globally or for this twin); system components propose on the twin's behalf
+   → reject otherwise;
+3. ``forbidden``: built-in and policy-forbidden actions → reject;
+4. ``interlocks``: every interlock guarding the action must pass (``policy.interlocks``,
+   fail-closed) → reject otherwise;
+5. ``risk``: HIGH needs a passing simulation (one that ran, with P(breach) <= the policy's
+   ``high_risk_max_breach``, 0.10 by default) → analyse further otherwise;
+6. ``confidence``: >= auto threshold (0.90) execute automatically, >= approval threshold (0.70)
+   ask a human, below that analyse further (seed specification; a trusted policy may set
+   its own thresholds);
+7. ``critical``: CRITICAL risk never executes automatically: it waits for humans;
+8. ``automation``: an untrusted policy never executes automatically either.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from django.conf import settings
-
-from policy.actions import FORBIDDEN, risk_of
 from policy.choices import Decision, RiskLevel
-
-HIGH_RISK_MAX_BREACH = 0.10
+from policy.interlocks import InterlockResult
+from policy.trust import ActivePolicy
 
 
 @dataclass
 class DecisionResult:
-    """The decision and the ordered trace of checks that produced it."""
+    """The decision, the risk level, the approval rule that applies and the ordered trace."""
 
     decision: str
     risk_level: str
+    approvals_required: int = 1
+    ttl_s: int = 3600
     trace: list[dict] = field(default_factory=list)
 
-    def step(self, check: str, passed: bool, detail: str) -> None:
-        self.trace.append({"check": check, "passed": passed, "detail": detail})
+    def step(self, check: str, passed: bool, detail: str, **extra) -> None:
+        self.trace.append({"check": check, "passed": passed, "detail": detail} | extra)
 
 
 def _rbac(result: DecisionResult, proposer, twin) -> bool:
@@ -46,22 +52,26 @@ def _rbac(result: DecisionResult, proposer, twin) -> bool:
     return allowed
 
 
-def decide(*, action: str, proposer, twin, confidence: float, p_breach: float) -> DecisionResult:
-    """Decide what happens to a proposal. Pure apart from the permission lookup; never raises."""
-    result = DecisionResult(decision=Decision.REJECT, risk_level=risk_of(action))
-    if action in FORBIDDEN:
-        result.step("forbidden", False, f"{action} is forbidden by policy")
-        return result
-    result.step("forbidden", True, f"{action} is allowed")
-    if not _rbac(result, proposer, twin):
-        return result
-    auto_at, approval_at = settings.POLICY_AUTO_EXECUTE_AT, settings.POLICY_APPROVAL_AT
-    if result.risk_level == RiskLevel.HIGH and p_breach > HIGH_RISK_MAX_BREACH:
-        result.step("risk", False, f"HIGH risk needs P(breach) <= {HIGH_RISK_MAX_BREACH}, "
-                                   f"simulated {p_breach:.3f}")
-        result.decision = Decision.REQUIRE_ANALYSIS
-        return result
+def _interlocks(result: DecisionResult, interlocks: list[InterlockResult]) -> bool:
+    failed = [r for r in interlocks if not r.passed]
+    detail = "; ".join(r.detail for r in interlocks) or "no interlock guards this action"
+    result.step("interlocks", not failed, detail, results=[r.to_json() for r in interlocks])
+    return not failed
+
+
+def _risk(result: DecisionResult, policy: ActivePolicy, p_breach: float | None) -> bool:
+    limit = policy.rules.high_risk_max_breach
+    if result.risk_level == RiskLevel.HIGH and (p_breach is None or p_breach > limit):
+        simulated = "no simulation" if p_breach is None else f"simulated {p_breach:.3f}"
+        result.step("risk", False, f"HIGH risk needs a passing simulation (P(breach) <= "
+                                   f"{limit}), {simulated}")
+        return False
     result.step("risk", True, f"risk {result.risk_level}")
+    return True
+
+
+def _confidence(result: DecisionResult, policy: ActivePolicy, confidence: float) -> None:
+    auto_at, approval_at = policy.rules.auto_execute_at, policy.rules.approval_at
     if confidence >= auto_at:
         result.decision = Decision.AUTO_EXECUTE
     elif confidence >= approval_at:
@@ -70,7 +80,43 @@ def decide(*, action: str, proposer, twin, confidence: float, p_breach: float) -
         result.decision = Decision.REQUIRE_ANALYSIS
     result.step("confidence", confidence >= approval_at,
                 f"confidence {confidence:.3f} (auto >= {auto_at}, approval >= {approval_at})")
-    if result.risk_level == RiskLevel.CRITICAL and result.decision == Decision.AUTO_EXECUTE:
+
+
+def _no_automation(result: DecisionResult, policy: ActivePolicy) -> None:
+    if result.decision != Decision.AUTO_EXECUTE:
+        return
+    if result.risk_level == RiskLevel.CRITICAL:
         result.decision = Decision.REQUIRE_APPROVAL
         result.step("critical", True, "CRITICAL risk always needs human approval")
+    if not policy.trusted:
+        result.decision = Decision.REQUIRE_APPROVAL
+        result.step("automation", False, f"policy untrusted ({policy.reason}): a human decides")
+
+
+def decide(
+    *, action: str, proposer, twin, confidence: float, p_breach: float | None,
+    policy: ActivePolicy, interlocks: list[InterlockResult],
+) -> DecisionResult:
+    """Decide what happens to a proposal. Pure apart from the permission lookup; never raises.
+
+    ``p_breach`` is the simulation's largest P(breach) (None when nothing was simulated);
+    ``interlocks`` the results for the interlocks guarding ``action``.
+    """
+    risk = policy.rules.risk_of(action)
+    rule = policy.rules.approval_rule(risk)
+    result = DecisionResult(Decision.REJECT, risk, rule.approvers, rule.ttl_s)
+    result.step("policy", policy.trusted, policy.reason, **policy.summary())
+    if not _rbac(result, proposer, twin):
+        return result
+    if action in policy.rules.forbidden:
+        result.step("forbidden", False, f"{action} is forbidden by policy")
+        return result
+    result.step("forbidden", True, f"{action} is allowed")
+    if not _interlocks(result, interlocks):
+        return result
+    if not _risk(result, policy, p_breach):
+        result.decision = Decision.REQUIRE_ANALYSIS
+        return result
+    _confidence(result, policy, confidence)
+    _no_automation(result, policy)
     return result

@@ -18,3 +18,23 @@ class SelfApproval(NotPermitted):
 
 class ProposalConflict(PolicyError):
     status, title = 409, "Proposal is not in a state that allows this"
+
+
+class ProposalExpired(ProposalConflict):
+    title = "Proposal expired: its approval window has passed"
+
+
+class StaleEvidence(ProposalConflict):
+    title = "Evidence is stale: the asset's state drifted; re-simulate before it can run"
+
+
+class InterlockBlocked(ProposalConflict):
+    title = "Blocked by an interlock"
+
+
+class AutomationDenied(ProposalConflict):
+    title = "Automation denied: the twin's policy is not trusted; a human must approve"
+
+
+class NoRollback(ProposalConflict):
+    title = "No rollback action is defined for this action; intervene by hand"

@@ -1,14 +1,19 @@
 """The one place that decides which twins a user may see or operate on.
 
-Every API queryset and dashboard page narrows through these functions, so a per-twin grant
-made in Django admin (django-guardian) takes effect everywhere at once. A user whose role
-group holds the model permission (e.g. ``twins.view_twin``) sees every twin; anyone else sees
-only the twins granted to them or their groups object by object.
+Every API queryset and dashboard page narrows through this module: API viewsets inherit
+``TwinScopedViewSetMixin``; dashboard views call ``scoped`` / ``get_scoped_or_404``. So a
+per-twin grant made in Django admin (django-guardian, the twin's "Object permissions" page)
+takes effect everywhere at once, and an object on a twin outside the caller's scope is a 404
+(indistinguishable from one that does not exist), never a 403 that would confirm it exists.
+
+A user holding ``twins.view_twin`` globally (the admin role) sees every twin; anyone else
+sees only the twins granted to them or their groups object by object (``policy.roles``).
 """
 
 from __future__ import annotations
 
-from django.db.models import QuerySet
+from django.db.models import Model, QuerySet
+from django.http import Http404
 from guardian.shortcuts import get_objects_for_user
 
 from twins.models import Twin
@@ -26,3 +31,31 @@ def operable_twins(user) -> QuerySet[Twin]:
     if not user.is_authenticated:
         return Twin.objects.none()
     return get_objects_for_user(user, "twins.operate_twin", klass=Twin, accept_global_perms=True)
+
+
+def scoped(queryset: QuerySet, user, twin_field: str = "twin") -> QuerySet:
+    """``queryset`` narrowed to rows whose ``twin_field`` (a lookup path, e.g. ``asset__twin``)
+    is a twin ``user`` may see."""
+    return queryset.filter(**{f"{twin_field}__in": visible_twins(user)})
+
+
+def get_scoped_or_404(queryset: QuerySet, user, twin_field: str = "twin", **lookup) -> Model:
+    """The one row of ``scoped(queryset, ...)`` matching ``lookup``; Http404 otherwise."""
+    try:
+        return scoped(queryset, user, twin_field).get(**lookup)
+    except queryset.model.DoesNotExist as exc:
+        raise Http404(f"no {queryset.model._meta.verbose_name} matches") from exc
+
+
+class TwinScopedViewSetMixin:
+    """DRF viewset mixin: ``get_queryset`` is ``queryset`` narrowed to the caller's twins.
+
+    Set ``queryset`` and, when the twin is not a direct field, ``twin_field`` (a lookup path).
+    Detail routes then 404 for objects outside the caller's scope, before any permission or
+    state check runs.
+    """
+
+    twin_field: str = "twin"
+
+    def get_queryset(self) -> QuerySet:
+        return scoped(super().get_queryset(), self.request.user, self.twin_field)

@@ -1,23 +1,43 @@
+"""API shapes of the policy app: proposal.v1, the request bodies, audit.v1."""
+
 from rest_framework import serializers
 
-from policy.models import AuditEntry, Proposal
+from policy.models import Approval, AuditEntry, Proposal
+
+
+class ApprovalSerializer(serializers.ModelSerializer):
+    """approval.v1: who approved, in which role, until when, and whether it still counts."""
+
+    approver = serializers.CharField(source="approver.get_username", read_only=True)
+    voided = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Approval
+        fields = ["approver", "role", "created_at", "expires_at", "voided"]
+
+    def get_voided(self, approval: Approval) -> bool:
+        return approval.invalidated_at is not None
 
 
 class ProposalSerializer(serializers.ModelSerializer):
-    """proposal.v1: the action, its evidence, the policy decision and the current status."""
+    """proposal.v1: the action, its evidence, the policy decision, approvals and outcomes."""
 
     twin = serializers.CharField(source="twin.slug", read_only=True)
     asset = serializers.CharField(source="asset.slug", read_only=True)
     proposed_by = serializers.SerializerMethodField()
     decided_by = serializers.SerializerMethodField()
+    approvals = ApprovalSerializer(many=True, read_only=True)
+    stale = serializers.BooleanField(source="is_stale", read_only=True)
 
     class Meta:
         model = Proposal
         fields = [
             "id", "twin", "asset", "anomaly", "simulation", "action", "parameters",
             "risk_level", "confidence", "confidence_breakdown", "decision", "decision_trace",
-            "status", "proposed_by", "decided_by", "reason", "execution", "created_at",
-            "decided_at", "executed_at",
+            "status", "proposed_by", "decided_by", "reason", "policy_version", "policy_trusted",
+            "approvals_required", "approvals", "evidence", "stale", "stale_at", "expires_at",
+            "execution", "rollback_action", "rollback", "verification", "verify_until",
+            "revision", "created_at", "decided_at", "executed_at",
         ]
 
     def get_proposed_by(self, proposal: Proposal) -> str:
@@ -27,7 +47,23 @@ class ProposalSerializer(serializers.ModelSerializer):
         return proposal.decided_by.get_username() if proposal.decided_by else None
 
 
+class ActionRequestSerializer(serializers.Serializer):
+    """A proposed action (POST /proposals and the dry run POST /policy/evaluate)."""
+
+    twin = serializers.SlugField()
+    asset = serializers.SlugField()
+    action = serializers.CharField(max_length=64)
+    parameters = serializers.DictField(required=False, default=dict)
+    anomaly = serializers.IntegerField(required=False, allow_null=True, default=None)
+    metrics = serializers.ListField(child=serializers.CharField(max_length=64), required=False,
+                                    allow_empty=False, default=None)
+
+
 class RejectSerializer(serializers.Serializer):
+    reason = serializers.CharField(min_length=3, max_length=2000)
+
+
+class RollbackSerializer(serializers.Serializer):
     reason = serializers.CharField(min_length=3, max_length=2000)
 
 

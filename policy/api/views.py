@@ -1,38 +1,65 @@
-"""Proposal API: list, read, approve, reject, execute (all through ``policy.services``)."""
+"""Proposal API (list, read, propose, approve, reject, execute, roll back, re-simulate) and the
+policy dry run. Every route is scoped by ``TwinScopedViewSetMixin`` / ``get_scoped_or_404``:
+an object on a twin outside the caller's scope is 404; a visible one the caller may not act on
+is 403 (from ``policy.services``)."""
 
 from __future__ import annotations
 
 from drf_spectacular.utils import extend_schema
-from rest_framework import mixins, viewsets
+from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
+from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
+from rest_framework.views import APIView
 
-from aiw.problems import policy_problem
 from policy import services
-from policy.api.serializers import ProposalSerializer, RejectSerializer
-from policy.errors import PolicyError
+from policy.api.serializers import (
+    ActionRequestSerializer,
+    ProposalSerializer,
+    RejectSerializer,
+    RollbackSerializer,
+)
 from policy.models import Proposal
-from twins.scoping import visible_twins
+from policy.services.common import require
+from telemetry.models import Anomaly
+from twins.models import Asset
+from twins.scoping import TwinScopedViewSetMixin, get_scoped_or_404
 
 
-class ProposalViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
-    """Proposals of the twins the caller may see; objects out of scope are 404."""
+def resolve_action_request(request) -> dict:
+    """Validated body with ``asset`` and ``anomaly`` resolved in the caller's scope (404)."""
+    body = ActionRequestSerializer(data=request.data)
+    body.is_valid(raise_exception=True)
+    data = dict(body.validated_data)
+    data["asset"] = get_scoped_or_404(Asset.objects.select_related("twin"), request.user,
+                                      twin__slug=data.pop("twin"), slug=data["asset"])
+    if data["anomaly"] is not None:
+        data["anomaly"] = Anomaly.objects.filter(pk=data["anomaly"], asset=data["asset"]).first()
+        if data["anomaly"] is None:
+            raise ValidationError({"anomaly": "no such anomaly on this asset"})
+    return data
 
+
+class ProposalViewSet(TwinScopedViewSetMixin, mixins.ListModelMixin,
+                      mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+    """Proposals of the twins the caller may see."""
+
+    queryset = Proposal.objects.select_related(
+        "twin", "asset", "proposed_by", "decided_by").prefetch_related("approvals__approver")
     serializer_class = ProposalSerializer
     filterset_fields = ["status", "decision", "risk_level", "action"]
 
-    def get_queryset(self):
-        return Proposal.objects.filter(twin__in=visible_twins(self.request.user)).select_related(
-            "twin", "asset", "proposed_by", "decided_by"
-        )
-
     def _act(self, fn, **kwargs) -> Response:
         proposal = self.get_object()  # 404 outside the caller's scope
-        try:
-            proposal = fn(proposal.pk, actor=self.request.user, request=self.request, **kwargs)
-        except PolicyError as exc:
-            return policy_problem(exc)
+        proposal = fn(proposal.pk, actor=self.request.user, request=self.request, **kwargs)
         return Response(ProposalSerializer(proposal).data)
+
+    @extend_schema(request=ActionRequestSerializer, responses={201: ProposalSerializer})
+    def create(self, request):
+        """Propose an action: it is simulated on the asset's current state, then decided."""
+        data = resolve_action_request(request)
+        proposal = services.propose_action(actor=request.user, request=request, **data)
+        return Response(ProposalSerializer(proposal).data, status=status.HTTP_201_CREATED)
 
     @extend_schema(request=None, responses=ProposalSerializer)
     @action(detail=True, methods=["post"])
@@ -50,3 +77,25 @@ class ProposalViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets
     @action(detail=True, methods=["post"])
     def execute(self, request, pk=None):
         return self._act(services.execute_proposal)
+
+    @extend_schema(request=RollbackSerializer, responses=ProposalSerializer)
+    @action(detail=True, methods=["post"])
+    def rollback(self, request, pk=None):
+        body = RollbackSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        return self._act(services.rollback_proposal, reason=body.validated_data["reason"])
+
+    @extend_schema(request=None, responses=ProposalSerializer)
+    @action(detail=True, methods=["post"])
+    def resimulate(self, request, pk=None):
+        return self._act(services.resimulate_proposal)
+
+
+class EvaluateView(APIView):
+    """POST /policy/evaluate: what would happen if I proposed this? Changes nothing."""
+
+    @extend_schema(request=ActionRequestSerializer, responses={200: dict})
+    def post(self, request):
+        data = resolve_action_request(request)
+        require(request.user, "policy.add_proposal", data["asset"].twin)
+        return Response(services.evaluate_proposal(actor=request.user, **data))

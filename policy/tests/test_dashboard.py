@@ -1,13 +1,19 @@
-"""The supervisor dashboard: pending proposals with evidence, approve and reject."""
+"""The supervisor dashboard: proposals with their evidence and audit trail; act on them."""
 
 from __future__ import annotations
 
 import pytest
 
+from policy.audit_chain import write_anchor
 from policy.choices import ProposalStatus
-from policy.tests.test_workflow import make_proposal
+from policy.tests import factories
 
 pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture(autouse=True)
+def no_broker(settings):
+    settings.MQTT_URL = None  # command outcomes are covered in test_execution
 
 
 def test_the_dashboard_requires_login(client):
@@ -16,31 +22,41 @@ def test_the_dashboard_requires_login(client):
     assert response["Location"].startswith("/accounts/login/")
 
 
-def test_a_supervisor_sees_pending_proposals(supervisor_client, pump, users):
-    proposal = make_proposal(pump, proposed_by=users["agent"])
+def test_a_supervisor_sees_pending_proposals_policy_and_audit_anchor(
+        trusted, supervisor_client, pump, users):
+    proposal = factories.proposal(pump, proposed_by=users["agent"])
+    write_anchor()
     page = supervisor_client.get("/").content.decode()
     assert f"/dashboard/proposals/{proposal.pk}/" in page
     assert "reduce_load" in page
+    assert "v1 verified (test)" in page
+    assert "anchor: seq 2" in page
+
+
+def test_the_detail_page_links_evidence_decision_and_audit_trail(
+        trusted, supervisor_client, pump, users):
+    proposal = factories.proposal(pump, proposed_by=users["agent"])
+    factories.approved(pump, users["admin"])  # another proposal: not in this trail
     detail = supervisor_client.get(f"/dashboard/proposals/{proposal.pk}/").content.decode()
-    assert "Approve and execute" in detail
-    assert "Decision trace" in detail
+    for section in ("Approve and execute", "Decision trace", "Evidence", "Audit trail",
+                    "Re-simulate", "Volume Flow RateRMS"):
+        assert section in detail
+    assert "policy.accept" in detail  # the policy version it was decided under
 
 
 def test_a_supervisor_approves_through_the_dashboard(
-    supervisor_client, pump, users, settings, django_capture_on_commit_callbacks
-):
-    settings.MQTT_URL = None  # the command outcome is covered in test_workflow
-    proposal = make_proposal(pump, proposed_by=users["agent"])
+        trusted, supervisor_client, pump, users, django_capture_on_commit_callbacks):
+    proposal = factories.proposal(pump, proposed_by=users["agent"])
     with django_capture_on_commit_callbacks(execute=True):
         response = supervisor_client.post(f"/dashboard/proposals/{proposal.pk}/approve")
     assert response.status_code == 302
     proposal.refresh_from_db()
     assert proposal.decided_by == users["supervisor"]
-    assert proposal.status in (ProposalStatus.EXECUTED, ProposalStatus.FAILED)
+    assert proposal.status == ProposalStatus.FAILED  # no broker: delivery failed, recorded
 
 
-def test_a_viewer_cannot_approve_through_the_dashboard(viewer_client, pump):
-    proposal = make_proposal(pump)
+def test_a_viewer_cannot_approve_through_the_dashboard(trusted, viewer_client, pump):
+    proposal = factories.proposal(pump)
     viewer_client.post(f"/dashboard/proposals/{proposal.pk}/approve")
     proposal.refresh_from_db()
     assert proposal.status == ProposalStatus.PENDING_APPROVAL
@@ -48,8 +64,8 @@ def test_a_viewer_cannot_approve_through_the_dashboard(viewer_client, pump):
     assert "Approve and execute" not in page
 
 
-def test_rejecting_without_a_reason_changes_nothing(supervisor_client, pump):
-    proposal = make_proposal(pump)
+def test_rejecting_without_a_reason_changes_nothing(trusted, supervisor_client, pump):
+    proposal = factories.proposal(pump)
     supervisor_client.post(f"/dashboard/proposals/{proposal.pk}/reject", {"reason": ""})
     proposal.refresh_from_db()
     assert proposal.status == ProposalStatus.PENDING_APPROVAL
@@ -59,18 +75,25 @@ def test_rejecting_without_a_reason_changes_nothing(supervisor_client, pump):
     assert proposal.status == ProposalStatus.REJECTED
 
 
-def test_proposals_api_lists_and_approves(supervisor_client, pump, users, settings):
-    settings.MQTT_URL = None
-    proposal = make_proposal(pump, proposed_by=users["agent"])
-    listed = supervisor_client.get("/proposals", {"status": "pending_approval"}).json()
-    assert [p["id"] for p in listed] == [proposal.pk]
-    again = make_proposal(pump, proposed_by=users["supervisor"])
-    refused = supervisor_client.post(f"/proposals/{again.pk}/approve")
+def test_an_unknown_dashboard_verb_is_404(trusted, supervisor_client, pump):
+    proposal = factories.proposal(pump)
+    assert supervisor_client.post(f"/dashboard/proposals/{proposal.pk}/delete").status_code \
+        == 404
+
+
+def test_self_approval_through_the_api_is_a_403_problem(trusted, supervisor_client, pump,
+                                                         users):
+    proposal = factories.proposal(pump, proposed_by=users["supervisor"])
+    refused = supervisor_client.post(f"/proposals/{proposal.pk}/approve")
     assert refused.status_code == 403
     assert refused.json()["title"].startswith("Four-eyes")
+    assert refused["Content-Type"] == "application/problem+json"
 
 
-def test_an_out_of_scope_proposal_is_404(outsider_client, pump):
-    proposal = make_proposal(pump)
-    assert outsider_client.get(f"/proposals/{proposal.pk}").status_code == 404
-    assert outsider_client.get(f"/dashboard/proposals/{proposal.pk}/").status_code == 404
+def test_a_stale_proposal_is_a_409_problem_with_the_drifted_metric(
+        trusted, supervisor_client, pump):
+    proposal = factories.proposal(pump)
+    factories.reading(pump, {"Temperature": 70.0})
+    refused = supervisor_client.post(f"/proposals/{proposal.pk}/approve")
+    assert refused.status_code == 409
+    assert "Temperature" in refused.json()["detail"]

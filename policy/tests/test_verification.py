@@ -1,0 +1,129 @@
+"""After execution: observed telemetry against the simulated p5–p95 band; rollback."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from django.utils.dateparse import parse_datetime
+
+from policy import services
+from policy.choices import ProposalStatus
+from policy.errors import NoRollback, NotPermitted, ProposalConflict
+from policy.models import AuditEntry
+from policy.tests import factories
+
+pytestmark = pytest.mark.django_db
+FLOW = "Volume Flow RateRMS"
+
+
+def executed(pump, users, **fields):
+    """A proposal executed through the services (band 120..130 L/min on the flow)."""
+    proposal = factories.approved(pump, users["supervisor"], **fields)
+    done = services.execute_proposal(proposal.pk)
+    assert done.status == ProposalStatus.VERIFYING, done.execution
+    return done
+
+
+def observe(proposal, values: list[float], *, close: bool = True) -> None:
+    """Flow readings inside the window (1 s apart) and, if ``close``, one past its end."""
+    start = parse_datetime(proposal.verification["from_ts"])
+    factories.window(proposal.asset, FLOW, values, start=start + timedelta(seconds=1))
+    if close:
+        factories.reading(proposal.asset, {FLOW: 125.0}, ts=start + timedelta(seconds=61))
+
+
+def alerts() -> list[str]:
+    return list(AuditEntry.objects.filter(action__startswith="alert.").values_list(
+        "action", flat=True))
+
+
+def test_telemetry_inside_the_band_verifies_the_execution(trusted, pump, users, device):
+    proposal = executed(pump, users)
+    assert proposal.verification["band"] == [120.0, 130.0]
+    observe(proposal, [124.0, 126.0, 131.0, 125.0])  # one of four outside: within tolerance
+    verified = services.verify_proposal(proposal.pk)
+    assert verified.status == ProposalStatus.VERIFIED
+    assert verified.verification["outside"] == 1 and verified.verification["n"] == 4
+    assert alerts() == []
+
+
+def test_a_breach_alerts_and_rolls_back_automatically(trusted, pump, users, device):
+    """GIVEN an executed load reduction predicted to keep flow in 120..130, WHEN the flow
+    reads ~100 for the window, THEN a breach alert is audited and restore_load is sent."""
+    proposal = executed(pump, users)
+    observe(proposal, [101.0, 99.0, 100.0])
+    rolled = services.verify_proposal(proposal.pk)
+    assert rolled.status == ProposalStatus.ROLLED_BACK
+    assert rolled.verification["outcome"] == "breach"
+    assert alerts() == ["alert.verification_breach"]
+    assert [c["ack"]["command_id"] for c in device.received] == [
+        f"proposal-{proposal.pk}", f"proposal-{proposal.pk}-rollback"]
+    assert rolled.rollback["payload"]["action"] == "restore_load"
+    assert services.verify_proposal(proposal.pk).status == ProposalStatus.ROLLED_BACK
+    assert len(device.received) == 2
+
+
+def test_an_open_window_is_not_judged(trusted, pump, users, device):
+    proposal = executed(pump, users)
+    observe(proposal, [100.0, 100.0, 100.0], close=False)
+    assert services.verify_proposal(proposal.pk).status == ProposalStatus.VERIFYING
+    assert len(device.received) == 1
+
+
+def test_too_few_readings_by_the_deadline_is_inconclusive_not_an_action(
+        trusted, pump, users, device):
+    proposal = executed(pump, users)
+    observe(proposal, [100.0], close=False)
+    judged = services.verify_proposal(proposal.pk,
+                                      now=proposal.verify_until + timedelta(seconds=1))
+    assert judged.status == ProposalStatus.EXECUTED
+    assert judged.verification["outcome"] == "inconclusive"
+    assert alerts() == ["alert.verification_inconclusive"]
+    assert len(device.received) == 1
+
+
+def test_a_breach_without_a_rollback_action_fails_loudly(trusted, pump, users, device):
+    proposal = executed(pump, users, rollback_action="")
+    observe(proposal, [100.0, 100.0, 100.0])
+    failed = services.verify_proposal(proposal.pk)
+    assert failed.status == ProposalStatus.FAILED
+    assert alerts() == ["alert.verification_breach", "alert.rollback_unavailable",
+                        "alert.rollback_blocked"]
+
+
+def test_a_supervisor_rolls_back_by_hand_once(trusted, pump, users, device):
+    proposal = executed(pump, users)
+    rolled = services.rollback_proposal(proposal.pk, actor=users["supervisor"],
+                                        reason="operator saw cavitation")
+    assert rolled.status == ProposalStatus.ROLLED_BACK
+    assert rolled.rollback["effect"]["ok"] is True
+    with pytest.raises(ProposalConflict):
+        services.rollback_proposal(proposal.pk, actor=users["admin"], reason="again")
+    assert len(device.received) == 2
+    assert AuditEntry.objects.get(action="proposal.rolled_back").reason == \
+        "operator saw cavitation"
+
+
+@pytest.mark.parametrize("role", ["viewer", "agent", "executor", "outsider"])
+def test_only_supervisors_and_admins_may_roll_back(trusted, pump, users, device, role):
+    proposal = executed(pump, users)
+    with pytest.raises(NotPermitted):
+        services.rollback_proposal(proposal.pk, actor=users[role], reason="no")
+    assert len(device.received) == 1
+
+
+def test_an_action_without_an_undo_cannot_be_rolled_back(trusted, pump, users, device):
+    proposal = executed(pump, users, rollback_action="")
+    with pytest.raises(NoRollback):
+        services.rollback_proposal(proposal.pk, actor=users["supervisor"], reason="undo")
+    assert alerts() == ["alert.rollback_unavailable"]
+
+
+def test_an_unacknowledged_rollback_fails_with_an_alert(trusted, pump, users, device, settings):
+    proposal = executed(pump, users)
+    device.stop()
+    settings.POLICY_COMMAND_EFFECT_TIMEOUT = 0.3
+    failed = services.rollback_proposal(proposal.pk, actor=users["supervisor"], reason="undo")
+    assert failed.status == ProposalStatus.FAILED
+    assert alerts() == ["alert.rollback_failed"]
