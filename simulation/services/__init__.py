@@ -1,0 +1,31 @@
+"""The only code that changes simulation state: runs (jobs) and what-if models.
+
+Views, the API, admin actions and Celery tasks call these; every change goes through
+``policy.audit.record_change`` in the same transaction (see :mod:`.runs` for the run
+lifecycle and :mod:`.whatif` for models).
+"""
+
+from simulation.services.runs import Submission, cancel_run, execute_run, submit_run
+from simulation.services.whatif import (
+    NotEnoughTelemetry,
+    breach_probability,
+    constraints_for,
+    fit_whatif_model,
+    recent_state,
+    refit_whatif_model,
+    run_what_if,
+)
+
+__all__ = [
+    "NotEnoughTelemetry",
+    "Submission",
+    "breach_probability",
+    "cancel_run",
+    "constraints_for",
+    "execute_run",
+    "fit_whatif_model",
+    "recent_state",
+    "refit_whatif_model",
+    "run_what_if",
+    "submit_run",
+]

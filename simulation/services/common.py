@@ -1,0 +1,43 @@
+"""Helpers shared by the simulation services: the audit call and permission checks."""
+
+from __future__ import annotations
+
+from policy.audit import record_change
+from simulation.errors import RunNotPermitted
+from simulation.models import SimulationRun
+
+ACTOR = "simulator"
+RUN_PERMISSION = "simulation.add_simulationrun"
+
+
+def serialize(run: SimulationRun) -> dict:
+    """simulation.v1 JSON of ``run`` (what the feed and the audit entry carry)."""
+    from simulation.api.serializers import SimulationRunSerializer
+
+    return dict(SimulationRunSerializer(run).data)
+
+
+def audit_run(run: SimulationRun, *, actor, action: str, operation: str = "updated",
+              reason: str = "", request=None) -> None:
+    """Record one change of ``run`` (audit entry + change event) in the caller's transaction."""
+    record_change(actor=actor or ACTOR, action=action, resource_type="simulation",
+                  resource_id=run.pk, operation=operation,
+                  twin=run.asset.twin if run.asset_id else None, after=serialize(run),
+                  reason=reason, request=request)
+
+
+def is_user(actor) -> bool:
+    """True for a Django user, False for a system component name (``"simulator"``) or None."""
+    return hasattr(actor, "has_perm")
+
+
+def require_run_permission(actor, asset) -> None:
+    """Raise RunNotPermitted unless ``actor`` (a user) holds ``simulation.add_simulationrun``
+    and, for a run on ``asset``, may operate its twin (globally or on that twin)."""
+    if not actor.has_perm(RUN_PERMISSION):
+        raise RunNotPermitted(f"{actor.get_username()} lacks {RUN_PERMISSION}")
+    if asset is None:
+        return
+    twin = asset.twin
+    if not (actor.has_perm("twins.operate_twin") or actor.has_perm("twins.operate_twin", twin)):
+        raise RunNotPermitted(f"{actor.get_username()} may not operate twin {twin.slug}")

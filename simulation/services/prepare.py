@@ -1,0 +1,79 @@
+"""Turning a caller's request into the request a run stores and executes.
+
+The stored request must reproduce the run on its own, so a seed is drawn when the caller gave
+none and, for a pump what-if on an asset, the asset's fitted model (``pump.model``) and its
+state calibrated on the newest ``SIMULATION_CALIBRATION_WINDOW`` readings (``pump.state``) are
+filled in when the caller left them out. Sample counts are bounded by
+``SIMULATION_MAX_SAMPLES`` (memory: every sample of every input and output is kept).
+"""
+
+from __future__ import annotations
+
+import copy
+import secrets
+from collections.abc import Mapping
+from typing import Any
+
+from django.conf import settings
+from django.utils import timezone
+
+from simulation.engine import EngineChoice, SimulationError
+from telemetry.models import TelemetryEvent
+from twins.models import Asset
+
+SEED_BITS = 31  # exact in every JSON client (JavaScript numbers) and every engine's RNG
+SIZE_KEYS = ("n_samples", "max_samples", "shots")
+
+
+def _check_sizes(request: Mapping[str, Any]) -> None:
+    limit = settings.SIMULATION_MAX_SAMPLES
+    for key in SIZE_KEYS:
+        value = request.get(key)
+        if isinstance(value, int) and not isinstance(value, bool) and value > limit:
+            raise SimulationError(f"{key} = {value} exceeds SIMULATION_MAX_SAMPLES = {limit}")
+
+
+def _newest_ts(asset: Asset):
+    return (TelemetryEvent.objects.filter(asset=asset).order_by("-ts")
+            .values_list("ts", flat=True).first())
+
+
+def _complete_pump(pump: Any, asset: Asset) -> Any:
+    from simulation.services.whatif import fit_whatif_model, recent_state
+
+    if not isinstance(pump, Mapping):
+        return pump  # the engine names the problem
+    pump = dict(pump)
+    if "model" not in pump:
+        model = getattr(asset, "whatif_model", None) or fit_whatif_model(asset)
+        pump["model"] = model.state
+    if "state" not in pump:
+        pump["state"] = recent_state(asset, at=_newest_ts(asset) or timezone.now())
+    return pump
+
+
+def prepare_request(request: Any, *, asset: Asset | None) -> dict[str, Any]:
+    """A deep copy of ``request`` (engine shape) with the seed and the asset's pump parts filled.
+
+    Raises:
+        SimulationError: not a JSON object, a sample count above ``SIMULATION_MAX_SAMPLES``,
+            or (NotEnoughTelemetry) too little telemetry to fit or calibrate the asset's model.
+    """
+    if not isinstance(request, Mapping):
+        raise SimulationError("request must be a JSON object")
+    prepared = copy.deepcopy(dict(request))
+    _check_sizes(prepared)
+    if prepared.get("seed") is None:
+        prepared["seed"] = secrets.randbits(SEED_BITS)
+    if "pump" in prepared and asset is not None:
+        prepared["pump"] = _complete_pump(prepared["pump"], asset)
+    return prepared
+
+
+def runs_inline(choice: EngineChoice) -> bool:
+    """Whether a run is small enough to answer synchronously: Monte Carlo, first batch at most
+    ``SIMULATION_SYNC_MAX_SAMPLES`` and cap at most ``SIMULATION_SYNC_MAX_TOTAL`` samples."""
+    plan = choice.cost["mc_plan"]
+    return (choice.engine == "monte_carlo"
+            and plan["n_samples"] <= settings.SIMULATION_SYNC_MAX_SAMPLES
+            and plan["max_samples"] <= settings.SIMULATION_SYNC_MAX_TOTAL)

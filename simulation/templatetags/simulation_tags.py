@@ -1,0 +1,33 @@
+"""Template helpers that turn a WhatIfModel's fit report into table rows (asset page)."""
+
+from __future__ import annotations
+
+from django import template
+
+from simulation.models import WhatIfModel
+
+register = template.Library()
+
+
+@register.simple_tag
+def whatif_metric_rows(model: WhatIfModel) -> list[dict]:
+    """One row per fitted metric: ``metric``, ``unit``, ``r2`` (None for a constant metric),
+    ``resid_std`` (metric unit), ``slopes`` [(driver, slope, stderr)], ``uses_drivers``,
+    ``band`` [low, high] (metric unit) and the report's plain-language ``note``."""
+    report = model.fit_report.get("metrics", {})
+    return [{
+        "metric": metric, "unit": model.asset.unit_of(metric), "r2": fit.get("r2"),
+        "resid_std": fit.get("resid_std"), "uses_drivers": fit.get("uses_drivers"),
+        "slopes": [(d, s, fit.get("slope_stderr", {}).get(d))
+                   for d, s in fit.get("slopes", {}).items()],
+        "band": model.bands.get(metric), "note": fit.get("note", ""),
+    } for metric, fit in report.items()]
+
+
+@register.simple_tag
+def whatif_driver_rows(model: WhatIfModel) -> list[dict]:
+    """One row per driver: ``name``, ``unit`` and its training ``mean``/``std``/``min``/``max``
+    and ``constant`` flag (the range outside which what-if actions extrapolate)."""
+    drivers = model.fit_report.get("drivers", {})
+    return [{"name": name, "unit": model.asset.unit_of(name), **stats}
+            for name, stats in drivers.items()]
