@@ -1,13 +1,15 @@
-from django.contrib import admin
+from django.contrib import admin, messages
 
-from telemetry.models import Anomaly, DeadLetter
+from telemetry.calibration import calibrate
+from telemetry.models import Anomaly, AssetCalibration, DeadLetter, DetectorConfig
 
 
 @admin.register(Anomaly)
 class AnomalyAdmin(admin.ModelAdmin):
     list_display = ["id", "asset", "metric", "detector", "kind", "severity", "score", "status",
-                    "started_at", "n_points"]
+                    "started_at", "n_points", "acknowledged_by", "escalated_at"]
     list_filter = ["severity", "kind", "status", "detector"]
+    readonly_fields = [f.name for f in Anomaly._meta.fields]  # changes go through services
 
 
 @admin.register(DeadLetter)
@@ -15,3 +17,26 @@ class DeadLetterAdmin(admin.ModelAdmin):
     list_display = ["id", "received_at", "source", "topic", "reason"]
     list_filter = ["source"]
     search_fields = ["reason", "topic"]
+
+
+@admin.register(DetectorConfig)
+class DetectorConfigAdmin(admin.ModelAdmin):
+    """Which detector watches each asset kind; a change re-fits calibrations on next use."""
+
+    list_display = ["asset_kind", "detector", "params", "calibration_rows", "updated_at"]
+
+
+@admin.register(AssetCalibration)
+class AssetCalibrationAdmin(admin.ModelAdmin):
+    list_display = ["asset", "detector", "params", "n_rows", "start", "end", "fitted_at"]
+    readonly_fields = ["asset", "detector", "params", "state", "n_rows", "start", "end"]
+    actions = ["refit"]
+
+    @admin.action(description="Re-fit on the asset's first calibration rows")
+    def refit(self, request, queryset):
+        for calibration in queryset.select_related("asset__twin"):
+            try:
+                calibrate(calibration.asset, actor=request.user)
+            except ValueError as exc:
+                self.message_user(request, f"{calibration.asset}: {exc}", messages.ERROR)
+        self.message_user(request, f"Re-fitted {queryset.count()} calibration(s).")

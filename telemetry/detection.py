@@ -1,9 +1,11 @@
 """Detection service: score new telemetry of an asset and keep anomaly episodes up to date.
 
-The baseline is the seed's rolling z-score: each point is scored against the
-``DETECTION_WINDOW`` points before it (not itself), flagged at |z| >= ``DETECTION_Z_THRESHOLD``,
-score = min(1, |z|/5). Flagged points no more than ``DETECTION_EPISODE_GAP_SECONDS`` apart form
-one episode, so a fault lasting minutes is one Anomaly, not hundreds.
+The detector comes from the asset kind's DetectorConfig (``telemetry.calibration``): the
+seed's rolling z-score (each point against the ``DETECTION_WINDOW`` points before it, |z| >= 3,
+score = min(1, |z|/5)) or a calibrated one (MAD, EWMA, CUSUM, PCA T²+Q). Flagged points of one
+kind no more than ``DETECTION_EPISODE_GAP_SECONDS`` apart form one episode: there is at most
+one open anomaly per (asset, kind), extended while the fault lasts and cleared once the
+signal has been normal for the gap.
 """
 
 from __future__ import annotations
@@ -16,29 +18,31 @@ from django.conf import settings
 from django.db import transaction
 
 from policy.audit import record_change
+from telemetry.calibration import Watch, watch_for
 from telemetry.choices import AnomalyStatus
-from telemetry.detectors import RollingZScore, score_to_severity
+from telemetry.detectors import score_to_severity
 from telemetry.models import Anomaly, DetectionState
 from telemetry.series import Series, load_series
 from twins.models import Asset
 
-DETECTOR_NAME = "zscore"
 ACTOR = "detector"
 SEVERITY_RANK = {"low": 0, "medium": 1, "high": 2, "critical": 3}
+ACTIVE = [AnomalyStatus.OPEN, AnomalyStatus.ACKNOWLEDGED]
 
 
 @dataclass
 class Flagged:
-    """One flagged point: its time, score 0..1, |z|, kind, top metric and contributions."""
+    """One flagged point: time, score 0..1, statistic, kind, top metric, evidence."""
 
     ts: datetime
     score: float
     statistic: float
+    threshold: float
     kind: str
     metric: str
     value: float
-    window_mean: float
-    window_std: float
+    baseline_mean: float
+    baseline_std: float
     contributions: dict[str, float]
 
 
@@ -46,20 +50,27 @@ def _to_datetime(ts: np.datetime64) -> datetime:
     return ts.astype("datetime64[us]").astype(datetime).replace(tzinfo=UTC)
 
 
-def _flag_points(series: Series, window: int) -> list[Flagged]:
-    detector = RollingZScore(window=window, threshold=settings.DETECTION_Z_THRESHOLD)
+def _baseline(series: Series, watch: Watch, row: int, j: int) -> tuple[float, float]:
+    """Calibration mean/std of metric j, or (z-score) of the window before ``row``."""
+    stats = watch.baseline.get(series.metrics[j])
+    if stats:
+        return stats["mean"], stats["std"]
+    past = series.X[max(0, row - settings.DETECTION_WINDOW) : row, j]
+    return float(past.mean()), float(past.std(ddof=1)) if len(past) > 1 else 0.0
+
+
+def _flag_points(series: Series, watch: Watch) -> list[Flagged]:
     history = series.X[: series.n_history] if series.n_history else None
-    out = detector.score(series.X[series.n_history :], history=history)
+    out = watch.detector.score(series.X[series.n_history :], history=history)
     flagged = []
     for i in np.flatnonzero(out.flags):
-        row = series.n_history + i
-        j = int(out.metric_index[i])
-        past = series.X[max(0, row - window) : row, j]
+        row, j = series.n_history + i, int(out.metric_index[i])
+        mean, std = _baseline(series, watch, row, j)
         flagged.append(Flagged(
             ts=_to_datetime(series.ts[row]), score=float(out.score[i]),
-            statistic=float(out.statistic[i]), kind=str(out.kind[i]), metric=series.metrics[j],
-            value=float(series.X[row, j]), window_mean=float(past.mean()),
-            window_std=float(past.std(ddof=1)) if len(past) > 1 else 0.0,
+            statistic=float(out.statistic[i]), threshold=float(out.threshold),
+            kind=str(out.kind[i]), metric=series.metrics[j], value=float(series.X[row, j]),
+            baseline_mean=mean, baseline_std=std,
             contributions={m: round(float(c), 4) for m, c in
                            zip(series.metrics, out.contributions[i], strict=True)},
         ))
@@ -67,116 +78,127 @@ def _flag_points(series: Series, window: int) -> list[Flagged]:
 
 
 def _episodes(points: list[Flagged], gap: timedelta) -> list[list[Flagged]]:
+    """Group flagged points by kind, then into runs no more than ``gap`` apart."""
     groups: list[list[Flagged]] = []
-    for point in points:
-        if groups and point.ts - groups[-1][-1].ts <= gap:
-            groups[-1].append(point)
-        else:
-            groups.append([point])
-    return groups
+    for kind in sorted({p.kind for p in points}):
+        current: list[Flagged] = []
+        for point in (p for p in points if p.kind == kind):
+            if current and point.ts - current[-1].ts > gap:
+                groups.append(current)
+                current = []
+            current.append(point)
+        groups.append(current)
+    return sorted((g for g in groups if g), key=lambda g: g[0].ts)
 
 
-def _features(peak: Flagged) -> dict:
+def _features(peak: Flagged, detector: str) -> dict:
     return {
-        "value": peak.value, "window_mean": peak.window_mean, "window_std": peak.window_std,
-        "abs_z": peak.statistic, "peak_at": peak.ts.isoformat(),
-        "contributions": peak.contributions, "window": settings.DETECTION_WINDOW,
-        "threshold": settings.DETECTION_Z_THRESHOLD,
+        "detector": detector, "value": peak.value, "baseline_mean": peak.baseline_mean,
+        "baseline_std": peak.baseline_std, "statistic": peak.statistic,
+        "threshold": peak.threshold, "peak_at": peak.ts.isoformat(),
+        "contributions": peak.contributions,
     }
 
 
-def _serialize(anomaly: Anomaly) -> dict:
+def serialize(anomaly: Anomaly) -> dict:
+    """anomaly.v1 of ``anomaly``."""
     from telemetry.api.serializers import AnomalySerializer
 
     return dict(AnomalySerializer(anomaly).data)
 
 
-def _open_episode(asset: Asset, group: list[Flagged]) -> Anomaly:
+def _publish(anomaly: Anomaly, action: str, operation: str = "updated", actor=ACTOR,
+             reason: str = "", request=None) -> None:
+    record_change(actor=actor, action=action, resource_type="anomaly", resource_id=anomaly.pk,
+                  operation=operation, twin=anomaly.asset.twin, after=serialize(anomaly),
+                  reason=reason, request=request)
+
+
+def _open_episode(asset: Asset, group: list[Flagged], detector: str) -> Anomaly:
     peak = max(group, key=lambda p: p.score)
     anomaly = Anomaly.objects.create(
-        asset=asset, metric=peak.metric, detector=DETECTOR_NAME, kind=peak.kind,
+        asset=asset, metric=peak.metric, detector=detector, kind=peak.kind,
         severity=score_to_severity(peak.score), score=peak.score, started_at=group[0].ts,
-        last_seen_at=group[-1].ts, n_points=len(group), features=_features(peak),
+        last_seen_at=group[-1].ts, n_points=len(group), features=_features(peak, detector),
     )
-    record_change(actor=ACTOR, action="anomaly.open", resource_type="anomaly",
-                  resource_id=anomaly.pk, operation="created", twin=asset.twin,
-                  after=_serialize(anomaly))
+    _publish(anomaly, "anomaly.open", "created")
     return anomaly
 
 
-def _extend_episode(anomaly: Anomaly, group: list[Flagged]) -> bool:
-    """Extend an open episode; returns True when its severity rose (re-published)."""
+def _extend_episode(anomaly: Anomaly, group: list[Flagged], detector: str) -> bool:
+    """Extend an active episode; returns True when its severity rose (re-published)."""
     peak = max(group, key=lambda p: p.score)
     before_rank = SEVERITY_RANK[anomaly.severity]
     anomaly.last_seen_at = group[-1].ts
     anomaly.n_points += len(group)
-    escalated = peak.score > anomaly.score
-    if escalated:
-        anomaly.score, anomaly.kind, anomaly.metric = peak.score, peak.kind, peak.metric
+    if peak.score > anomaly.score:
+        anomaly.score, anomaly.metric = peak.score, peak.metric
         anomaly.severity = score_to_severity(peak.score)
-        anomaly.features = _features(peak)
+        anomaly.features = _features(peak, detector)
     anomaly.save()
-    if escalated:
-        record_change(actor=ACTOR, action="anomaly.escalate", resource_type="anomaly",
-                      resource_id=anomaly.pk, operation="updated", twin=anomaly.asset.twin,
-                      after=_serialize(anomaly))
-    return SEVERITY_RANK[anomaly.severity] > before_rank
+    rose = SEVERITY_RANK[anomaly.severity] > before_rank
+    if rose:
+        _publish(anomaly, "anomaly.escalate")
+    return rose
 
 
-def _clear_quiet(asset: Asset, now_ts: datetime, gap: timedelta) -> None:
-    quiet = Anomaly.objects.filter(
-        asset=asset, detector=DETECTOR_NAME, status=AnomalyStatus.OPEN,
-        last_seen_at__lt=now_ts - gap,
-    )
-    for anomaly in quiet:
+def _clear_quiet(asset: Asset, now_ts: datetime, gap: timedelta, kind: str | None = None) -> None:
+    quiet = Anomaly.objects.filter(asset=asset, status__in=ACTIVE,
+                                   last_seen_at__lt=now_ts - gap)
+    for anomaly in quiet.filter(kind=kind) if kind else quiet:
         anomaly.status, anomaly.ended_at = AnomalyStatus.CLEARED, anomaly.last_seen_at
         anomaly.save(update_fields=["status", "ended_at"])
-        record_change(actor=ACTOR, action="anomaly.clear", resource_type="anomaly",
-                      resource_id=anomaly.pk, operation="updated", twin=asset.twin,
-                      after=_serialize(anomaly))
+        _publish(anomaly, "anomaly.clear")
 
 
-def _apply(asset: Asset, groups: list[list[Flagged]], gap: timedelta) -> list[int]:
+def _apply(asset: Asset, groups: list[list[Flagged]], gap: timedelta, detector: str) -> list[int]:
     """Turn episodes into Anomaly rows; return ids of anomalies that now need a response."""
     needs_response = []
     for group in groups:
-        current = Anomaly.objects.filter(
-            asset=asset, detector=DETECTOR_NAME, status=AnomalyStatus.OPEN,
-            last_seen_at__gte=group[0].ts - gap,
-        ).order_by("-last_seen_at").first()
+        kind = group[0].kind
+        _clear_quiet(asset, group[0].ts, gap, kind)
+        current = Anomaly.objects.filter(asset=asset, kind=kind, status__in=ACTIVE).first()
         if current is None:
-            _clear_quiet(asset, group[0].ts, gap)
-            current = _open_episode(asset, group)
-            rose = True
+            current, rose = _open_episode(asset, group, detector), True
         else:
-            rose = _extend_episode(current, group)
+            rose = _extend_episode(current, group, detector)
         if rose and current.severity in ("high", "critical"):
             needs_response.append(current.pk)
     return needs_response
+
+
+def _locked_state(asset_id: int) -> DetectionState:
+    DetectionState.objects.get_or_create(asset_id=asset_id)
+    # of=("self",): lock only the watermark row, not the asset and twin rows joined in.
+    locked = DetectionState.objects.select_for_update(of=("self",))
+    return locked.select_related("asset__twin").get(asset_id=asset_id)
 
 
 def detect_anomalies(asset_id: int) -> list[int]:
     """Score the asset's telemetry newer than its watermark; open, extend or clear episodes.
 
     Concurrency: the asset's DetectionState row is locked (SELECT ... FOR UPDATE) for the whole
-    run, so two workers handed the same asset score each point once. Points that arrive with a
-    timestamp at or below the watermark (late data) are stored but not scored.
+    run, so two workers handed the same asset score each point once. Rows inside the
+    calibration window are never scored; points that arrive at or below the watermark (late
+    data) are stored but not scored.
 
     Returns the ids of anomalies that reached high or critical severity in this run; the policy
     layer is told about them after commit (``policy.tasks.respond_to_anomaly``).
     """
     gap = timedelta(seconds=settings.DETECTION_EPISODE_GAP_SECONDS)
     with transaction.atomic():
-        DetectionState.objects.get_or_create(asset_id=asset_id)
-        state = DetectionState.objects.select_for_update().select_related("asset__twin").get(
-            asset_id=asset_id
-        )
-        series = load_series(state.asset, after=state.scored_until,
-                             history=settings.DETECTION_WINDOW)
+        state = _locked_state(asset_id)
+        watch = watch_for(state.asset)
+        if watch is None:
+            return []  # still collecting the calibration window
+        after = state.scored_until
+        if watch.calibration and (after is None or after < watch.calibration.end):
+            after = watch.calibration.end
+        series = load_series(state.asset, after=after, history=watch.detector.history_length)
         if len(series.new_ts) == 0:
             return []
-        groups = _episodes(_flag_points(series, settings.DETECTION_WINDOW), gap)
-        needs_response = _apply(state.asset, groups, gap)
+        groups = _episodes(_flag_points(series, watch), gap)
+        needs_response = _apply(state.asset, groups, gap, watch.name)
         state.scored_until = _to_datetime(series.ts[-1])
         state.save(update_fields=["scored_until", "updated_at"])
         _clear_quiet(state.asset, state.scored_until, gap)

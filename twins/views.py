@@ -6,8 +6,9 @@ from django.contrib.auth.decorators import login_required
 from django.db.models import Count
 from django.shortcuts import get_object_or_404, render
 
+from telemetry.calibration import config_for
 from telemetry.charts import line_chart_svg
-from telemetry.models import Anomaly
+from telemetry.models import Anomaly, AssetCalibration
 from telemetry.series import load_series
 from twins.models import Asset
 from twins.scoping import visible_twins
@@ -31,7 +32,11 @@ def asset_detail(request, twin: str, asset: str):
         twin__slug=twin, slug=asset,
     )
     series = load_series(obj, after=None, history=0)
-    anomalies = list(Anomaly.objects.filter(asset=obj).order_by("started_at"))
+    anomalies = list(Anomaly.objects.filter(asset=obj).select_related("acknowledged_by")
+                     .order_by("started_at"))
+    for anomaly in anomalies:
+        shares = anomaly.features.get("contributions", {})
+        anomaly.top_contributions = sorted(shares.items(), key=lambda kv: -kv[1])[:3]
     episodes = [(a.started_at, a.ended_at or a.last_seen_at) for a in anomalies]
     charts = [
         {"metric": m, "unit": obj.unit_of(m),
@@ -41,5 +46,7 @@ def asset_detail(request, twin: str, asset: str):
     model = getattr(obj, "whatif_model", None)
     return render(request, "twins/asset_detail.html", {
         "asset": obj, "charts": charts, "anomalies": anomalies, "model": model,
-        "n_rows": len(series.ts),
+        "n_rows": len(series.ts), "calibration": AssetCalibration.objects.filter(asset=obj).first(),
+        "detector_name": config_for(obj).detector,
+        "can_acknowledge": request.user.has_perm("policy.approve_proposal"),
     })
