@@ -205,17 +205,139 @@ LOGGING = {
         "django.channels.server": {"level": "WARNING"},
         "qiskit": {"level": "WARNING"},
         "stevedore": {"level": "WARNING"},
+        "amqtt": {"level": "WARNING"},
+        "transitions": {"level": "WARNING"},
     },
 }
 
 CELERY_BEAT_SCHEDULE: dict = {}
 
 # --- issue 3: telemetry storage, rollups and queries -----------------------------------------
+# Storage (telemetry/storage.py): TimescaleDB policies, applied by migration 0004 or by
+# `manage.py telemetry_storage --apply-policies`. Retention counts event time, in days.
+TELEMETRY_RETENTION_DAYS = env_int("TELEMETRY_RETENTION_DAYS", 3650, minimum=8)
+TELEMETRY_COMPRESS_AFTER_DAYS = env_int("TELEMETRY_COMPRESS_AFTER_DAYS", 7, minimum=1)
+# Plain PostgreSQL: how often Celery beat folds dirty ranges into the rollups (seconds).
+TELEMETRY_ROLLUP_REFRESH_SECONDS = env_int("TELEMETRY_ROLLUP_REFRESH_SECONDS", 30, minimum=1)
+CELERY_BEAT_SCHEDULE["refresh-rollups"] = {
+    "task": "telemetry.rollup_tasks.refresh_rollups",
+    "schedule": float(TELEMETRY_ROLLUP_REFRESH_SECONDS),
+    "options": {"expires": float(TELEMETRY_ROLLUP_REFRESH_SECONDS)},
+}
+# Query limits (telemetry/queries.py): ranges in days, sizes in rows or points.
+TELEMETRY_QUERY_MAX_RANGE_DAYS = env_int("TELEMETRY_QUERY_MAX_RANGE_DAYS", 31, minimum=1)
+TELEMETRY_QUERY_MAX_LIMIT = env_int("TELEMETRY_QUERY_MAX_LIMIT", 10_000, minimum=1)
+TELEMETRY_AGGREGATE_MAX_RANGE_DAYS = env_int("TELEMETRY_AGGREGATE_MAX_RANGE_DAYS", 400, minimum=1)
+TELEMETRY_AGGREGATE_MAX_POINTS = env_int("TELEMETRY_AGGREGATE_MAX_POINTS", 200_000, minimum=100)
+# Aggregates over ranges at least this long (seconds) read the rollups when they can.
+TELEMETRY_ROLLUP_AFTER_SECONDS = env_int("TELEMETRY_ROLLUP_AFTER_SECONDS", 6 * 3600, minimum=0)
+# Ingest subscriber: how long the broker keeps a named (--client-id) session while the process
+# is down (MQTT v5 Session Expiry Interval, seconds), and where each process writes its status.
+INGEST_SESSION_EXPIRY_SECONDS = env_int("INGEST_SESSION_EXPIRY_SECONDS", 7 * 86400, minimum=0)
+INGEST_STATUS_DIR = Path(env_str("INGEST_STATUS_DIR", str(DATA_DIR / "ingest")))
 
 # --- issue 4: detection and the anomaly lifecycle --------------------------------------------
+ANOMALY_ESCALATE_AFTER_SECONDS = env_int("ANOMALY_ESCALATE_AFTER_SECONDS", 300, minimum=1)
+CELERY_BEAT_SCHEDULE["escalate-anomalies"] = {
+    "task": "telemetry.tasks.escalate_anomalies", "schedule": 60.0,
+}
 
 # --- issue 5: AIW protocol (tokens, idempotency, rate limits, streams) -----------------------
+# Agents authenticate with bearer tokens (first, so anonymous calls get 401 + WWW-Authenticate).
+REST_FRAMEWORK["DEFAULT_AUTHENTICATION_CLASSES"] = [
+    "aiw.authentication.AgentTokenAuthentication",
+    *REST_FRAMEWORK["DEFAULT_AUTHENTICATION_CLASSES"],
+]
+REST_FRAMEWORK["DEFAULT_THROTTLE_CLASSES"] = ["aiw.throttling.AgentTokenThrottle"]
+MIDDLEWARE.insert(0, "aiw.problems.ProblemMiddleware")  # outermost: even DisallowedHost → problem
+MIDDLEWARE.append("aiw.idempotency.IdempotencyMiddleware")
+# Rate-limit counters must be shared by every web process: Redis when there is one.
+CACHES = {
+    **globals().get("CACHES", {"default": {
+        "BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}),
+    "aiw": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL,
+            "KEY_PREFIX": "opstwin"} if REDIS_URL else
+           {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "aiw"},
+}
+if REDIS_URL:
+    # redis-py >= 6 reads with a 5 s socket timeout by default, exactly channels-redis's 5 s
+    # BZPOPMIN block: an idle receive then raises TimeoutError and kills its consumer.
+    CHANNEL_LAYERS["default"]["CONFIG"]["hosts"] = [
+        {"address": REDIS_URL, "socket_timeout": 30, "socket_connect_timeout": 5}]
+SPECTACULAR_SETTINGS["POSTPROCESSING_HOOKS"] = [
+    "drf_spectacular.hooks.postprocess_schema_enums",
+    "aiw.openapi.add_streams_and_problems",
+]
+AIW_TOKEN_RATE = env_str("AIW_TOKEN_RATE", "600/min")  # per token unless the token sets its own
+import re  # noqa: E402 - kept inside this block
+
+if not re.fullmatch(r"\d+/[smhd]\w*", AIW_TOKEN_RATE):
+    raise ImproperlyConfigured(f"AIW_TOKEN_RATE={AIW_TOKEN_RATE!r} is not like '600/min'")
+AIW_SSE_HEARTBEAT_SECONDS = env_float("AIW_SSE_HEARTBEAT_SECONDS", 15.0)
+AIW_STREAM_QUEUE_MAX = env_int("AIW_STREAM_QUEUE_MAX", 2000, minimum=1)  # events per stream
+AIW_MAX_STREAMS_PER_CALLER = env_int("AIW_MAX_STREAMS_PER_CALLER", 20, minimum=1)  # per process
+AIW_HUB_POLL_SECONDS = env_float("AIW_HUB_POLL_SECONDS", 1.0)  # safety net for lost notifies
+AIW_STREAM_FLUSH_SECONDS = env_float("AIW_STREAM_FLUSH_SECONDS", 0.05)  # per-stream write pacing
+AIW_SCOPE_REFRESH_SECONDS = env_float("AIW_SCOPE_REFRESH_SECONDS", 30.0)
+AIW_IDEMPOTENCY_TTL_HOURS = env_int("AIW_IDEMPOTENCY_TTL_HOURS", 24, minimum=1)
+AIW_IDEMPOTENCY_LOCK_SECONDS = env_int("AIW_IDEMPOTENCY_LOCK_SECONDS", 60, minimum=1)
+AIW_FEED_RETENTION_DAYS = env_int("AIW_FEED_RETENTION_DAYS", 0, minimum=0)  # 0 = keep forever
+CELERY_BEAT_SCHEDULE["aiw-prune-feed"] = {"task": "aiw.tasks.prune_feed", "schedule": 3600.0}
+CELERY_BEAT_SCHEDULE["aiw-purge-idempotency-keys"] = {
+    "task": "aiw.tasks.purge_idempotency_keys", "schedule": 3600.0}
 
 # --- issue 6: policy, approvals, execution and audit -----------------------------------------
+def _policy_public_keys(raw: str | None) -> dict[str, str]:
+    """``POLICY_PUBLIC_KEYS`` = ``key_id:base64,key_id2:base64`` (32 raw Ed25519 bytes each)."""
+    import base64
+    import binascii
+
+    keys = {}
+    for item in filter(None, (raw or "").split(",")):
+        key_id, _, b64 = item.strip().partition(":")
+        try:
+            valid = len(base64.b64decode(b64, validate=True)) == 32
+        except (binascii.Error, ValueError):
+            valid = False
+        if not key_id or not valid:
+            raise ImproperlyConfigured(f"POLICY_PUBLIC_KEYS: {item.strip()[:24]!r} is not "
+                                       "key_id:<base64 of a 32-byte Ed25519 public key>")
+        keys[key_id] = b64
+    return keys
+
+
+# Public keys that policy signatures are verified against (never keys stored with a policy).
+POLICY_PUBLIC_KEYS = _policy_public_keys(env_str("POLICY_PUBLIC_KEYS"))
+# Development/demo only: with no keys configured and OPSTWIN_PRODUCTION off, the public keys in
+# this folder (the demo writes its generated key pair here) are pinned as well. In production
+# this is None: without POLICY_PUBLIC_KEYS no policy verifies and all automation is denied.
+POLICY_DEV_KEY_DIR = (
+    None if POLICY_PUBLIC_KEYS or env_bool("OPSTWIN_PRODUCTION", False)
+    else DATA_DIR / "policy-keys"
+)
+# Seconds to wait for the asset's acknowledgement of a command (after the broker's PUBACK).
+POLICY_COMMAND_EFFECT_TIMEOUT = env_float("POLICY_COMMAND_EFFECT_TIMEOUT", 10.0)
+# Audit anchors are also appended here ("off": table only; the table is always written).
+POLICY_AUDIT_ANCHOR_FILE = env_str("POLICY_AUDIT_ANCHOR_FILE",
+                                   str(DATA_DIR / "audit-anchors.jsonl"))
+POLICY_AUDIT_ANCHOR_FILE = "" if POLICY_AUDIT_ANCHOR_FILE == "off" else POLICY_AUDIT_ANCHOR_FILE
+CELERY_BEAT_SCHEDULE["policy-expire-proposals"] = {
+    "task": "policy.tasks.expire_proposals", "schedule": 30.0}
+CELERY_BEAT_SCHEDULE["policy-verify-executions"] = {
+    "task": "policy.tasks.verify_executions", "schedule": 10.0}
+CELERY_BEAT_SCHEDULE["policy-anchor-audit"] = {
+    "task": "policy.tasks.anchor_audit", "schedule": 300.0}
+
 
 # --- issue 7: simulation engine and jobs -----------------------------------------------------
+# POST /sim/run answers inline (200) when the routed engine is Monte Carlo, the first batch is at
+# most SIMULATION_SYNC_MAX_SAMPLES and the convergence loop is capped at SIMULATION_SYNC_MAX_TOTAL
+# (the engine's default max_samples); anything larger, and every quantum run, is a Celery job
+# (202). No request may ask for more than SIMULATION_MAX_SAMPLES samples (memory bound).
+SIMULATION_SYNC_MAX_SAMPLES = env_int("SIMULATION_SYNC_MAX_SAMPLES", 20_000, minimum=2)
+SIMULATION_SYNC_MAX_TOTAL = env_int("SIMULATION_SYNC_MAX_TOTAL", 160_000, minimum=2)
+SIMULATION_MAX_SAMPLES = env_int("SIMULATION_MAX_SAMPLES", 2_000_000, minimum=1000)
+# A running job writes its progress to its row, and reads its cancel flag, at most this often
+# (seconds; 0 = at every engine callback).
+SIMULATION_PROGRESS_SECONDS = env_float("SIMULATION_PROGRESS_SECONDS", 0.5)
+SIMULATION_CANCEL_POLL_SECONDS = env_float("SIMULATION_CANCEL_POLL_SECONDS", 0.5)

@@ -1,16 +1,25 @@
-"""The only code that writes telemetry: ``ingest_batch`` (MQTT subscriber, HTTP, demo replay)."""
+"""The only code that writes telemetry: ``ingest_batch`` (MQTT subscriber, HTTP, demo replay).
+
+Hot path, per batch: decode and validate in Python (``telemetry.validation``: a fast path for
+well-formed events), one asset lookup, then three statements in one transaction: COPY the
+envelopes into a session temp table and ``INSERT ... ON CONFLICT DO NOTHING RETURNING`` the new
+ids (de-duplication), binary COPY of the new events' samples, and one row per asset into the
+rollups' dirty ranges (plain PostgreSQL). Dead letters go in the same transaction.
+"""
 
 from __future__ import annotations
 
 import json
 import logging
+import struct
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 
 from django.db import connection, transaction
 from django.utils import timezone
-from psycopg.types.json import Jsonb
 
 from telemetry.models import DeadLetter
+from telemetry.storage import mark_dirty
 from telemetry.validation import InvalidEvent, TelemetryEventIn, decode_json, parse_event
 from twins.models import Asset
 
@@ -35,6 +44,8 @@ class IngestReport:
     samples: int = 0
     rejected: list[tuple[int, str]] = field(default_factory=list)
     asset_ids: set[int] = field(default_factory=set)
+    #: ``ts`` of each accepted (new) event, for freshness-lag statistics.
+    accepted_ts: list = field(default_factory=list)
 
 
 def _topic_matches(topic: str, event: TelemetryEventIn) -> bool:
@@ -46,20 +57,24 @@ def _topic_matches(topic: str, event: TelemetryEventIn) -> bool:
 
 def _assets_for(events: list[TelemetryEventIn]) -> dict[tuple[str, str], Asset]:
     pairs = {(e.twin_id, e.asset_id) for e in events}
-    twins = {t for t, _ in pairs}
-    found = Asset.objects.filter(twin__slug__in=twins).select_related("twin")
+    twins, slugs = {t for t, _ in pairs}, {a for _, a in pairs}
+    found = Asset.objects.filter(twin__slug__in=twins, slug__in=slugs).select_related("twin")
     return {(a.twin.slug, a.slug): a for a in found if (a.twin.slug, a.slug) in pairs}
 
 
-def _check(event: TelemetryEventIn, topic: str, assets: dict, twins: set[str] | None) -> Asset:
+def _check(
+    event: TelemetryEventIn, topic: str, assets: dict, twins: set[str] | None, declared: dict
+) -> Asset:
     if not _topic_matches(topic, event):
         raise InvalidEvent(f"topic {topic!r} does not match twin_id/asset_id of the event")
     asset = assets.get((event.twin_id, event.asset_id))
     if asset is None or (twins is not None and event.twin_id not in twins):
         raise InvalidEvent(f"unknown asset {event.twin_id}/{event.asset_id}")
-    declared = set(asset.metric_names)
-    unknown = sorted(set(event.metrics) - declared) if declared else []
-    if unknown:
+    names = declared.get(asset.pk)
+    if names is None:
+        names = declared[asset.pk] = frozenset(asset.metric_names)
+    if names and not names.issuperset(event.metrics):
+        unknown = sorted(set(event.metrics) - names)
         raise InvalidEvent(f"metrics not declared on asset {asset}: {', '.join(unknown)}")
     return asset
 
@@ -75,12 +90,13 @@ def _validate(payloads: list[RawPayload], report: IngestReport, twins: set[str] 
     assets = _assets_for([e for _, e, _ in parsed])
     valid: list[tuple[TelemetryEventIn, Asset]] = []
     seen: set = set()
+    declared: dict[int, frozenset] = {}
     for index, event, topic in parsed:
         if event.event_id in seen:  # repeated inside this batch: a duplicate, not an error
             report.duplicates += 1
             continue
         try:
-            valid.append((event, _check(event, topic, assets, twins)))
+            valid.append((event, _check(event, topic, assets, twins, declared)))
             seen.add(event.event_id)
         except InvalidEvent as exc:
             report.rejected.append((index, str(exc)))
@@ -89,38 +105,125 @@ def _validate(payloads: list[RawPayload], report: IngestReport, twins: set[str] 
 
 def _payload_text(body: bytes | str | dict) -> str:
     if isinstance(body, dict):
-        return json.dumps(body, default=str)
-    if isinstance(body, bytes):
-        return body.decode("utf-8", errors="backslashreplace")
-    return body
+        text = json.dumps(body, default=str)
+    elif isinstance(body, bytes):
+        text = body.decode("utf-8", errors="backslashreplace")
+    else:
+        text = body
+    # PostgreSQL text cannot hold U+0000: keep the payload, spell the character out.
+    return text.replace("\x00", "\\x00")
+
+
+_STAGE = "telemetry_event_stage"
+_STAGE_DDL = f"""
+CREATE TEMP TABLE IF NOT EXISTS {_STAGE} (
+    event_id uuid, asset_id bigint, ts timestamptz, quality text, tags jsonb, source text,
+    received_at timestamptz
+) ON COMMIT DELETE ROWS;
+DELETE FROM {_STAGE}
+"""
 
 
 def _insert_events(cursor, valid, source: str, now) -> set:
-    """Insert the event envelopes, skipping known event_ids; return the ids actually new."""
+    """Insert the event envelopes, skipping known event_ids; return the ids actually new.
+
+    The envelopes are COPY'd into a per-session temp table first (emptied at commit, and before
+    use in case the caller's transaction spans several batches): binding thousands of array
+    elements as query parameters costs more than the COPY.
+    """
+    cursor.execute(_STAGE_DDL)
+    with cursor.copy(f"COPY {_STAGE} FROM STDIN") as copy:
+        for event, asset in valid:
+            tags = json.dumps(event.tags) if event.tags else "{}"
+            copy.write_row((event.event_id, asset.pk, event.ts, event.quality, tags, source, now))
     cursor.execute(
-        """
+        f"""
         INSERT INTO telemetry_telemetryevent
             (event_id, asset_id, ts, quality, tags, source, received_at)
-        SELECT * FROM unnest(%s::uuid[], %s::bigint[], %s::timestamptz[], %s::text[],
-                             %s::jsonb[], %s::text[], %s::timestamptz[])
+        SELECT event_id, asset_id, ts, quality, tags, source, received_at FROM {_STAGE}
         ON CONFLICT (event_id) DO NOTHING
         RETURNING event_id
-        """,
-        [
-            [e.event_id for e, _ in valid], [a.pk for _, a in valid], [e.ts for e, _ in valid],
-            [e.quality for e, _ in valid], [Jsonb(e.tags) for e, _ in valid],
-            [source] * len(valid), [now] * len(valid),
-        ],
+        """
     )
     return {row[0] for row in cursor.fetchall()}
 
 
-def _copy_samples(cursor, rows) -> None:
+_PG_EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+_COPY_HEADER = b"PGCOPY\n\xff\r\n\x00" + struct.pack("!ii", 0, 0)
+_COPY_TRAILER = struct.pack("!h", -1)
+_ROW_HEAD = struct.Struct("!hiqiqi")  # 4 fields; ts (int64 us since 2000); asset_id; metric len
+_VALUE = struct.Struct("!id")  # float8 length and value
+
+
+def _copy_samples(cursor, fresh) -> int:
+    """Binary COPY of one narrow row per metric of each fresh event; return the row count.
+
+    Rows are encoded here (PostgreSQL's documented binary COPY format: int16 field count, then
+    int32 length + big-endian value per field; timestamptz as int64 microseconds since
+    2000-01-01 UTC) rather than by ``write_row``: a few byte joins per row instead of four
+    dumper calls, and the cheapest format for the server to parse.
+    """
+    parts = [_COPY_HEADER]
+    names: dict[str, bytes] = {}
+    count = 0
+    for event, asset in fresh:
+        ts_us = (event.ts - _PG_EPOCH) // _MICROSECOND
+        for metric, value in event.metrics.items():
+            name = names.get(metric)
+            if name is None:
+                name = names[metric] = metric.encode()
+            parts.append(_ROW_HEAD.pack(4, 8, ts_us, 8, asset.pk, len(name)))
+            parts.append(name)
+            parts.append(_VALUE.pack(8, value))
+        count += len(event.metrics)
+    parts.append(_COPY_TRAILER)
     with cursor.copy(
-        "COPY telemetry_telemetrysample (ts, asset_id, metric, value) FROM STDIN"
+        "COPY telemetry_telemetrysample (ts, asset_id, metric, value) FROM STDIN (FORMAT BINARY)"
     ) as copy:
-        for row in rows:
-            copy.write_row(row)
+        copy.write(b"".join(parts))
+    return count
+
+
+def _dirty_ranges(fresh) -> dict[int, list]:
+    ranges: dict[int, list] = {}
+    for event, asset in fresh:
+        span = ranges.get(asset.pk)
+        if span is None:
+            ranges[asset.pk] = [event.ts, event.ts]
+        elif event.ts < span[0]:
+            span[0] = event.ts
+        elif event.ts > span[1]:
+            span[1] = event.ts
+    return ranges
+
+
+def _store(valid, source: str, report: IngestReport) -> None:
+    now = timezone.now()
+    with connection.cursor() as wrapper, connection.wrap_database_errors:
+        cursor = wrapper.cursor
+        new_ids = _insert_events(cursor, valid, source, now)
+        fresh = [(e, a) for e, a in valid if e.event_id in new_ids]
+        report.samples = _copy_samples(cursor, fresh)
+        mark_dirty(cursor, _dirty_ranges(fresh))
+    report.accepted = len(fresh)
+    report.duplicates += len(valid) - len(fresh)
+    report.asset_ids = {a.pk for _, a in fresh}
+    report.accepted_ts = [e.ts for e, _ in fresh]
+
+
+def store_dead_letters(items: list[tuple[RawPayload, str]], *, source: str) -> None:
+    """Keep each (payload, reason) whole in the dead-letter table (caller's transaction).
+
+    Payloads are stored as text up to ``DEAD_LETTER_MAX_CHARS`` (NUL spelt ``\\x00``),
+    reasons up to 2,000 characters.
+    """
+    DeadLetter.objects.bulk_create(
+        DeadLetter(source=source, topic=payload.topic[:512].replace("\x00", ""),
+                   reason=reason[:2000].replace("\x00", "\\x00"),
+                   payload=_payload_text(payload.body)[:DEAD_LETTER_MAX_CHARS])
+        for payload, reason in items
+    )
 
 
 def ingest_batch(
@@ -139,26 +242,11 @@ def ingest_batch(
     """
     report = IngestReport()
     valid = _validate(payloads, report, twins)
-    now = timezone.now()
     with transaction.atomic():
         if valid:
-            with connection.cursor() as cursor:
-                new_ids = _insert_events(cursor.cursor, valid, source, now)
-                fresh = [(e, a) for e, a in valid if e.event_id in new_ids]
-                rows = [(e.ts, a.pk, m, v) for e, a in fresh for m, v in e.metrics.items()]
-                _copy_samples(cursor.cursor, rows)
-            report.accepted = len(fresh)
-            report.duplicates += len(valid) - len(fresh)
-            report.samples = len(rows)
-            report.asset_ids = {a.pk for _, a in fresh}
+            _store(valid, source, report)
         if report.rejected:
-            DeadLetter.objects.bulk_create(
-                DeadLetter(
-                    source=source, topic=payloads[i].topic[:512], reason=reason[:2000],
-                    payload=_payload_text(payloads[i].body)[:DEAD_LETTER_MAX_CHARS],
-                )
-                for i, reason in report.rejected
-            )
+            store_dead_letters([(payloads[i], r) for i, r in report.rejected], source=source)
         if report.asset_ids:
             transaction.on_commit(lambda: _enqueue_detection(sorted(report.asset_ids)))
     return report

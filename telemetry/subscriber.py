@@ -1,94 +1,212 @@
 """The MQTT ingest subscriber: batches QoS 1 messages, commits them, then acknowledges them.
 
-Lossless by construction: paho runs with ``manual_ack``, and a message's PUBACK is sent only
-after the batch holding it has committed (``telemetry.services.ingest_batch``). A crash before
-the commit leaves the messages un-acked; the broker redelivers them to the persistent session
-(or another member of the shared subscription) and ``event_id`` de-duplication drops any that
-had in fact been stored. When PostgreSQL is down the subscriber keeps the batch, stops acking
-and retries with backoff; the bounded queue then fills, the paho network thread blocks on it,
-and the broker stops sending: backpressure, never a silent drop.
+Lossless by construction:
+
+- paho runs with ``manual_ack``; a message's PUBACK is sent only after the batch holding it has
+  committed (``telemetry.services.ingest_batch``). A crash before the commit leaves it un-acked.
+- With a ``client_id`` on MQTT v5 the session is persistent: ``clean_start=False`` and a Session
+  Expiry Interval (``INGEST_SESSION_EXPIRY_SECONDS``; without it a v5 session ends with the
+  connection). The broker keeps un-acked and queued messages while the process is down and
+  redelivers them when the same client id reconnects; ``event_id`` de-duplication drops any that
+  had in fact been stored. A shared-subscription member must come back with its own id.
+- A message is acked only on the connection it arrived on: ``generation`` counts lost
+  connections and each message remembers the one it came with. After a reconnect the broker
+  redelivers the old connection's un-acked messages itself (same packet ids); acking a stale
+  packet id could acknowledge a *different*, newer message. paho empties its outgoing queue
+  before it reconnects, and ``on_disconnect`` runs before that, so a check-and-ack under
+  ``_ack_lock`` can never put a stale PUBACK on the new connection.
+
+Backpressure, never a silent drop: the CONNECT Receive Maximum (``buffer``) caps un-acked
+messages in flight to this process, so the in-memory queue is bounded by the protocol. When
+PostgreSQL is slow or down the batch is held and retried with backoff; acks stop, the window
+fills, and the broker keeps further messages queued in the session. Counters, the buffer and the
+lags are logged and written to a status file (``telemetry.ingest_status``).
+
+Poison: a payload that validates but that the database still refuses (not a connection error)
+is isolated by bisecting the batch and stored as a dead letter with the database's reason.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import queue
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
 
 import paho.mqtt.client as mqtt
-from django.db import close_old_connections
+from django.conf import settings
+from django.db import DatabaseError, connection, transaction
 from django.db.utils import InterfaceError, OperationalError
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
-from opstwin_site.mqtt import connect_client, make_client, protocol_for
+from opstwin_site.mqtt import protocol_for
 from telemetry.choices import IngestSource
-from telemetry.services import RawPayload, ingest_batch
+from telemetry.ingest_status import LagHistogram, write_status
+from telemetry.mqtt_client import BufferedClient
+from telemetry.services import IngestReport, RawPayload, ingest_batch, store_dead_letters
 
 log = logging.getLogger(__name__)
+CONNECTION_ERRORS = (OperationalError, InterfaceError)
+
+
+def _make_client(url: str, client_id: str | None) -> BufferedClient:
+    """Like ``opstwin_site.mqtt.make_client`` (credentials, TLS), with manual acks."""
+    parts = urlsplit(url)
+    client = BufferedClient(mqtt.CallbackAPIVersion.VERSION2,
+                            client_id=client_id or f"opstwin-ingest-{os.getpid()}",
+                            protocol=protocol_for(url), manual_ack=True)
+    if parts.username:
+        client.username_pw_set(parts.username, parts.password)
+    if parts.scheme == "mqtts":
+        client.tls_set()
+    return client
 
 
 @dataclass
 class SubscriberStats:
-    """Counters for logs and the lag gauge: messages received/committed, current lag (s)."""
+    """Counters for logs and the status file; lags in seconds.
+
+    ``event_lag``: commit time minus the event's own ``ts`` (freshness; publish-to-commit when
+    sensors stamp events as they publish). ``commit_lag``: commit time minus receive time.
+    """
 
     received: int = 0
     committed: int = 0
     accepted: int = 0
     duplicates: int = 0
     rejected: int = 0
+    poison: int = 0
     db_retries: int = 0
+    db_down_since: float | None = None
+    last_error: str = ""
+    connects: int = 0
+    connected: bool = False
     last_commit_lag_s: float = 0.0
-    started: float = field(default_factory=time.monotonic)
+    event_lag: LagHistogram = field(default_factory=LagHistogram)
+    commit_lag: LagHistogram = field(default_factory=LagHistogram)
+    started: float = field(default_factory=time.time)
+
+
+class _Abandon(Exception):
+    """Stop requested while the database is down: leave the batch to the broker."""
+
+
+@dataclass(frozen=True, slots=True)
+class Received:
+    """One message waiting in the queue, with the connection generation it arrived on."""
+
+    payload: bytes
+    topic: str
+    mid: int
+    qos: int
+    at: float
+    generation: int
 
 
 class IngestSubscriber:
     """Subscribe ``opstwin/+/+/telemetry`` (optionally as ``$share/<group>/...``) and ingest.
 
     ``batch_size`` messages or ``batch_seconds`` of waiting, whichever comes first, make one
-    batch. ``buffer`` bounds the in-memory queue (messages received but not yet committed).
+    batch. ``buffer`` bounds the messages received but not yet committed (Receive Maximum).
+    ``status_path`` (default ``INGEST_STATUS_DIR/<client id or pid>.json``) gets the status.
     """
 
     def __init__(
         self, url: str, *, topic_filter: str, batch_size: int = 500, batch_seconds: float = 0.25,
         buffer: int = 5000, client_id: str | None = None, share_group: str | None = None,
+        status_path: Path | None = None, session_expiry: int | None = None,
     ) -> None:
         self.url, self.batch_size, self.batch_seconds = url, batch_size, batch_seconds
         self.topic_filter = f"$share/{share_group}/{topic_filter}" if share_group else topic_filter
-        self.queue: queue.Queue = queue.Queue(maxsize=buffer)
+        self.buffer = min(buffer, 65535)
+        # SimpleQueue: a lock-free put, several times cheaper than Queue under contention; the
+        # bound is enforced in _on_message.
+        self.queue: queue.SimpleQueue[Received] = queue.SimpleQueue()
         self.stats = SubscriberStats()
         self.stopping = threading.Event()
         self.client_id = client_id
-        self.client = make_client(url, client_id=client_id, manual_ack=True)
+        self.generation = 0
+        self._ack_lock = threading.Lock()
+        self._stats_lock = threading.Lock()
+        self.in_progress = 0
+        self.session_expiry = settings.INGEST_SESSION_EXPIRY_SECONDS \
+            if session_expiry is None else session_expiry
+        name = client_id or f"ingest-{os.getpid()}"
+        self.status_path = status_path or Path(settings.INGEST_STATUS_DIR) / f"{name}.json"
+        self.client = _make_client(url, client_id)
         self.client.on_connect = self._on_connect
+        self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._on_message
-        self.client.max_inflight_messages_set(buffer)
+        self.client.reconnect_delay_set(min_delay=1, max_delay=5)
 
-    def _on_connect(self, client, _userdata, _flags, reason_code, _properties=None) -> None:
+    # --- network thread ------------------------------------------------------------------------
+    def _on_connect(self, client, _userdata, flags, reason_code, _properties=None) -> None:
         if reason_code.is_failure:
             log.error("MQTT connect refused: %s", reason_code)
             return
+        self.stats.connects += 1
+        self.stats.connected = True
         client.subscribe(self.topic_filter, qos=1)
-        log.info("subscribed to %s", self.topic_filter)
+        log.info("connected (session present: %s); subscribed to %s",
+                 getattr(flags, "session_present", "?"), self.topic_filter)
+
+    def _on_disconnect(self, _client, _userdata, _flags, reason_code, _properties=None) -> None:
+        with self._ack_lock:
+            self.generation += 1
+        self.stats.connected = False
+        if not self.stopping.is_set():
+            log.warning("MQTT connection lost (%s); reconnecting", reason_code)
 
     def _on_message(self, _client, _userdata, message) -> None:
-        # Blocks when the buffer is full: the network thread stops reading (backpressure).
-        self.queue.put((message.payload, message.topic, message.mid, message.qos, time.time()))
+        # QoS 1 stays within Receive Maximum; only a QoS 0 flood can fill the buffer. Then the
+        # network thread waits, stops reading, and TCP pushes back on the broker.
+        while self.queue.qsize() >= self.buffer and not self.stopping.is_set():
+            time.sleep(0.01)
+        self.queue.put(Received(message.payload, message.topic, message.mid, message.qos,
+                                time.time(), self.generation))
         self.stats.received += 1
 
+    # --- lifecycle -----------------------------------------------------------------------------
+    @property
+    def persistent(self) -> bool:
+        """Whether the broker keeps this client's session across disconnects."""
+        return self.client_id is not None and protocol_for(self.url) == mqtt.MQTTv5 \
+            and self.session_expiry > 0
+
+    def _connect_properties(self) -> Properties | None:
+        if protocol_for(self.url) != mqtt.MQTTv5:
+            return None
+        properties = Properties(PacketTypes.CONNECT)
+        properties.ReceiveMaximum = self.buffer
+        if self.persistent:
+            properties.SessionExpiryInterval = self.session_expiry
+        return properties
+
     def start(self) -> None:
-        """Connect (persistent session on MQTT v5) and start paho's network thread."""
-        # A named client keeps its session (and its un-acked messages) across restarts.
-        persistent = self.client_id is not None and protocol_for(self.url) == mqtt.MQTTv5
-        connect_client(self.client, self.url, clean_start=not persistent)
+        """Connect (in the background, retrying) and start paho's network thread."""
+        parts = urlsplit(self.url)
+        port = parts.port or (8883 if parts.scheme == "mqtts" else 1883)
+        kwargs = {}
+        if protocol_for(self.url) == mqtt.MQTTv5:
+            kwargs = {"clean_start": not self.persistent,
+                      "properties": self._connect_properties()}
+        self.client.connect_async(parts.hostname, port, keepalive=30, **kwargs)
         self.client.loop_start()
+        threading.Thread(target=self._status_loop, daemon=True, name="ingest-status").start()
 
     def stop(self) -> None:
-        """Ask ``run`` to finish the current batch and return; then disconnect."""
+        """Ask ``run`` to commit what it holds and return (safe from a signal handler)."""
         self.stopping.set()
 
-    def _next_batch(self) -> list[tuple]:
-        batch: list[tuple] = []
+    # --- batches -------------------------------------------------------------------------------
+    def _next_batch(self) -> list[Received]:
+        batch: list[Received] = []
         deadline = time.monotonic() + self.batch_seconds
         while len(batch) < self.batch_size:
             timeout = deadline - time.monotonic()
@@ -101,34 +219,143 @@ class IngestSubscriber:
                     break
         return batch
 
-    def _commit(self, batch: list[tuple]) -> None:
-        payloads = [RawPayload(body=payload, topic=topic) for payload, topic, *_ in batch]
+    def _ingest(self, payloads: list[RawPayload]) -> IngestReport:
+        """``ingest_batch``, isolating payloads the database refuses for their content."""
+        try:
+            return ingest_batch(payloads, source=IngestSource.MQTT)
+        except CONNECTION_ERRORS:
+            raise
+        except DatabaseError as exc:
+            if len(payloads) == 1:
+                log.error("database refused a payload; dead-lettered: %s", exc)
+                with transaction.atomic():
+                    store_dead_letters([(payloads[0], f"database refused: {exc}")],
+                                       source=IngestSource.MQTT)
+                self.stats.poison += 1
+                return IngestReport(rejected=[(0, str(exc))])
+            mid = len(payloads) // 2
+            left, right = self._ingest(payloads[:mid]), self._ingest(payloads[mid:])
+            return _merge_reports(left, right, mid)
+
+    def _ingest_until_stored(self, batch: list[Received]) -> IngestReport:
+        payloads = [RawPayload(body=m.payload, topic=m.topic) for m in batch]
         delay = 0.5
         while True:
             try:
-                report = ingest_batch(payloads, source=IngestSource.MQTT)
-                break
-            except (OperationalError, InterfaceError) as exc:
-                self.stats.db_retries += 1
-                log.warning("database unavailable (%s); holding %d messages, retry in %.1fs",
-                            exc.__class__.__name__, len(batch), delay)
-                close_old_connections()
-                time.sleep(delay)
+                report = self._ingest(payloads)
+            except CONNECTION_ERRORS as exc:
+                if self.stopping.is_set() and self.persistent:
+                    # Not acked, so the broker keeps these for our session: safe to leave.
+                    raise _Abandon from exc
+                self._database_down(exc, batch, delay)
                 delay = min(delay * 2, 5.0)
-        for _payload, _topic, mid, qos, _received in batch:
-            if qos > 0:
-                self.client.ack(mid, qos)
-        self.stats.committed += len(batch)
-        self.stats.accepted += report.accepted
-        self.stats.duplicates += report.duplicates
-        self.stats.rejected += len(report.rejected)
-        self.stats.last_commit_lag_s = time.time() - batch[0][4]
+                continue
+            if self.stats.db_down_since is not None:
+                log.warning("database back after %.1fs", time.time() - self.stats.db_down_since)
+                self.stats.db_down_since = None
+            return report
+
+    def _database_down(self, exc: Exception, batch: list[Received], delay: float) -> None:
+        stats = self.stats
+        stats.db_retries += 1
+        stats.db_down_since = stats.db_down_since or time.time()
+        stats.last_error = f"{exc.__class__.__name__}: {str(exc)[:200]}"
+        log.warning("database unavailable (%s); holding %d messages (oldest %.1fs), %d more "
+                    "buffered; not acking; retry in %.1fs", stats.last_error, len(batch),
+                    time.time() - batch[0].at, self.queue.qsize(), delay)
+        # Drop the broken connection outright; the next attempt opens a fresh one.
+        with contextlib.suppress(DatabaseError):
+            connection.close()
+        time.sleep(delay)
+
+    def _commit(self, batch: list[Received]) -> None:
+        self.in_progress = len(batch)
+        report = self._ingest_until_stored(batch)
+        committed_at = time.time()
+        with self._ack_lock:
+            for message in batch:
+                # Only on the connection it came in on (see the module docstring).
+                if message.qos > 0 and message.generation == self.generation:
+                    self.client.ack(message.mid, message.qos)
+        with self._stats_lock:
+            self._count(batch, report, committed_at)
+        self.in_progress = 0
+
+    def _count(self, batch: list[Received], report: IngestReport, committed_at: float) -> None:
+        stats = self.stats
+        stats.committed += len(batch)
+        stats.accepted += report.accepted
+        stats.duplicates += report.duplicates
+        stats.rejected += len(report.rejected)
+        stats.last_commit_lag_s = committed_at - batch[0].at
+        for message in batch:
+            stats.commit_lag.add(committed_at - message.at)
+        for ts in report.accepted_ts:
+            stats.event_lag.add(committed_at - ts.timestamp())
 
     def run(self) -> None:
-        """Consume batches until ``stop()``; every committed batch is acked in receive order."""
-        while not (self.stopping.is_set() and self.queue.empty()):
-            batch = self._next_batch()
-            if batch:
-                self._commit(batch)
-        self.client.loop_stop()
+        """Consume batches until ``stop()``; then commit what is buffered and disconnect.
+
+        Asked to stop while PostgreSQL is down, a persistent-session subscriber leaves without
+        committing (nothing was acked; the broker redelivers); any other keeps retrying.
+        """
+        try:
+            while not self.stopping.is_set():
+                batch = self._next_batch()
+                if batch:
+                    self._commit(batch)
+            self._drain()
+        except _Abandon:
+            log.warning("stopping with %d uncommitted messages left to the broker's session",
+                        self.queue.qsize() + self.in_progress)
+            self.client.disconnect()
+            self.client.loop_stop()
+        finally:
+            connection.close()  # this thread's connection (run may be on its own thread)
+            self._write_status()
+
+    def _commit_buffered(self) -> None:
+        while batch := self._next_batch():
+            self._commit(batch)
+
+    def _drain(self, seconds: float = 5.0) -> None:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline and (batch := self._next_batch()):
+            self._commit(batch)  # acked: still connected
         self.client.disconnect()
+        self.client.loop_stop()
+        self._commit_buffered()  # arrived while disconnecting: store; the broker redelivers
+
+
+    # --- status --------------------------------------------------------------------------------
+    def status(self) -> dict:
+        """JSON-able snapshot: counters, buffered messages, lags (see ``SubscriberStats``)."""
+        with self._stats_lock:
+            stats = asdict(self.stats)
+            stats["event_lag"] = self.stats.event_lag.to_dict()
+            stats["commit_lag"] = self.stats.commit_lag.to_dict()
+        return stats | {
+            "client_id": self.client_id, "pid": os.getpid(), "topic_filter": self.topic_filter,
+            "persistent_session": self.persistent, "buffered": self.queue.qsize() +
+            self.in_progress, "buffer_limit": self.buffer, "updated_at": time.time(),
+        }
+
+    def _write_status(self) -> None:
+        try:
+            write_status(self.status_path, self.status())
+        except OSError as exc:
+            log.warning("cannot write ingest status to %s: %s", self.status_path, exc)
+
+    def _status_loop(self, every: float = 1.0) -> None:
+        while not self.stopping.wait(every):
+            self._write_status()
+
+
+def _merge_reports(left: IngestReport, right: IngestReport, offset: int) -> IngestReport:
+    return IngestReport(
+        accepted=left.accepted + right.accepted, duplicates=left.duplicates + right.duplicates,
+        samples=left.samples + right.samples,
+        rejected=left.rejected + [(i + offset, r) for i, r in right.rejected],
+        asset_ids=left.asset_ids | right.asset_ids,
+        accepted_ts=left.accepted_ts + right.accepted_ts,
+    )

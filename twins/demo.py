@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -50,20 +51,46 @@ class Children:
                 proc.kill()
 
 
+def ingest_status_path() -> Path:
+    """Where the demo's ingest subscriber writes its JSON status (``connected``, counters)."""
+    return settings.DATA_DIR / "logs" / "ingest-status.json"
+
+
 def start_children(mqtt_url: str, port: int, *, web: bool) -> Children:
     """Start web (daphne), ``manage.py ingest_mqtt`` and, with Redis, a Celery worker."""
     env = os.environ | {"MQTT_URL": mqtt_url, "DJANGO_SETTINGS_MODULE": "opstwin_site.settings"}
     python, logs, children = sys.executable, settings.DATA_DIR / "logs", Children()
+    ingest_status_path().unlink(missing_ok=True)
     if web:
         children.start("web", [python, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port),
                                "opstwin_site.asgi:application"], env, logs)
     children.start("ingest", [python, "manage.py", "ingest_mqtt", "--url", mqtt_url,
-                              "--stats-every", "30"], env, logs)
+                              "--stats-every", "30", "--status-file", str(ingest_status_path())],
+                   env, logs)
     if settings.REDIS_URL:
         children.start("worker", [python, "-m", "celery", "-A", "opstwin_site", "worker",
                                   "-Q", "default,detect,simulate,actions", "--concurrency", "2",
                                   "--loglevel", "WARNING"], env, logs)
     return children
+
+
+def wait_for_subscriber(children: Children, timeout: float = 120.0) -> None:
+    """Block until the ingest subscriber reports it is connected and subscribed.
+
+    Publishing before that would lose messages: a broker drops QoS 1 messages that match no
+    subscription. Raises RuntimeError on timeout or if a child died.
+    """
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        children.check()
+        try:
+            if json.loads(ingest_status_path().read_text()).get("connected"):
+                time.sleep(0.5)  # the SUBACK follows the CONNACK closely
+                return
+        except (OSError, ValueError):
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"ingest subscriber not ready after {timeout:.0f} s")
 
 
 def wait_for_ingest(twin: Twin, expected: int, children: Children, timeout: float) -> int:
@@ -139,4 +166,14 @@ def summary(twin: Twin, runs: list[SkabRun], published: int) -> dict:
                                     .order_by()),
         "per_file": per_file,
         "overall": total,
+        "strongest": [
+            {"asset": a.asset.slug, "detector": a.detector, "severity": a.severity,
+             "score": a.score, "metric": a.metric,
+             "contributions": sorted(a.features.get("contributions", {}).items(),
+                                     key=lambda kv: -kv[1])[:3]}
+            for a in Anomaly.objects.filter(asset__twin=twin).select_related("asset")
+            .order_by("-score", "-n_points")[:5]
+        ],
+        "detectors": dict(Anomaly.objects.filter(asset__twin=twin).values_list("detector")
+                          .annotate(n=Count("pk")).order_by()),
     }

@@ -25,7 +25,10 @@ class RawBodyParser(BaseParser):
     media_type = "*/*"
 
     def parse(self, stream, media_type=None, parser_context=None):
-        return stream.read()
+        from django.conf import settings
+
+        # Never buffer more than the limit (+1 byte, so the view can tell it was exceeded).
+        return stream.read(settings.INGEST_MAX_BODY_BYTES + 1)
 
 
 def split_body(body: bytes, content_type: str) -> list[RawPayload]:
@@ -45,7 +48,8 @@ class IngestView(APIView):
 
     201 when every event was accepted (or was a known duplicate). 400 with a problem body
     listing each rejected event by index and reason otherwise; the valid events of the same
-    request are stored, and a retry is harmless because ``event_id`` de-duplicates.
+    request are stored, and a retry is harmless because ``event_id`` de-duplicates. 413 when
+    the body exceeds ``INGEST_MAX_BODY_BYTES`` (default 5 MiB; the server reads no further).
     """
 
     parser_classes = [RawBodyParser]

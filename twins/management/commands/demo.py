@@ -5,7 +5,6 @@ from __future__ import annotations
 import signal
 import socket
 import threading
-import time
 from pathlib import Path
 
 from django.conf import settings
@@ -14,7 +13,11 @@ from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
 from opstwin_site.broker import EmbeddedBroker
+from policy.demo_policy import ensure_demo_policy
+from policy.roles import grant_twin_to_role_groups
+from policy.sweeper import PolicySweeper
 from twins import demo
+from twins.device import SimulatedDevice
 from twins.replay import publish_runs
 from twins.setup import create_demo_users, create_skab_twin
 from twins.skab import default_data_dir, list_files, read_run
@@ -58,18 +61,25 @@ class Command(BaseCommand):
         runs = [read_run(root, n) for n in tqdm(names, desc="reading SKAB", unit="file")]
         twin = create_skab_twin(names, reset=not opts["keep"])
         credentials = create_demo_users(opts["password"])
+        grant_twin_to_role_groups(twin)  # roles act per twin: every role group gets SKAB
+        self.stdout.write(ensure_demo_policy(twin))
         mqtt_url = settings.MQTT_URL or EmbeddedBroker().start()
         self.stdout.write(f"MQTT broker: {mqtt_url}"
                           f"{'' if settings.MQTT_URL else ' (embedded amqtt)'}")
         children = demo.start_children(mqtt_url, opts["port"], web=True)
+        device = SimulatedDevice(mqtt_url, twin.slug)  # acks commands
+        sweeper = PolicySweeper()  # expiry, verification, audit anchors (no beat in the demo)
         try:
+            device.start()
+            sweeper.start()
             self._run(twin, runs, mqtt_url, children, credentials, opts)
         finally:
+            sweeper.stop()
+            device.stop()
             children.stop()
 
     def _run(self, twin, runs, mqtt_url, children, credentials, opts):
-        time.sleep(2.0)  # let the subscriber connect before the first publish
-        children.check()
+        demo.wait_for_subscriber(children)
         total = sum(len(r.ts) for r in runs)
         with tqdm(total=total, desc="published", unit="ev") as bar:
             published = publish_runs(mqtt_url, twin.slug, runs, rate=opts["rate"],
@@ -97,6 +107,12 @@ class Command(BaseCommand):
         w(f"events published {s['published']}, ingested {s['events']}, "
           f"dead letters {s['dead_letters']}")
         w(f"anomalies by severity: {s['anomalies'] or 'none'}")
+        w(f"anomalies by detector: {s['detectors'] or 'none'} (per asset kind: Django admin, "
+          f"Detector configs)")
+        for a in s["strongest"]:
+            shares = ", ".join(f"{m} {c:.2f}" for m, c in a["contributions"])
+            w(f"  {a['asset']:<14} {a['detector']:<8} {a['severity']:<8} score {a['score']:.2f} "
+              f"on {a['metric']} (contributions: {shares})")
         w(f"simulations run: {s['simulations']}")
         w(f"proposals by decision: {s['proposals_by_decision'] or 'none'}")
         w(f"proposals by status:   {s['proposals_by_status'] or 'none'}")

@@ -1,0 +1,159 @@
+"""Time-series queries on a 10-million-row samples table: raw samples versus rollups.
+
+Data: 10 assets x 8 SKAB metrics, one event every 20 s per asset for 30 days (10,368,000 rows),
+loaded with binary COPY into a scratch database and VACUUMed (as autovacuum would); the
+1-minute and 1-hour rollups are built by ``telemetry.rollups.refresh_rollups`` from one dirty
+range per asset (timed).
+Queries run through ``telemetry.queries.aggregate`` (the SQL and result assembly behind
+``GET /telemetry/aggregate``, without HTTP and JSON rendering):
+
+1. one asset-metric, 24 h in 1-minute buckets (avg, min, max): random days, p50/p95 over
+   ``--repeats`` runs, from the rollups (what ``source=auto`` picks) and, as the baseline
+   measured in the same run, from raw samples. Target: p50 < 20 ms.
+2. all assets, 1-hour buckets over the month (avg, min, max, count): every metric (80 series)
+   and one metric (10 series); raw (baseline, target < 2 s) and rollups (target < 100 ms).
+
+Run: ``python benchmarks/queries.py [--repeats 30]`` (a scratch database on ``DATABASE_URL``'s
+server or the embedded PostgreSQL is created and dropped; about 3 minutes on 2 cores).
+``make bench`` runs it with every other benchmark.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import sys
+from datetime import timedelta
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _telemetry_bench import (  # noqa: E402
+    PG_EPOCH,
+    SKAB_METRICS,
+    bench_database,
+    copy_binary,
+    encode_samples,
+    make_assets,
+    setup_django,
+    skab_like_values,
+    timed,
+)
+
+ASSETS, DAYS, STEP_S = 10, 30, 20
+START_US = 756_000_000_000_000  # 2023-12-15 UTC, in microseconds since 2000-01-01
+
+
+def load(url: str, asset_ids: list[int], chunk_events: int = 150_000) -> tuple[int, float]:
+    """COPY the whole month; returns (rows, seconds)."""
+    import psycopg
+
+    steps = DAYS * 86400 // STEP_S
+    events = steps * len(asset_ids)
+    rows, seconds = 0, 0.0
+    with psycopg.connect(url) as conn:
+        for first in range(0, events, chunk_events):
+            index = np.arange(first, min(first + chunk_events, events))
+            n = len(index)
+            ts = START_US + (index // len(asset_ids)) * STEP_S * 1_000_000
+            assets = np.asarray(asset_ids, dtype=np.int64)[index % len(asset_ids)]
+            values = skab_like_values(n, seed=first).reshape(-1)
+            body = encode_samples(np.repeat(ts, 8), np.repeat(assets, 8), SKAB_METRICS,
+                                  np.tile(np.arange(8), n), values)
+            took, _ = timed(lambda b=body: (copy_binary(conn, b), conn.commit()))
+            rows, seconds = rows + n * 8, seconds + took
+    # What autovacuum would have done to a month of data: hint bits, visibility map, stats.
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("VACUUM (ANALYZE) telemetry_telemetrysample")
+    return rows, seconds
+
+
+def build_rollups(asset_ids: list[int]) -> tuple[float, object]:
+    """Mark the month dirty for every asset and fold it into the rollups (timed)."""
+    from django.db import connection
+
+    from telemetry import rollups, storage
+
+    start = PG_EPOCH + timedelta(microseconds=START_US)
+    with connection.cursor() as cursor:
+        storage.mark_dirty(cursor, {a: [start, start + timedelta(days=DAYS)] for a in asset_ids})
+    took, report = timed(rollups.refresh_rollups)
+    with connection.cursor() as cursor:
+        cursor.execute(f"ANALYZE {storage.ROLLUP_1M}; ANALYZE {storage.ROLLUP_1H}")
+    return took, report
+
+
+def run(selection, start, end, bucket: str, fns: list[str], source: str) -> float:
+    from telemetry import queries
+
+    took, result = timed(queries.aggregate, queries.AggregateRequest(
+        selection, start, end, bucket, fns, "none", source))
+    assert result.series, "the benchmark query found no data"
+    return took
+
+
+def day_queries(twin, asset, repeats: int) -> dict[str, list[float]]:
+    from telemetry.queries import Selection
+
+    selection = Selection(twin, [asset], ["Pressure"])
+    base = PG_EPOCH + timedelta(microseconds=START_US)
+    rng = random.Random(1)
+    out: dict[str, list[float]] = {"rollup": [], "raw": []}
+    for _ in range(repeats):
+        start = base + timedelta(days=rng.randrange(DAYS - 1), hours=rng.randrange(24))
+        for source in out:
+            out[source].append(run(selection, start, start + timedelta(hours=24), "1m",
+                                   ["avg", "min", "max"], source))
+    return out
+
+
+def month_queries(twin, assets, metrics, repeats: int) -> dict[str, list[float]]:
+    from telemetry.queries import Selection
+
+    selection = Selection(twin, assets, metrics)
+    start = PG_EPOCH + timedelta(microseconds=START_US)
+    end = start + timedelta(days=DAYS)
+    fns = ["avg", "min", "max", "count"]
+    return {source: [run(selection, start, end, "1h", fns, source) for _ in range(repeats)]
+            for source in ("rollup", "raw")}
+
+
+def ms(values: list[float], q: float = 0.5) -> str:
+    return f"{np.quantile(values, q) * 1000:9.1f} ms"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=30)
+    args = parser.parse_args()
+    with bench_database("queries") as url:
+        setup_django(url)
+        assets = make_assets("bench", ASSETS)
+        twin = assets[0].twin
+        rows, load_s = load(url, [a.pk for a in assets])
+        rollup_s, report = build_rollups([a.pk for a in assets])
+        day = day_queries(twin, assets[0], args.repeats)
+        month_all = month_queries(twin, assets, None, max(3, args.repeats // 10))
+        month_one = month_queries(twin, assets, ["Pressure"], max(3, args.repeats // 10))
+        from django.db import connections
+
+        connections.close_all()
+    print(f"queries on {rows:,} rows ({ASSETS} assets x 8 metrics, every {STEP_S} s, {DAYS} "
+          f"days): loaded in {load_s:.0f} s ({rows / load_s:,.0f} rows/s, binary COPY)")
+    print(f"  rollups built in {rollup_s:.0f} s: {report.minute_rows:,} minute rows, "
+          f"{report.hour_rows:,} hour rows")
+    print(f"  1. one asset-metric, 24 h, 1-min buckets ({args.repeats} random days)")
+    print(f"       rollup_1m                  p50 {ms(day['rollup'])}   p95 "
+          f"{ms(day['rollup'], 0.95)}   (target p50 < 20 ms)")
+    print(f"       baseline: raw samples      p50 {ms(day['raw'])}   p95 {ms(day['raw'], 0.95)}")
+    for label, result in (("every metric, 80 series", month_all),
+                          ("one metric, 10 series", month_one)):
+        print(f"  2. all assets, {label}, 1-h buckets over {DAYS} days "
+              f"(median of {len(result['raw'])})")
+        print(f"       rollup_1h                  {ms(result['rollup'])}   (target < 100 ms)")
+        print(f"       baseline: raw samples      {ms(result['raw'])}   (target < 2 s)")
+
+
+if __name__ == "__main__":
+    main()
