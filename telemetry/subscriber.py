@@ -9,6 +9,13 @@ Lossless by construction:
   connection). The broker keeps un-acked and queued messages while the process is down and
   redelivers them when the same client id reconnects; ``event_id`` de-duplication drops any that
   had in fact been stored. A shared-subscription member must come back with its own id.
+- Caveat, Mosquitto 2.0 with ``--share-group``: the broker does not restore *shared*
+  subscriptions from its persistence file. Messages queued for a session survive a broker
+  restart, but one published after the restart and before the ingest processes re-subscribe
+  (about a second) matches no subscriber and is dropped; the broker says so in the PUBACK
+  (MQTT v5 reason 0x10, "No matching subscribers"). Publishers must send such messages again
+  (``telemetry.tests.harness.Publisher`` does); without ``--share-group`` the subscription is
+  restored with the session and nothing is dropped.
 - A message is acked only on the connection it arrived on: ``generation`` counts lost
   connections and each message remembers the one it came with. After a reconnect the broker
   redelivers the old connection's un-acked messages itself (same packet ids); acking a stale

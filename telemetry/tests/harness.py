@@ -265,11 +265,17 @@ class TcpProxy:
         self.thread.join(timeout=5)
 
 
-class Publisher:
-    """QoS 1 publisher on its own paho network thread; keeps every message until PUBACK.
+NO_MATCHING_SUBSCRIBERS = 0x10  # MQTT v5 PUBACK reason code
 
-    paho keeps un-acknowledged QoS 1 messages and re-sends them after it reconnects, so a
-    broker restart delays messages but loses none; the caller may also ``republish_unacked``.
+
+class Publisher:
+    """QoS 1 publisher on its own paho network thread; a message is done at its PUBACK.
+
+    paho keeps un-acknowledged QoS 1 messages and re-sends them after it reconnects. A PUBACK
+    with reason 0x10 (No matching subscribers) means the broker dropped the message: Mosquitto
+    2.0 does not restore *shared* subscriptions from its persistence file, so right after a
+    broker restart, until the ingest processes re-subscribe, a publish reaches nobody. Like a
+    well-behaved MQTT v5 sensor, this publisher sends such messages again after a pause.
     """
 
     def __init__(self, url: str, *, client_id: str | None = None) -> None:
@@ -281,17 +287,48 @@ class Publisher:
                                      protocol=mqtt.MQTTv5)
         self.client.max_inflight_messages_set(1000)
         self.client.reconnect_delay_set(1, 2)
+        self.client.on_publish = self._on_publish
         self.client.connect_async("127.0.0.1", port, keepalive=30)
         self.client.loop_start()
-        self.pending: list[tuple[mqtt.MQTTMessageInfo, str, bytes]] = []
+        self.pending: list[mqtt.MQTTMessageInfo] = []
+        self.refused = 0
+        self._lock = threading.Lock()
+        self._by_mid: dict[int, tuple[str, bytes]] = {}
+        self._early: dict[int, int] = {}
+        self._retry: list[tuple[float, str, bytes]] = []
+
+    def _on_publish(self, _client, _userdata, mid, reason_code, _properties) -> None:
+        # Runs under paho's outgoing-message lock: never call paho from here.
+        with self._lock:
+            item = self._by_mid.pop(mid, None)
+            if item is None:  # PUBACK before publish() recorded the mid
+                self._early[mid] = int(reason_code.value)
+            elif reason_code.value == NO_MATCHING_SUBSCRIBERS:
+                self._retry.append((time.monotonic(), *item))
+                self.refused += 1
 
     def publish(self, topic: str, payload: bytes) -> mqtt.MQTTMessageInfo:
         info = self.client.publish(topic, payload, qos=1)
         if info.rc == mqtt.MQTTErrorCode.MQTT_ERR_NO_CONN:
             # Kept in paho's outgoing queue and sent once connected; not a failure.
             info.rc = mqtt.MQTTErrorCode.MQTT_ERR_SUCCESS
-        self.pending.append((info, topic, payload))
+        with self._lock:
+            early = self._early.pop(info.mid, None)
+            if early is None:
+                self._by_mid[info.mid] = (topic, payload)
+            elif early == NO_MATCHING_SUBSCRIBERS:
+                self._retry.append((time.monotonic(), topic, payload))
+                self.refused += 1
+        self.pending.append(info)
         return info
+
+    def _resend_refused(self, after: float = 0.5) -> None:
+        now = time.monotonic()
+        with self._lock:
+            due = [r for r in self._retry if now - r[0] >= after]
+            self._retry = [r for r in self._retry if now - r[0] < after]
+        for _, topic, payload in due:
+            self.publish(topic, payload)
 
     def publish_at_rate(self, messages: Iterable[tuple[str, bytes]], rate: float,
                         on_progress: Callable[[int], None] | None = None) -> int:
@@ -302,13 +339,19 @@ class Publisher:
             sent += 1
             if on_progress:
                 on_progress(sent)
+            if sent % 500 == 0:
+                self._resend_refused()
             ahead = sent / rate - (time.monotonic() - started)
             if ahead > 0.002:
                 time.sleep(ahead)
         return sent
 
     def unacked(self) -> int:
-        return sum(1 for info, _, _ in self.pending if not info.is_published())
+        """Messages not yet PUBACKed, plus those refused and waiting to be sent again."""
+        self._resend_refused()
+        with self._lock:
+            waiting = len(self._retry)
+        return waiting + sum(1 for info in self.pending if not info.is_published())
 
     def wait_all_acked(self, timeout: float) -> bool:
         return wait_for(lambda: self.unacked() == 0, timeout, every=0.2)

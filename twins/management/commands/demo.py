@@ -64,6 +64,7 @@ class Command(BaseCommand):
         grant_twin_to_role_groups(twin)  # roles act per twin: every role group gets SKAB
         self.stdout.write(ensure_demo_policy(twin))
         mqtt_url = settings.MQTT_URL or EmbeddedBroker().start()
+        settings.MQTT_URL = mqtt_url  # this process publishes too (sweeper: rollbacks)
         self.stdout.write(f"MQTT broker: {mqtt_url}"
                           f"{'' if settings.MQTT_URL else ' (embedded amqtt)'}")
         children = demo.start_children(mqtt_url, opts["port"], web=True)
