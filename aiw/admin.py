@@ -9,21 +9,13 @@ from django.template.response import TemplateResponse
 
 from aiw import services
 from aiw.models import AgentToken, ChangeEvent, TokenScope
+from policy.admin import ReadOnlyAdmin
 
 
 @admin.register(ChangeEvent)
-class ChangeEventAdmin(admin.ModelAdmin):
+class ChangeEventAdmin(ReadOnlyAdmin):
     list_display = ["id", "type", "resource_type", "resource_id", "twin", "actor", "created_at"]
     list_filter = ["resource_type", "type"]
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
 
 class AgentTokenForm(forms.ModelForm):
