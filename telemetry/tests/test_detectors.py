@@ -492,7 +492,7 @@ def test_the_skab_benchmark_reproduces_the_tuned_ewma_result() -> None:
     from benchmarks.skab_eval import TUNED_CONFIGS, evaluate
 
     if not (default_data_dir() / "manifest.json").is_file():
-        pytest.skip("SKAB data not available (set OPSTWIN_SKAB_DIR)")
+        pytest.fail("SKAB data not available (set OPSTWIN_SKAB_DIR)")
     config = next(c for c in TUNED_CONFIGS if c[1] == "ewma")
     (row,) = evaluate(detectors=[config])
     assert row["points"] == 23_801 and row["tp"] + row["fn"] == 12_771
