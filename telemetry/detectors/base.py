@@ -21,6 +21,7 @@ scoring a whole array at once (see :attr:`BaseDetector.history_length`).
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -120,7 +121,7 @@ def kind_from_ratio(ratio: np.ndarray) -> np.ndarray:
     return kind
 
 
-class BaseDetector:
+class BaseDetector(ABC):
     """Common interface of all detectors (see the module docstring for the pipeline).
 
     Parameters shared by every detector (keyword arguments of ``__init__``):
@@ -159,20 +160,21 @@ class BaseDetector:
         p["min_run"] = check_int(p, "min_run", 1)
         return p
 
+    @abstractmethod
     def _fit(self, X: np.ndarray) -> dict[str, Any]:
-        raise NotImplementedError
+        """Fitted state (JSON-able) from calibration rows ``X`` ``(n, m)``."""
 
+    @abstractmethod
     def _raw(self, X: np.ndarray, start: int = 0) -> RawScores:
         """Raw statistic ``(N,)`` and contributions ``(N, m)`` of the stacked rows ``X``.
 
         Only rows ``start ..`` are used; a detector may leave earlier rows at 0 to save work.
         """
-        raise NotImplementedError
 
     @property
+    @abstractmethod
     def threshold(self) -> float:
         """Control limit of the (smoothed) statistic."""
-        raise NotImplementedError
 
     def _own_history(self) -> int:
         return 0
