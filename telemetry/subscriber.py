@@ -52,7 +52,7 @@ from django.db.utils import InterfaceError, OperationalError
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from opstwin_site.mqtt import protocol_for
+from opstwin_site.mqtt import make_client, protocol_for
 from telemetry.choices import IngestSource
 from telemetry.ingest_status import LagHistogram, write_status
 from telemetry.mqtt_client import BufferedClient
@@ -63,16 +63,9 @@ CONNECTION_ERRORS = (OperationalError, InterfaceError)
 
 
 def _make_client(url: str, client_id: str | None) -> BufferedClient:
-    """Like ``opstwin_site.mqtt.make_client`` (credentials, TLS), with manual acks."""
-    parts = urlsplit(url)
-    client = BufferedClient(mqtt.CallbackAPIVersion.VERSION2,
-                            client_id=client_id or f"opstwin-ingest-{os.getpid()}",
-                            protocol=protocol_for(url), manual_ack=True)
-    if parts.username:
-        client.username_pw_set(parts.username, parts.password)
-    if parts.scheme == "mqtts":
-        client.tls_set()
-    return client
+    """A manual-ack ``BufferedClient`` for ``url`` (credentials and TLS as everywhere else)."""
+    return make_client(url, client_id=client_id or f"opstwin-ingest-{os.getpid()}",
+                       manual_ack=True, client_class=BufferedClient)
 
 
 @dataclass
