@@ -20,7 +20,6 @@ Run: ``python benchmarks/sim_backtest.py [--window 60] [--horizon 150]``.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from collections import defaultdict
 from pathlib import Path
@@ -31,27 +30,21 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
 from simulation.engine import PumpModel, calibrate_state, run_monte_carlo  # noqa: E402
+from twins.skab import columns, default_data_dir, list_files, read_run  # noqa: E402
 
-SKAB_DIR = Path(os.environ.get("OPSTWIN_SKAB_DIR", REPO_ROOT.parent / "shared/datasets/skab"))
+SKAB_DIR = default_data_dir(REPO_ROOT)
 TRAIN_ROWS = 400
 GROUPS = ("anomaly-free", "valve1", "valve2", "other")
 
 
-def load(path: Path) -> dict[str, np.ndarray]:
-    """SKAB CSV (';'-delimited, header, datetime first) -> column name -> float array."""
-    with path.open() as handle:
-        header = handle.readline().strip().split(";")
-    table = np.genfromtxt(path, delimiter=";", skip_header=1, usecols=range(1, len(header)))
-    return {name: table[:, j] for j, name in enumerate(header[1:])}
+def load(name: str) -> dict[str, np.ndarray]:
+    """One SKAB file (``valve1/0.csv``) as column arrays, read by ``twins.skab``."""
+    return columns(read_run(SKAB_DIR, name))
 
 
-def files() -> list[tuple[str, Path]]:
-    """(group, path) of the anomaly-free file and every labelled file, in numeric order."""
-    out = []
-    for group in GROUPS:
-        paths = sorted((SKAB_DIR / group).glob("*.csv"), key=lambda p: (len(p.stem), p.stem))
-        out += [(group, p) for p in paths]
-    return out
+def files() -> list[tuple[str, str]]:
+    """(group, name) of the anomaly-free file and every labelled file, in numeric order."""
+    return [(name.split("/")[0], name) for name in list_files(SKAB_DIR)]
 
 
 def evaluate(data: dict[str, np.ndarray], window: int, horizon: int) -> dict[str, dict] | None:
@@ -123,9 +116,9 @@ def main() -> None:
     print(
         f"window {args.window} rows, held-back rows {TRAIN_ROWS}..{TRAIN_ROWS + args.horizon - 1}"
     )
-    for group, path in files():
-        per_metric = evaluate(load(path), args.window, args.horizon)
-        name = f"{group}/{path.stem}"
+    for group, file_name in files():
+        per_metric = evaluate(load(file_name), args.window, args.horizon)
+        name = file_name.removesuffix(".csv")
         if per_metric is None:
             print(f"{name:<28} skipped: no normal rows in the held-back range")
             continue

@@ -92,3 +92,12 @@ def read_run(root: Path, name: str) -> SkabRun:
     if "anomaly" in header:
         labels = np.array([float(r[header.index("anomaly")]) > 0.5 for r in body])
     return SkabRun(name=name, ts=ts, X=X, labels=labels)
+
+
+def columns(run: SkabRun) -> dict[str, np.ndarray]:
+    """``run`` as {column name: (n,) array}: the eight metrics, plus ``anomaly`` (bool) when
+    the file is labelled (for scorers and backtests only)."""
+    data = {name: run.X[:, j] for j, name in enumerate(METRIC_NAMES)}
+    if run.labels is not None:
+        data["anomaly"] = run.labels
+    return data

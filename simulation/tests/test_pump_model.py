@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -17,19 +16,16 @@ from simulation.engine import (
     simulate,
 )
 from simulation.engine.pump_model import CURRENT, DEPENDENTS, DRIVERS, FLOW, OWN_DISTRIBUTION
+from twins.skab import columns, default_data_dir, read_run
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-SKAB = Path(os.environ.get("OPSTWIN_SKAB_DIR", REPO_ROOT.parent / "shared/datasets/skab"))
+SKAB = default_data_dir(REPO_ROOT)
 needs_skab = pytest.mark.skipif(not SKAB.is_dir(), reason="SKAB data not available")
 
 
 def load_skab(relative: str) -> dict[str, np.ndarray]:
-    """Read a SKAB CSV (';'-delimited, header row, datetime first) into column arrays."""
-    path = SKAB / relative
-    with path.open() as handle:
-        header = handle.readline().strip().split(";")
-    table = np.genfromtxt(path, delimiter=";", skip_header=1, usecols=range(1, len(header)))
-    return {name: table[:, j] for j, name in enumerate(header[1:])}
+    """One SKAB file as column arrays (``twins.skab``, the product's reader)."""
+    return columns(read_run(SKAB, relative))
 
 
 def head(data: dict[str, np.ndarray], start: int, stop: int) -> dict[str, np.ndarray]:
