@@ -321,6 +321,23 @@ POLICY_COMMAND_EFFECT_TIMEOUT = env_float("POLICY_COMMAND_EFFECT_TIMEOUT", 10.0)
 POLICY_AUDIT_ANCHOR_FILE = env_str("POLICY_AUDIT_ANCHOR_FILE",
                                    str(DATA_DIR / "audit-anchors.jsonl"))
 POLICY_AUDIT_ANCHOR_FILE = "" if POLICY_AUDIT_ANCHOR_FILE == "off" else POLICY_AUDIT_ANCHOR_FILE
+# The audit chain's HMAC-SHA256 key (issue 10): a secret kept outside the database, so SQL
+# access alone cannot forge entries. Required in production; elsewhere a per-checkout key file.
+AUDIT_HMAC_KEY = env_str("AUDIT_HMAC_KEY")
+if AUDIT_HMAC_KEY is None:
+    if env_bool("OPSTWIN_PRODUCTION", False):
+        raise ImproperlyConfigured("AUDIT_HMAC_KEY (or AUDIT_HMAC_KEY_FILE) must be set in "
+                                   "production")
+    _audit_key_file = DATA_DIR / "audit_hmac_key"
+    if not _audit_key_file.exists():
+        import secrets
+
+        DATA_DIR.mkdir(parents=True, exist_ok=True)
+        _audit_key_file.touch(mode=0o600)
+        _audit_key_file.write_text(secrets.token_urlsafe(32))
+    AUDIT_HMAC_KEY = _audit_key_file.read_text().strip()
+if len(AUDIT_HMAC_KEY) < 32:
+    raise ImproperlyConfigured("AUDIT_HMAC_KEY must be at least 32 characters")
 CELERY_BEAT_SCHEDULE["policy-expire-proposals"] = {
     "task": "policy.tasks.expire_proposals", "schedule": 30.0}
 CELERY_BEAT_SCHEDULE["policy-verify-executions"] = {

@@ -1,11 +1,24 @@
 """The one function every state change goes through: audit entry + change event, atomically.
 
-Hash chain (audit.v1): ``hash = SHA-256(canonical_json(fields) || prev_hash)`` where
-``canonical_json`` is JSON with sorted keys, ``(",", ":")`` separators, UTF-8, no NaN, and
-``fields`` is every stored column except ``hash`` (``prev_hash`` included). The first entry's
-``prev_hash`` is 64 zeros. ``manage.py verify_audit`` recomputes the chain and compares its
-tip with the anchors (``policy.audit_chain``: seq + hash copied periodically to the append-only
-``AuditAnchor`` table and ``POLICY_AUDIT_ANCHOR_FILE``), which is what reveals truncation.
+Chain formats. ``canonical_json`` is JSON with sorted keys, ``(",", ":")`` separators, UTF-8,
+no NaN; ``fields`` is every stored column except ``hash`` (``prev_hash`` included). The first
+entry's ``prev_hash`` is 64 zeros. ``key_id`` tells which scheme produced an entry's ``hash``:
+
+- ``key_id == ""`` (audit.v1, entries written before migration 0005):
+  ``hash = SHA-256(canonical_json(fields))``. Anyone can recompute it.
+- ``key_id != ""`` (audit.v2, every entry written since):
+  ``hash = HMAC-SHA256(key, canonical_json(fields | {"key_id": key_id}))`` with the server's
+  secret ``AUDIT_HMAC_KEY`` (env or ``AUDIT_HMAC_KEY_FILE``, never stored in the database);
+  ``key_id`` = the first 16 hex digits of SHA-256 over a label and the key, so a verifier can
+  tell a key mismatch from tampering without the id revealing the key.
+
+Both are 64 hex digits and ``prev_hash`` links either kind, so a v2 entry whose ``prev_hash``
+is the hash of the last v1 entry seals the whole v1 prefix under the key (migration 0005
+writes such an ``audit.keyed`` entry when it upgrades a non-empty chain).
+
+``manage.py verify_audit`` recomputes the chain and compares its tip with the anchors
+(``policy.audit_chain``: seq + hash copied periodically to the append-only ``AuditAnchor``
+table and ``POLICY_AUDIT_ANCHOR_FILE``), which is what reveals truncation.
 Timestamps are ISO 8601 with offset; ``before``/``after`` are the resource's JSON states.
 
 Ordering: ``record_change`` takes a transaction-scoped PostgreSQL advisory lock before it
@@ -18,6 +31,7 @@ feed's ``id > cursor`` reads gap-free (ARCHITECTURE.md, "a single sequencer").
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 from typing import Any
 
@@ -32,6 +46,10 @@ from policy.models import AuditEntry
 AUDIT_LOCK_KEY = 0x0475_7431  # any constant unique to this lock
 GENESIS_HASH = "0" * 64
 SYSTEM_ACTOR = "system"
+LEGACY_KEY_ID = ""  # audit.v1: unkeyed SHA-256
+KEY_ID_LABEL = b"opstwin.audit.hmac-key-id\x00"
+
+_key_cache: tuple[str, bytes, str] | None = None
 
 
 def canonical_json(value: Any) -> bytes:
@@ -68,8 +86,47 @@ def entry_fields(entry: AuditEntry) -> dict[str, Any]:
 
 
 def entry_hash(entry: AuditEntry) -> str:
-    """SHA-256 hex digest of the canonical JSON of ``entry_fields(entry)``."""
+    """audit.v1: SHA-256 hex digest of the canonical JSON of ``entry_fields(entry)`` (unkeyed)."""
     return hashlib.sha256(canonical_json(entry_fields(entry))).hexdigest()
+
+
+def key_id_of(key: bytes) -> str:
+    """Public id of an HMAC key: 16 hex digits of SHA-256(label || key); reveals nothing of it."""
+    return hashlib.sha256(KEY_ID_LABEL + key).hexdigest()[:16]
+
+
+def audit_key() -> tuple[bytes, str]:
+    """(key bytes, key id) of ``settings.AUDIT_HMAC_KEY`` (UTF-8 of the configured string).
+
+    Cached per key string, so ``record_change`` pays for it once per process. Raises
+    ``ImproperlyConfigured`` when the setting is missing or empty (settings.py fills it outside
+    production from a per-checkout file and requires it in production).
+    """
+    global _key_cache
+    from django.conf import settings
+    from django.core.exceptions import ImproperlyConfigured
+
+    raw = getattr(settings, "AUDIT_HMAC_KEY", None)
+    if not raw:
+        raise ImproperlyConfigured("AUDIT_HMAC_KEY (or AUDIT_HMAC_KEY_FILE) is not set")
+    cached = _key_cache
+    if cached is None or cached[0] != raw:
+        key = raw.encode()
+        cached = _key_cache = (raw, key, key_id_of(key))
+    return cached[1], cached[2]
+
+
+def entry_mac(entry: AuditEntry, key: bytes) -> str:
+    """audit.v2: HMAC-SHA256 hex of the canonical JSON of the fields plus ``entry.key_id``."""
+    fields = entry_fields(entry)
+    fields["key_id"] = entry.key_id
+    return hmac.new(key, canonical_json(fields), hashlib.sha256).hexdigest()
+
+
+def seal(entry: AuditEntry) -> None:
+    """Set ``entry.key_id`` and ``entry.hash`` with the server's key (audit.v2), in place."""
+    key, entry.key_id = audit_key()
+    entry.hash = entry_mac(entry, key)
 
 
 def actor_label(actor) -> tuple[str, str]:
@@ -144,7 +201,7 @@ def record_change(
         client_address=(request.META.get("REMOTE_ADDR", "") if request else "")[:64],
         prev_hash=tip["hash"] if tip else GENESIS_HASH,
     )
-    entry.hash = entry_hash(entry)
+    seal(entry)
     entry.save(force_insert=True)
     return append_event(
         type=f"{resource_type}.{operation}",

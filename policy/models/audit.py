@@ -6,12 +6,14 @@ from django.db import models
 
 
 class AuditEntry(models.Model):
-    """One link of the append-only audit chain (audit.v1).
+    """One link of the append-only audit chain.
 
-    ``hash`` = SHA-256 over the canonical JSON of the entry's fields, ``prev_hash`` included
-    (see ``policy.audit.entry_hash``). ``seq`` is gap-free: entries are written under one
-    PostgreSQL advisory lock, which also orders the change feed. A trigger (migration 0002)
-    refuses UPDATE and DELETE on the table.
+    ``hash`` is computed over the canonical JSON of the entry's fields, ``prev_hash`` included:
+    HMAC-SHA256 with the server's ``AUDIT_HMAC_KEY`` when ``key_id`` is set (audit.v2,
+    ``policy.audit.entry_mac``), plain SHA-256 for entries written before migration 0005
+    (``key_id`` empty, audit.v1, ``policy.audit.entry_hash``). ``seq`` is gap-free: entries are
+    written under one PostgreSQL advisory lock, which also orders the change feed. Triggers
+    refuse UPDATE and DELETE (migration 0002) and TRUNCATE (migration 0005) on the table.
     """
 
     seq = models.BigIntegerField(unique=True)
@@ -29,6 +31,7 @@ class AuditEntry(models.Model):
     client_address = models.CharField(max_length=64, blank=True)
     prev_hash = models.CharField(max_length=64)
     hash = models.CharField(max_length=64, unique=True)
+    key_id = models.CharField(max_length=32, blank=True, default="")
 
     class Meta:
         ordering = ["seq"]
@@ -44,7 +47,8 @@ class AuditAnchor(models.Model):
     Deleting the newest audit entries leaves a chain that is internally consistent; only a copy
     of the tip kept elsewhere reveals it. Anchors are written periodically (Celery beat,
     ``policy.tasks.anchor_audit``) to this table (append-only, migration 0004) and, when
-    ``POLICY_AUDIT_ANCHOR_FILE`` is set, appended to that file.
+    ``POLICY_AUDIT_ANCHOR_FILE`` is set, appended to that file. TRUNCATE is refused too
+    (migration 0005).
     """
 
     seq = models.BigIntegerField()
