@@ -5,9 +5,19 @@
 - ``deleted``: a gap in ``seq`` (an entry was removed from the middle);
 - ``reordered``: ``prev_hash`` names an entry that exists but is not the previous one;
 - ``relinked``: ``prev_hash`` names no stored entry (the previous entry was rewritten);
-- ``tampered``: the stored hash does not match the entry's fields (``policy.audit``);
+- ``tampered``: the stored hash (or HMAC) does not match the entry's fields (``policy.audit``);
+- ``unknown_key``: the entry claims an HMAC key this server does not hold (key mismatch: the
+  server runs with another ``AUDIT_HMAC_KEY``, or the entry was forged with a made-up key id);
+- ``downgraded``: an unkeyed SHA-256 entry follows a keyed one (written without the key);
+- ``unsealed``: the chain ends in unkeyed SHA-256 entries that no keyed entry follows. Unkeyed
+  entries are trusted only as the prefix that a keyed entry links to (migration 0005 seals an
+  upgraded chain at once), so a tail rewritten with recomputed plain SHA-256 hashes by someone
+  without the key is reported here or as ``downgraded``;
 - ``truncated``: an anchor records a later ``seq`` than the chain's last entry;
 - ``anchor_mismatch``: the entry at an anchored ``seq`` has another hash than anchored.
+
+The report lists the spans of the chain and the scheme of each (``sha256`` = audit.v1,
+``hmac-sha256`` with its key id = audit.v2), up to the first break.
 
 Anchors (``AuditAnchor`` rows, append-only, and lines of ``POLICY_AUDIT_ANCHOR_FILE``) copy the
 tip's seq and hash; the file lines also name the database (name and oid), so a recreated or
@@ -16,6 +26,7 @@ other database never reads another one's anchors.
 
 from __future__ import annotations
 
+import hmac
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +35,14 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
-from policy.audit import AUDIT_LOCK_KEY, GENESIS_HASH, entry_hash
+from policy.audit import (
+    AUDIT_LOCK_KEY,
+    GENESIS_HASH,
+    LEGACY_KEY_ID,
+    audit_key,
+    entry_hash,
+    entry_mac,
+)
 from policy.models import AuditAnchor, AuditEntry
 
 
@@ -38,14 +56,30 @@ class Break:
 
 
 @dataclass(frozen=True)
+class Span:
+    """Consecutive entries ``first_seq..last_seq`` verified under one scheme (and key id)."""
+
+    scheme: str  # "sha256" (audit.v1, unkeyed) or "hmac-sha256" (audit.v2)
+    key_id: str  # "" for sha256
+    first_seq: int
+    last_seq: int
+
+    def __str__(self) -> str:
+        key = f" key {self.key_id}" if self.key_id else " (unkeyed)"
+        return f"seq {self.first_seq}..{self.last_seq}: {self.scheme}{key}"
+
+
+@dataclass(frozen=True)
 class ChainReport:
-    """Outcome of ``verify_chain``: entries checked, the tip, the anchor used, the break."""
+    """Outcome of ``verify_chain``: entries checked, the tip, the anchor used, the break, and
+    the verified spans with their schemes (up to the break)."""
 
     entries: int
     tip_seq: int
     tip_hash: str
     anchor: dict | None
     broken: Break | None
+    spans: tuple[Span, ...] = ()
 
     @property
     def ok(self) -> bool:
@@ -120,20 +154,57 @@ def _link_break(entry: AuditEntry, expected_prev: str, lookahead: str | None) ->
                                         f"or removed; expected {expected_prev[:12]}…)")
 
 
-def _walk(entries) -> tuple[int, int, str, Break | None]:
-    expected_seq, prev_hash, count = 1, GENESIS_HASH, 0
+def _entry_break(entry: AuditEntry, key: bytes, key_id: str, keyed_seen: bool) -> Break | None:
+    """Check ``entry.hash`` under the scheme its ``key_id`` names (link and seq already ok)."""
+    if entry.key_id == LEGACY_KEY_ID:
+        if keyed_seen:
+            return Break(entry.seq, "downgraded", f"seq {entry.seq} carries an unkeyed SHA-256 "
+                                                  "hash after keyed entries (written without "
+                                                  "the HMAC key)")
+        valid = hmac.compare_digest(entry_hash(entry), entry.hash)
+    elif entry.key_id != key_id:
+        return Break(entry.seq, "unknown_key", f"seq {entry.seq} is keyed with {entry.key_id!r}, "
+                                               f"this server holds key {key_id!r} (key mismatch "
+                                               "or forged)")
+    else:
+        valid = hmac.compare_digest(entry_mac(entry, key), entry.hash)
+    if not valid:
+        return Break(entry.seq, "tampered", f"seq {entry.seq}: stored hash does not match its "
+                                            "fields")
+    return None
+
+
+def _walk(entries) -> tuple[int, int, str, Break | None, list[Span]]:
+    key, key_id = audit_key()
+    expected_seq, prev_hash, count, spans, keyed_seen = 1, GENESIS_HASH, 0, [], False
+
+    def result(tip_seq: int, broken: Break | None):
+        return count, tip_seq, prev_hash, broken, spans
+
     for entry, following in entries:
         count += 1
         if entry.seq != expected_seq:
-            return count, expected_seq - 1, prev_hash, Break(
-                expected_seq, "deleted", f"seq {expected_seq}..{entry.seq - 1} missing")
+            return result(expected_seq - 1, Break(
+                expected_seq, "deleted", f"seq {expected_seq}..{entry.seq - 1} missing"))
         if entry.prev_hash != prev_hash:
-            return count, entry.seq, prev_hash, _link_break(entry, prev_hash, following)
-        if entry_hash(entry) != entry.hash:
-            return count, entry.seq, prev_hash, Break(
-                entry.seq, "tampered", f"seq {entry.seq}: stored hash does not match its fields")
+            return result(entry.seq, _link_break(entry, prev_hash, following))
+        broken = _entry_break(entry, key, key_id, keyed_seen)
+        if broken is not None:
+            return result(entry.seq, broken)
+        keyed_seen = keyed_seen or entry.key_id != LEGACY_KEY_ID
+        if spans and spans[-1].key_id == entry.key_id:
+            spans[-1] = Span(spans[-1].scheme, entry.key_id, spans[-1].first_seq, entry.seq)
+        else:
+            scheme = "hmac-sha256" if entry.key_id != LEGACY_KEY_ID else "sha256"
+            spans.append(Span(scheme, entry.key_id, entry.seq, entry.seq))
         expected_seq, prev_hash = expected_seq + 1, entry.hash
-    return count, expected_seq - 1, prev_hash, None
+    if spans and spans[-1].key_id == LEGACY_KEY_ID:
+        tail = spans[-1]
+        return result(expected_seq - 1, Break(
+            tail.first_seq, "unsealed", f"seq {tail.first_seq}..{tail.last_seq} carry unkeyed "
+            "SHA-256 hashes and no keyed entry follows them (rewritten without the HMAC key, or "
+            "a chain from before migration 0005 that was never sealed)"))
+    return result(expected_seq - 1, None)
 
 
 def _pairs():
@@ -161,9 +232,13 @@ def _anchor_break(anchor: dict | None, tip_seq: int) -> Break | None:
 
 
 def verify_chain() -> ChainReport:
-    """Recompute the whole chain and compare it with the latest anchor (read-only)."""
-    count, tip_seq, tip_hash, broken = _walk(_pairs())
+    """Recompute the whole chain and compare it with the latest anchor (read-only).
+
+    Keyed entries are checked with ``settings.AUDIT_HMAC_KEY`` (``ImproperlyConfigured`` if
+    unset). Streams the entries (2000 per fetch), so memory does not grow with the chain.
+    """
+    count, tip_seq, tip_hash, broken, spans = _walk(_pairs())
     anchor = latest_anchor()
     if broken is None:
         broken = _anchor_break(anchor, tip_seq)
-    return ChainReport(count, tip_seq, tip_hash, anchor, broken)
+    return ChainReport(count, tip_seq, tip_hash, anchor, broken, tuple(spans))

@@ -11,7 +11,7 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.db import DatabaseError, connection, transaction
 
-from policy.audit import entry_hash, record_change
+from policy.audit import audit_key, entry_mac, record_change
 from policy.audit_chain import verify_chain, write_anchor
 from policy.models import AuditAnchor, AuditEntry
 
@@ -56,7 +56,8 @@ def test_every_audit_entry_links_to_the_one_before(chain):
     assert [e.seq for e in chain] == [1, 2, 3, 4, 5, 6]
     for previous, entry in zip(chain, chain[1:], strict=False):
         assert entry.prev_hash == previous.hash
-        assert entry.hash == entry_hash(entry)
+        assert entry.hash == entry_mac(entry, audit_key()[0])
+        assert entry.key_id == audit_key()[1]
 
 
 def test_a_tampered_field_is_reported_at_its_entry(chain):
@@ -87,11 +88,12 @@ def test_a_reordered_pair_is_reported(chain):
 
 
 def test_a_rewritten_entry_with_a_recomputed_hash_breaks_the_next_link(chain):
+    """Even an attacker holding the HMAC key cannot rewrite one entry in the middle."""
     entry = chain[2]
     entry.reason = "rewritten"
     with tampering() as cursor:
         cursor.execute("UPDATE policy_auditentry SET reason = %s, hash = %s WHERE seq = 3",
-                       [entry.reason, entry_hash(entry)])
+                       [entry.reason, entry_mac(entry, audit_key()[0])])
     assert "BROKEN at seq 4: relinked" in verify()
 
 
@@ -121,12 +123,13 @@ def test_anchors_of_another_database_are_ignored(chain, settings):
 
 
 def test_a_rewritten_tip_is_caught_by_the_anchor(chain):
+    """Even with the HMAC key, a rewritten anchored tip differs from its anchor."""
     write_anchor()
     tip = chain[-1]
     tip.reason = "rewritten"
     with tampering() as cursor:
         cursor.execute("UPDATE policy_auditentry SET reason = %s, hash = %s WHERE seq = 6",
-                       [tip.reason, entry_hash(tip)])
+                       [tip.reason, entry_mac(tip, audit_key()[0])])
     assert "BROKEN at seq 6: anchor_mismatch" in verify()
 
 

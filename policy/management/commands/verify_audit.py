@@ -8,8 +8,11 @@ from policy.audit_chain import verify_chain, write_anchor
 
 
 class Command(BaseCommand):
-    help = ("Recompute the SHA-256 audit chain and compare it with the latest anchor; exit 1 "
-            "with the first broken entry (tampered, deleted, reordered, relinked, truncated).")
+    help = ("Recompute the audit chain (HMAC-SHA256 with AUDIT_HMAC_KEY; SHA-256 for entries "
+            "from before migration 0005) and compare it with the latest anchor; print the "
+            "scheme of each span; exit 1 with the first broken entry (tampered, deleted, "
+            "reordered, relinked, unknown_key, downgraded, unsealed, truncated, "
+            "anchor_mismatch).")
 
     def add_arguments(self, parser):
         parser.add_argument("--anchor", action="store_true",
@@ -17,6 +20,8 @@ class Command(BaseCommand):
 
     def handle(self, *args, **opts):
         report = verify_chain()
+        for span in report.spans:
+            self.stdout.write(f"  {span}")
         if not report.ok:
             b = report.broken
             raise CommandError(f"audit chain BROKEN at seq {b.seq}: {b.kind}: {b.detail}")
