@@ -179,6 +179,7 @@ class FeedItem:
     resource_type: str
     twin_id: int | None
     twin: str | None
+    actor: str
     head: dict
     data_json: str
 
@@ -202,7 +203,8 @@ class FeedItem:
     def from_row(cls, row: dict) -> FeedItem:
         """Build from a ``values(*EVENT_FIELDS, "data")`` row."""
         return cls(id=row["id"], type=row["type"], resource_type=row["resource_type"],
-                   twin_id=row["twin_id"], twin=row["twin__slug"], head=envelope(row),
+                   twin_id=row["twin_id"], twin=row["twin__slug"], actor=row["actor"],
+                   head=envelope(row),
                    data_json=json.dumps(row["data"], separators=(",", ":"),
                                         ensure_ascii=False))
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 from django.core.exceptions import ImproperlyConfigured
 
@@ -82,3 +82,27 @@ def env_url(name: str, schemes: tuple[str, ...]) -> str | None:
     except ValueError as exc:
         raise ImproperlyConfigured(f"{name}={raw!r} has a bad port") from exc
     return raw
+
+
+def database_url_of(settings_dict: dict, *, host: str | None = None,
+                    port: int | None = None) -> str:
+    """The ``postgres://`` URL of a Django ``DATABASES`` entry, for a child process.
+
+    Handles both a TCP server (``HOST``/``PORT``) and a Unix-socket server such as the
+    embedded PostgreSQL, whose socket folder sits in ``OPTIONS["host"]`` and is passed on as
+    ``?host=/path`` (libpq's form, which ``env_url`` accepts). ``host``/``port`` override the
+    entry's TCP address (e.g. to go through a proxy). The result always names the database
+    the caller is connected to, e.g. the test database pytest-django created.
+    """
+    user = quote(settings_dict.get("USER") or "postgres", safe="")
+    password = settings_dict.get("PASSWORD") or ""
+    auth = f"{user}:{quote(password, safe='')}@" if password else f"{user}@"
+    name = quote(settings_dict["NAME"], safe="")
+    socket_dir = (settings_dict.get("OPTIONS") or {}).get("host") or ""
+    tcp_host = host or settings_dict.get("HOST") or ""
+    if not host and (socket_dir.startswith("/") or tcp_host.startswith("/")):
+        folder = socket_dir if socket_dir.startswith("/") else tcp_host
+        port_part = f"&port={settings_dict['PORT']}" if settings_dict.get("PORT") else ""
+        return f"postgres://{auth}/{name}?host={quote(folder)}{port_part}"
+    address = f"{tcp_host or '127.0.0.1'}:{port or settings_dict.get('PORT') or 5432}"
+    return f"postgres://{auth}{address}/{name}"

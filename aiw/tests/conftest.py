@@ -20,6 +20,7 @@ from django.db import connection, transaction
 from guardian.shortcuts import assign_perm
 
 from aiw import services
+from opstwin_site.env import database_url_of
 from policy.audit import record_change
 from twins.api.serializers import TwinSerializer
 from twins.models import Twin
@@ -38,9 +39,8 @@ def _free_port() -> int:
 
 
 def _database_url() -> str:
-    db = settings.DATABASES["default"]
-    auth = db["USER"] + (f":{db['PASSWORD']}" if db.get("PASSWORD") else "")
-    return f"postgres://{auth}@{db['HOST']}:{db['PORT']}/{db['NAME']}"
+    """The test database this session set up, over TCP or the embedded server's socket."""
+    return database_url_of(connection.settings_dict)
 
 
 def _wait_until_serving(port: int, proc: subprocess.Popen, log: Path) -> None:
@@ -59,9 +59,12 @@ def _wait_until_serving(port: int, proc: subprocess.Popen, log: Path) -> None:
 
 
 @contextmanager
-def _daphne(log: Path) -> Iterator[str]:
+def live_server_process(log: Path, extra_env: dict[str, str] | None = None) -> Iterator[str]:
+    """Serve the test database from a separate web server process; yields its base URL.
+
+    ``extra_env`` adds settings for that process (e.g. a smaller ``DB_POOL_MAX_SIZE``)."""
     port = _free_port()
-    env = os.environ | SERVER_ENV | {"DATABASE_URL": _database_url()}
+    env = os.environ | SERVER_ENV | {"DATABASE_URL": _database_url()} | (extra_env or {})
     with log.open("w") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port),
@@ -84,7 +87,7 @@ def aiw_server(django_db_setup, tmp_path_factory) -> Iterator[str]:
 
     Tests that write data the server must see use ``django_db(transaction=True)``.
     """
-    with _daphne(tmp_path_factory.mktemp("daphne") / "daphne.log") as url:
+    with live_server_process(tmp_path_factory.mktemp("daphne") / "daphne.log") as url:
         yield url
 
 
@@ -93,7 +96,7 @@ def fresh_server(django_db_setup, transactional_db, tmp_path) -> Iterator[str]:
     """A server started for this test alone. Every flush between transactional tests
     recreates content types under new ids, which a long-running server has cached, so
     django-guardian per-object grants need a server that started after the last flush."""
-    with _daphne(tmp_path / "daphne.log") as url:
+    with live_server_process(tmp_path / "daphne.log") as url:
         yield url
 
 

@@ -26,6 +26,8 @@ from pathlib import Path
 
 import paho.mqtt.client as mqtt
 
+from opstwin_site.env import database_url_of
+
 REPO = Path(__file__).resolve().parents[2]
 SKAB_METRICS = ["Accelerometer1RMS", "Accelerometer2RMS", "Current", "Pressure", "Temperature",
                 "Thermocouple", "Voltage", "Volume Flow RateRMS"]
@@ -99,11 +101,17 @@ class Mosquitto:
 def database_url(settings_dict: dict, *, host: str | None = None,
                  port: int | None = None) -> str:
     """``postgres://`` URL of a Django DATABASES entry (optionally through another host/port)."""
-    user = settings_dict.get("USER") or "postgres"
-    password = settings_dict.get("PASSWORD") or ""
-    auth = f"{user}:{password}@" if password else f"{user}@"
-    return (f"postgres://{auth}{host or settings_dict.get('HOST') or '127.0.0.1'}:"
-            f"{port or settings_dict.get('PORT') or 5432}/{settings_dict['NAME']}")
+    return database_url_of(settings_dict, host=host, port=port)
+
+
+def database_address(settings_dict: dict) -> tuple[str, int] | str:
+    """Where PostgreSQL listens for a DATABASES entry: ``(host, port)`` over TCP, or the path
+    of its Unix socket (the embedded server) as libpq builds it: ``{dir}/.s.PGSQL.{port}``."""
+    port = int(settings_dict.get("PORT") or 5432)
+    folder = (settings_dict.get("OPTIONS") or {}).get("host") or settings_dict.get("HOST") or ""
+    if folder.startswith("/"):
+        return f"{folder}/.s.PGSQL.{port}"
+    return (settings_dict.get("HOST") or "127.0.0.1", port)
 
 
 class IngestProcess:
@@ -175,7 +183,7 @@ class TcpProxy:
     """A TCP forwarder to ``upstream`` that can be cut (all connections dropped, new ones
     refused) and restored: PostgreSQL "down" without touching PostgreSQL."""
 
-    def __init__(self, upstream: tuple[str, int]) -> None:
+    def __init__(self, upstream: tuple[str, int] | str) -> None:
         self.upstream = upstream
         self.port = free_port()
         self.selector = selectors.DefaultSelector()
@@ -198,16 +206,26 @@ class TcpProxy:
             self.listener = listener
             self.selector.register(listener, selectors.EVENT_READ)
 
+    def _connect_upstream(self) -> socket.socket:
+        if isinstance(self.upstream, str):  # a Unix socket (the embedded PostgreSQL)
+            server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            server.settimeout(5)
+            server.connect(self.upstream)
+            return server
+        server = socket.create_connection(self.upstream, timeout=5)
+        server.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return server
+
     def _accept(self) -> None:
         client, _ = self.listener.accept()
         try:
-            server = socket.create_connection(self.upstream, timeout=5)
+            server = self._connect_upstream()
         except OSError:
             client.close()
             return
+        client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         for sock in (client, server):
             sock.setblocking(True)
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.pairs[client], self.pairs[server] = server, client
         self.selector.register(client, selectors.EVENT_READ)
         self.selector.register(server, selectors.EVENT_READ)
