@@ -10,11 +10,18 @@ below 95 °C and at most 60 s old". ``asset`` (optional) names another asset of 
 by default the proposal's own asset is read. An interlock guards only the actions it lists,
 so an emergency stop is never blocked by an interlock written for load changes.
 
+"The newest reading" is the one OpsTwin received last (``policy.state``): receipt time decides,
+the sensor's timestamp only orders history. Ingest accepts readings dated up to 300 s ahead, so
+a reading whose sensor time runs more than ``policy.state.MAX_CLOCK_SKEW_S`` (5 s) ahead of its
+receipt never decides an interlock: it denies ("reading dated in the future"), and it cannot
+shadow the readings received after it. Age is measured from receipt.
+
 Fail-closed: an unknown ``op`` (only ``<``, ``<=``, ``>``, ``>=``; equality on floats is not a
 safety predicate), a non-numeric or non-finite ``value`` or ``max_age_s``, a missing metric,
-an unknown asset, no reading, a stale reading (older than ``max_age_s``, default
-``DEFAULT_MAX_AGE_S``, or lagging the asset's newest event by more than that) all deny. An
-interlock whose ``guards`` is not a list of action names guards every action.
+an unknown asset, no reading, a reading dated in the future, a stale reading (received more
+than ``max_age_s`` ago, default ``DEFAULT_MAX_AGE_S``, or lagging the asset's newest event not
+dated in the future by more than that, in sensor time) all deny. An interlock whose ``guards``
+is not a list of action names guards every action.
 """
 
 from __future__ import annotations
@@ -26,7 +33,7 @@ from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any
 
-from policy.state import latest_reading, newest_event_ts
+from policy.state import MAX_CLOCK_SKEW_S, current_event_ts, latest_reading
 
 OPS = {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge}
 DEFAULT_MAX_AGE_S = 60.0
@@ -79,7 +86,12 @@ def _target(interlock: dict, asset):
 
 
 def check(interlock: Any, *, asset, now: datetime) -> InterlockResult:
-    """Evaluate one interlock against the live state of ``asset`` (or its named asset)."""
+    """Evaluate one interlock against the live state of ``asset`` (or its named asset).
+
+    Reads the last received reading of the metric within ``max_age_s`` (index scans only:
+    events by (asset, received_at, ts), samples by (asset, metric, ts)). Never raises for a
+    malformed interlock or missing data: those deny, with the reason in ``detail``.
+    """
     if not isinstance(interlock, dict):
         return InterlockResult("?", False, "interlock is not an object: deny")
     ident = str(interlock.get("id") or interlock.get("metric") or "?")
@@ -91,11 +103,15 @@ def check(interlock: Any, *, asset, now: datetime) -> InterlockResult:
         return InterlockResult(ident, False, f"{problem}: deny")
     metric, op, limit = interlock["metric"], interlock["op"], float(interlock["value"])
     max_age = float(interlock.get("max_age_s", DEFAULT_MAX_AGE_S))
-    reading = latest_reading(target, metric)
+    reading = latest_reading(target, metric, horizon_s=max_age, now=now)
     if reading is None or not math.isfinite(reading.value):
         return InterlockResult(ident, False, f"no reading of {metric} on {target}: deny")
     age = round(reading.age_s(now), 3)
-    newest = newest_event_ts(target)
+    if reading.dated_in_future:
+        return InterlockResult(ident, False, f"{metric} reading dated in the future "
+                               f"({reading.ahead_s:.0f} s after its receipt; max skew "
+                               f"{MAX_CLOCK_SKEW_S:g} s): deny", reading.value, age)
+    newest = current_event_ts(target, now=now)
     lag = (newest - reading.ts).total_seconds() if newest else 0.0
     if age > max_age or lag > max_age:
         return InterlockResult(ident, False, f"{metric} reading is stale (received {age:.0f} s "

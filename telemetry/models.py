@@ -30,7 +30,12 @@ class TelemetryEvent(models.Model):
     received_at = models.DateTimeField()
 
     class Meta:
-        indexes = [models.Index(fields=["asset", "ts"], name="tevent_asset_ts")]
+        indexes = [
+            models.Index(fields=["asset", "ts"], name="tevent_asset_ts"),
+            # The last reading by receipt time (policy.state.latest_reading): interlocks and
+            # evidence read the asset's most recently received events, newest first.
+            models.Index(fields=["asset", "received_at", "ts"], name="tevent_asset_received"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.event_id} {self.asset_id} @ {self.ts.isoformat()}"
@@ -122,11 +127,19 @@ class Anomaly(models.Model):
 
 
 class DetectionState(models.Model):
-    """Per-asset watermark: telemetry up to ``scored_until`` has been through detection."""
+    """Per-asset watermark: telemetry up to ``scored_until`` has been through detection.
+
+    Also the asset's detection health: ``failures`` counts runs that raised (detection, or the
+    response it hands over), ``last_error``/``last_error_at`` describe the latest one
+    (``telemetry.detection.record_failure``). ``updated_at`` moves on each successful scoring.
+    """
 
     asset = models.OneToOneField(Asset, on_delete=models.CASCADE, related_name="detection_state")
     scored_until = models.DateTimeField(null=True, blank=True)
     updated_at = models.DateTimeField(auto_now=True)
+    failures = models.PositiveIntegerField(default=0)
+    last_error = models.TextField(blank=True)
+    last_error_at = models.DateTimeField(null=True, blank=True)
 
     def __str__(self) -> str:
         return f"{self.asset_id} scored until {self.scored_until}"
