@@ -1,0 +1,1 @@
+"""Scoring of detector output against labelled benchmarks (pure numpy, no Django)."""
