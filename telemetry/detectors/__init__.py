@@ -10,6 +10,7 @@ from .episodes import Episode, find_episodes
 from .multivariate import PcaT2QDetector, q_limit, t2_limit
 from .registry import DETECTORS, build_detector, detector_from_state
 from .robust import CusumDetector, EwmaDetector, MadDetector
+from .streaming import OnsetFilter, OnsetState, SmoothedZScore, sampling_interval
 from .zscore import RollingZScore, rolling_zscore
 
 __all__ = [
@@ -20,13 +21,17 @@ __all__ = [
     "Episode",
     "EwmaDetector",
     "MadDetector",
+    "OnsetFilter",
+    "OnsetState",
     "PcaT2QDetector",
     "RollingZScore",
+    "SmoothedZScore",
     "build_detector",
     "detector_from_state",
     "find_episodes",
     "q_limit",
     "rolling_zscore",
+    "sampling_interval",
     "score_to_severity",
     "t2_limit",
 ]

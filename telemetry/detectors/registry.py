@@ -7,12 +7,15 @@ from typing import Any
 from .base import BaseDetector
 from .multivariate import PcaT2QDetector
 from .robust import CusumDetector, EwmaDetector, MadDetector
+from .streaming import SmoothedZScore
 from .zscore import RollingZScore
 
 #: Detector classes by their ``name`` attribute.
 DETECTORS: dict[str, type[BaseDetector]] = {
     cls.name: cls
-    for cls in (RollingZScore, MadDetector, EwmaDetector, CusumDetector, PcaT2QDetector)
+    for cls in (
+        RollingZScore, MadDetector, EwmaDetector, CusumDetector, PcaT2QDetector, SmoothedZScore
+    )
 }
 
 
@@ -20,7 +23,8 @@ def build_detector(name: str, params: dict[str, Any] | None = None) -> BaseDetec
     """Instantiate the detector registered as ``name`` with ``params``.
 
     Args:
-        name: one of ``DETECTORS`` ("zscore", "mad", "ewma", "cusum", "pca_t2q").
+        name: one of ``DETECTORS`` ("zscore", "mad", "ewma", "cusum", "pca_t2q",
+            "smoothed_z").
         params: keyword parameters of that detector; None or {} for the defaults.
 
     Returns:
