@@ -258,3 +258,42 @@ def test_an_upgraded_chain_whose_seal_is_rewritten_away_is_unsealed():
         cursor.execute("DELETE FROM policy_auditentry WHERE seq = 4")
     report = verify_chain()
     assert (report.broken.kind, report.broken.seq) == ("unsealed", 1)
+
+
+# --- configuration ---------------------------------------------------------------------------
+
+def settings_in_subprocess(tmp_path, **env) -> tuple[int, str]:
+    """Load the settings in a fresh interpreter with ``env``; (exit code, output)."""
+    import os
+    import subprocess
+    import sys
+
+    base = {k: v for k, v in os.environ.items() if not k.startswith("AUDIT_HMAC_KEY")}
+    base |= {"OPSTWIN_DATA_DIR": str(tmp_path / "data"), "SECRET_KEY": "s" * 50,
+             "DJANGO_SETTINGS_MODULE": "opstwin_site.settings"} | env
+    code = ("import django; django.setup(); from policy.audit import audit_key; "
+            "print(audit_key()[1])")
+    done = subprocess.run([sys.executable, "-c", code], env=base, capture_output=True,
+                          text=True, timeout=120)
+    return done.returncode, done.stdout + done.stderr
+
+
+def test_the_key_is_required_in_production_and_read_from_a_file(tmp_path):
+    rc, out = settings_in_subprocess(tmp_path, OPSTWIN_PRODUCTION="1")
+    assert rc != 0 and "AUDIT_HMAC_KEY (or AUDIT_HMAC_KEY_FILE) must be set in production" in out
+    key_file = tmp_path / "audit.key"
+    key_file.write_text("a" * 40 + "\n")
+    rc, out = settings_in_subprocess(tmp_path, OPSTWIN_PRODUCTION="1",
+                                     AUDIT_HMAC_KEY_FILE=str(key_file),
+                                     ALLOWED_HOSTS="opstwin.example")
+    assert (rc, out.strip()) == (0, key_id_of(b"a" * 40)), out
+    assert not (tmp_path / "data" / "audit_hmac_key").exists()
+
+
+def test_outside_production_a_per_checkout_key_file_is_made_once(tmp_path):
+    rc, first = settings_in_subprocess(tmp_path)
+    key_file = tmp_path / "data" / "audit_hmac_key"
+    assert rc == 0, first
+    assert key_file.stat().st_mode & 0o077 == 0
+    assert first.strip() == key_id_of(key_file.read_text().strip().encode())
+    assert settings_in_subprocess(tmp_path) == (0, first)
