@@ -192,6 +192,11 @@ REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "aiw.problems.problem_exception_handler",
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
+    # Overflowing numbers and over-deep nesting in JSON are 400s, not 500s
+    # (opstwin_site/parsers.py).
+    "DEFAULT_PARSER_CLASSES": ["opstwin_site.parsers.StrictJSONParser",
+                               "rest_framework.parsers.FormParser",
+                               "rest_framework.parsers.MultiPartParser"],
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "OpsTwin API",

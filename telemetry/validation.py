@@ -19,7 +19,7 @@ import math
 import re
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from django.conf import settings
 from django.utils import timezone
@@ -81,10 +81,18 @@ def _parse_ts(raw: str) -> datetime:
         raise InvalidEvent(f"telemetry.v1: ts: {raw!r} is not an RFC 3339 date-time") from exc
     if ts.tzinfo is None:
         raise InvalidEvent("telemetry.v1: ts: a UTC offset is required (e.g. 'Z')")
+    if ts < EARLIEST_TS:
+        raise InvalidEvent(f"telemetry.v1: ts: {raw} is before {EARLIEST_TS:%Y-%m-%d}: "
+                           "not a reading any connected sensor took")
     limit = timezone.now() + timedelta(seconds=settings.INGEST_MAX_FUTURE_SECONDS)
     if ts > limit:
         raise InvalidEvent(f"telemetry.v1: ts: {raw} is in the future beyond the allowed skew")
     return ts
+
+
+#: Readings dated before the Unix epoch are refused: a sensor clock reset to its zero value
+#: (year 1, or 1900 on some RTCs) is a fault, not history; historians backfill within decades.
+EARLIEST_TS = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def _check_tags(tags: dict) -> None:

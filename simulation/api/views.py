@@ -13,7 +13,6 @@ from drf_spectacular.utils import OpenApiExample, OpenApiResponse, extend_schema
 from rest_framework import status
 from rest_framework.exceptions import APIException, ValidationError
 from rest_framework.generics import RetrieveAPIView
-from rest_framework.parsers import JSONParser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
@@ -73,8 +72,6 @@ def _failed_inline(run: SimulationRun) -> Response:
 
 class SimulationRunCreateView(APIView):
     """POST /sim/run: run a simulation (inline when small, else as a job)."""
-
-    parser_classes = [JSONParser]
 
     @extend_schema(
         summary="Run a simulation", description=RUN_DESCRIPTION,

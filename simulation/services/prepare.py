@@ -25,12 +25,27 @@ SEED_BITS = 31  # exact in every JSON client (JavaScript numbers) and every engi
 SIZE_KEYS = ("n_samples", "max_samples", "shots")
 
 
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 def _check_sizes(request: Mapping[str, Any]) -> None:
+    """Sample counts, when given, are JSON integers in [1, SIMULATION_MAX_SAMPLES]: a float such
+    as ``3e6`` is refused up front rather than truncated or compared as a float."""
     limit = settings.SIMULATION_MAX_SAMPLES
     for key in SIZE_KEYS:
-        value = request.get(key)
-        if isinstance(value, int) and not isinstance(value, bool) and value > limit:
+        if key not in request:
+            continue
+        value = request[key]
+        if not _is_int(value) or value < 1:
+            raise SimulationError(f"{key} must be a positive integer, got {value!r:.40}")
+        if value > limit:
             raise SimulationError(f"{key} = {value} exceeds SIMULATION_MAX_SAMPLES = {limit}")
+
+
+def _check_seed(seed: Any) -> None:
+    if seed is not None and not (_is_int(seed) and 0 <= seed < 2**63):
+        raise SimulationError(f"seed must be an integer in [0, 2^63), got {seed!r:.40}")
 
 
 def _newest_ts(asset: Asset):
@@ -56,13 +71,15 @@ def prepare_request(request: Any, *, asset: Asset | None) -> dict[str, Any]:
     """A deep copy of ``request`` (engine shape) with the seed and the asset's pump parts filled.
 
     Raises:
-        SimulationError: not a JSON object, a sample count above ``SIMULATION_MAX_SAMPLES``,
+        SimulationError: not a JSON object, a seed or sample count that is not a JSON
+            integer, a sample count above ``SIMULATION_MAX_SAMPLES``,
             or (NotEnoughTelemetry) too little telemetry to fit or calibrate the asset's model.
     """
     if not isinstance(request, Mapping):
         raise SimulationError("request must be a JSON object")
     prepared = copy.deepcopy(dict(request))
     _check_sizes(prepared)
+    _check_seed(prepared.get("seed"))
     if prepared.get("seed") is None:
         prepared["seed"] = secrets.randbits(SEED_BITS)
     if "pump" in prepared and asset is not None:

@@ -1,0 +1,88 @@
+"""Bad input is a 4xx problem, never a 500: the cases an outside review found by hand."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from policy.tests.factories import proposal
+from telemetry.models import TelemetryEvent
+from twins.models import Asset
+
+pytestmark = pytest.mark.django_db
+
+NESTED = "[" * 10_000 + "]" * 10_000
+PROBLEM = "application/problem+json"
+
+
+@pytest.fixture
+def api(admin_client):
+    return admin_client
+
+
+@pytest.fixture
+def asset(twin) -> Asset:
+    return Asset.objects.create(twin=twin, slug="pump-1", name="Pump 1", kind="pump",
+                                metrics=[{"name": "Pressure", "unit": "bar"}])
+
+
+def _post(client, url: str, body: str, content_type: str = "application/json"):
+    return client.generic("POST", url, body, content_type=content_type)
+
+
+def _is_problem(response, status: int) -> bool:
+    return (response.status_code == status and response["Content-Type"] == PROBLEM
+            and response.json()["status"] == status)
+
+
+@pytest.mark.parametrize("body", ["", "  ", "[]"])
+def test_an_empty_ingest_body_or_array_is_a_400_problem(api, body):
+    assert _is_problem(_post(api, "/telemetry/ingest", body), 400)
+
+
+@pytest.mark.parametrize("url", ["/proposals", "/policy/evaluate", "/sim/run",
+                                 "/proposals/{id}/reject", "/proposals/{id}/rollback"])
+def test_json_nested_ten_thousand_deep_is_a_400_problem(api, asset, url):
+    target = proposal(asset)
+    response = _post(api, url.format(id=target.pk), NESTED)
+    assert _is_problem(response, 400)
+    assert "nested too deeply" in response.json()["detail"]
+
+
+@pytest.mark.parametrize("number", ["1e999", "-1e999"])
+def test_a_parameter_that_overflows_to_infinity_is_a_400_problem(api, asset, number):
+    body = ('{"twin": "plant", "asset": "pump-1", "action": "reduce_load", '
+            f'"parameters": {{"fraction": {number}}}}}')
+    response = _post(api, "/proposals", body)
+    assert _is_problem(response, 400)
+    assert "out of range" in response.json()["detail"]
+
+
+@pytest.mark.parametrize("field", [
+    {"seed": {}}, {"seed": [None, None]}, {"seed": "7"}, {"seed": 1.5}, {"seed": True},
+    {"n_samples": "100"}, {"n_samples": None}, {"n_samples": []}, {"n_samples": {}},
+    {"max_samples": "100"}, {"max_samples": []}, {"n_samples": 3e6},
+    {"n_samples": 2000001.0}, {"max_samples": 1e16}, {"n_samples": 1.5},
+])
+def test_malformed_seeds_and_sample_counts_are_400_problems(api, field):
+    body = {"inputs": {"x": {"dist": "normal", "params": {"mean": 10.0, "std": 1.0}}},
+            "n_samples": 1000} | field
+    response = _post(api, "/sim/run", json.dumps(body))
+    assert _is_problem(response, 400), response.content[:300]
+
+
+@pytest.mark.parametrize("verb", ["reject", "rollback"])
+def test_an_empty_multipart_body_is_a_400_problem_naming_the_reason(api, asset, verb):
+    target = proposal(asset)
+    response = api.post(f"/proposals/{target.pk}/{verb}", {})
+    assert _is_problem(response, 400)
+    assert "reason" in response.json()["errors"]
+
+
+def test_a_timestamp_in_year_one_is_refused(api, asset):
+    event = {"event_id": "7b0e8f1e-2a47-4c53-9f7e-5d0f3f1b2c11", "twin_id": "plant",
+             "asset_id": "pump-1", "ts": "0001-01-01T00:00:00Z", "metrics": {"Pressure": 1.0}}
+    response = _post(api, "/telemetry/ingest", json.dumps(event))
+    assert _is_problem(response, 400)
+    assert not TelemetryEvent.objects.filter(asset=asset).exists()
