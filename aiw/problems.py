@@ -66,8 +66,10 @@ def problem_exception_handler(exc, context):
         return None
     detail = response.data.get("detail", response.data) if isinstance(response.data, dict) \
         else response.data
-    title = getattr(exc, "default_detail", "Error")
-    response.data = _body(response.status_code, str(title), detail)
+    title = str(getattr(exc, "default_detail", "Error"))
+    if "{" in title:  # a template such as 'Method "{method}" not allowed.'
+        title = HTTPStatus(response.status_code).phrase
+    response.data = _body(response.status_code, title, detail)
     response.content_type = PROBLEM_CONTENT_TYPE
     return response
 

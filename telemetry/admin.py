@@ -11,12 +11,20 @@ class AnomalyAdmin(admin.ModelAdmin):
     list_filter = ["severity", "kind", "status", "detector"]
     readonly_fields = [f.name for f in Anomaly._meta.fields]  # changes go through services
 
+    def has_add_permission(self, request) -> bool:
+        return False  # anomalies are opened by detection, never typed in
+
+
+
 
 @admin.register(DeadLetter)
 class DeadLetterAdmin(admin.ModelAdmin):
     list_display = ["id", "received_at", "source", "topic", "reason"]
     list_filter = ["source"]
     search_fields = ["reason", "topic"]
+
+    def has_add_permission(self, request) -> bool:
+        return False  # dead letters are written by ingest, never typed in
 
 
 @admin.register(DetectorConfig)

@@ -86,3 +86,16 @@ def test_a_timestamp_in_year_one_is_refused(api, asset):
     response = _post(api, "/telemetry/ingest", json.dumps(event))
     assert _is_problem(response, 400)
     assert not TelemetryEvent.objects.filter(asset=asset).exists()
+
+
+def test_a_wrong_method_is_a_405_problem_with_a_readable_title(api):
+    response = api.delete("/telemetry/ingest")
+    assert _is_problem(response, 405)
+    assert response.json()["title"] == "Method Not Allowed"
+    assert 'Method "DELETE" not allowed.' in response.json()["detail"]
+
+
+@pytest.mark.parametrize("url", ["/admin/telemetry/anomaly/add/",
+                                 "/admin/telemetry/deadletter/add/"])
+def test_admin_offers_no_add_form_for_records_written_by_the_system(api, url):
+    assert api.get(url).status_code == 403
