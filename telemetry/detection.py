@@ -6,16 +6,25 @@ score = min(1, |z|/5)) or a calibrated one (MAD, EWMA, CUSUM, PCA T²+Q). Flagge
 kind no more than ``DETECTION_EPISODE_GAP_SECONDS`` apart form one episode: there is at most
 one open anomaly per (asset, kind), extended while the fault lasts and cleared once the
 signal has been normal for the gap.
+
+Isolation: ``detect_isolated`` (what the Celery task and the ingest hook run) never lets one
+asset's failure reach its caller. The traceback is logged, the failure counted and described
+on the asset's ``DetectionState`` (``failures``, ``last_error``, ``last_error_at``; shown on the
+asset page and in ``GET /telemetry/ingest/status``), and the other assets are scored as usual.
+Nothing is lost: the watermark only moves when a run commits, so the next batch re-scores.
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
 from django.conf import settings
 from django.db import transaction
+from django.db.models import F
+from django.utils import timezone
 
 from policy.audit import record_change
 from telemetry.calibration import Watch, watch_for
@@ -25,7 +34,9 @@ from telemetry.models import Anomaly, DetectionState
 from telemetry.series import Series, load_series
 from twins.models import Asset
 
+log = logging.getLogger(__name__)
 ACTOR = "detector"
+ERROR_MAX_CHARS = 2000
 SEVERITY_RANK = {"low": 0, "medium": 1, "high": 2, "critical": 3}
 ACTIVE = [AnomalyStatus.OPEN, AnomalyStatus.ACKNOWLEDGED]
 
@@ -207,7 +218,68 @@ def detect_anomalies(asset_id: int) -> list[int]:
 
 
 def _enqueue_responses(anomaly_ids: list[int]) -> None:
+    """Hand each anomaly to the policy layer; one failing hand-over does not stop the next.
+
+    With eager Celery (no broker) the response runs here, inside the detection run, so its
+    errors (simulation, consensus, policy) are recorded on the anomaly's asset.
+    """
     from policy.tasks import respond_to_anomaly
 
     for anomaly_id in anomaly_ids:
-        respond_to_anomaly.delay(anomaly_id)
+        try:
+            respond_to_anomaly.delay(anomaly_id)
+        except Exception as exc:
+            log.exception("response to anomaly %s failed", anomaly_id)
+            asset_id = (Anomaly.objects.filter(pk=anomaly_id)
+                        .values_list("asset_id", flat=True).first())
+            if asset_id is not None:
+                record_failure(asset_id, exc, stage=f"response to anomaly {anomaly_id}")
+
+
+def record_failure(asset_id: int, error: BaseException | str, *, stage: str = "") -> None:
+    """Count a failed detection run of ``asset_id`` and keep its error, in its own transaction.
+
+    ``last_error`` reads "[<stage>: ]<ExceptionType>: <message>" (at most ``ERROR_MAX_CHARS``);
+    ``last_error_at`` is now. Never raises: a failure to record is logged (the asset may
+    have been deleted meanwhile, or the database be unreachable).
+    """
+    text = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
+    text = (f"{stage}: {text}" if stage else text)[:ERROR_MAX_CHARS].replace("\x00", "")
+    try:
+        with transaction.atomic():
+            DetectionState.objects.get_or_create(asset_id=asset_id)
+            DetectionState.objects.filter(asset_id=asset_id).update(
+                failures=F("failures") + 1, last_error=text, last_error_at=timezone.now())
+    except Exception:
+        log.exception("could not record the detection failure of asset %s", asset_id)
+
+
+def detect_isolated(asset_id: int) -> list[int]:
+    """``detect_anomalies`` for one asset, never raising: what the task and ingest run.
+
+    Returns the anomaly ids that need a response, or [] when the run failed; a failure is
+    logged with its traceback and recorded by ``record_failure``.
+    """
+    try:
+        return detect_anomalies(asset_id)
+    except Exception as exc:
+        log.exception("detection of asset %s failed", asset_id)
+        record_failure(asset_id, exc)
+        return []
+
+
+def detection_failures(twins, *, limit: int = 100) -> dict:
+    """Detection health of the assets of ``twins`` (a Twin queryset) for the ingest status.
+
+    Returns ``{"failures": total count, "assets": [{"twin", "asset", "failures", "last_error",
+    "last_error_at", "scored_until"}]}``, assets with at least one failure, the most recent
+    failure first, at most ``limit`` of them.
+    """
+    failing = (DetectionState.objects.filter(asset__twin__in=twins, failures__gt=0)
+               .select_related("asset__twin").order_by("-last_error_at"))
+    total = sum(failing.values_list("failures", flat=True))
+    return {"failures": total, "assets": [
+        {"twin": s.asset.twin.slug, "asset": s.asset.slug, "failures": s.failures,
+         "last_error": s.last_error, "last_error_at": s.last_error_at,
+         "scored_until": s.scored_until}
+        for s in failing[:limit]]}

@@ -235,8 +235,10 @@ def ingest_batch(
     ``ON CONFLICT DO NOTHING``) and narrow sample rows written with COPY. Invalid payloads go to
     the dead-letter table with their reason in the same transaction, so the batch is stored
     whole or not at all (a caller that acks only after this returns loses nothing). After
-    commit, detection is enqueued for every asset that received samples. ``twins`` (slugs)
-    limits which twins the caller may write to; others are rejected as unknown assets.
+    commit, detection is enqueued for every asset that received samples, each isolated
+    (``_enqueue_detection``): its failures are recorded on the asset, never raised here.
+    ``twins`` (slugs) limits which twins the caller may write to; others are rejected as
+    unknown assets.
 
     Returns an ``IngestReport``; never raises for bad payloads. Database errors propagate.
     """
@@ -248,12 +250,25 @@ def ingest_batch(
         if report.rejected:
             store_dead_letters([(payloads[i], r) for i, r in report.rejected], source=source)
         if report.asset_ids:
-            transaction.on_commit(lambda: _enqueue_detection(sorted(report.asset_ids)))
+            # robust: whatever detection does, the batch is stored and the caller is answered.
+            transaction.on_commit(lambda: _enqueue_detection(sorted(report.asset_ids)),
+                                  robust=True)
     return report
 
 
 def _enqueue_detection(asset_ids: list[int]) -> None:
+    """Hand each asset to detection, one at a time; a failure never stops the next asset.
+
+    With a broker each asset becomes a ``detect_anomalies`` task; with eager Celery the task
+    runs here (``telemetry.detection.detect_isolated``, which records its own failures). A
+    failure to enqueue is logged with its traceback and recorded on the asset as well.
+    """
+    from telemetry.detection import record_failure
     from telemetry.tasks import detect_anomalies
 
     for asset_id in asset_ids:
-        detect_anomalies.delay(asset_id)
+        try:
+            detect_anomalies.delay(asset_id)
+        except Exception as exc:
+            log.exception("could not run detection of asset %s", asset_id)
+            record_failure(asset_id, exc, stage="enqueue")

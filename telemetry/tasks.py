@@ -5,10 +5,14 @@ from celery import shared_task
 from telemetry import detection
 
 
-@shared_task(acks_late=True, autoretry_for=(ConnectionError,), retry_backoff=True, max_retries=5)
+@shared_task(acks_late=True)
 def detect_anomalies(asset_id: int) -> list[int]:
-    """Run detection for one asset (see ``telemetry.detection.detect_anomalies``)."""
-    return detection.detect_anomalies(asset_id)
+    """Run detection for one asset, isolated (``telemetry.detection.detect_isolated``).
+
+    A failure is logged, counted on the asset and returns []; no retry is needed because the
+    asset's watermark moves only when a run commits, so its next batch re-scores the rows.
+    """
+    return detection.detect_isolated(asset_id)
 
 
 @shared_task

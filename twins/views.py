@@ -8,7 +8,7 @@ from django.shortcuts import get_object_or_404, render
 
 from telemetry.calibration import config_for
 from telemetry.charts import line_chart_svg
-from telemetry.models import Anomaly, AssetCalibration
+from telemetry.models import Anomaly, AssetCalibration, DetectionState
 from telemetry.series import load_series
 from twins.models import Asset
 from twins.scoping import visible_twins
@@ -48,5 +48,6 @@ def asset_detail(request, twin: str, asset: str):
         "asset": obj, "charts": charts, "anomalies": anomalies, "model": model,
         "n_rows": len(series.ts), "calibration": AssetCalibration.objects.filter(asset=obj).first(),
         "detector_name": config_for(obj).detector,
+        "detection": DetectionState.objects.filter(asset=obj).first(),
         "can_acknowledge": request.user.has_perm("policy.approve_proposal"),
     })

@@ -25,7 +25,9 @@ from telemetry.api.serializers import (
     QueryParamsSerializer,
     SamplePageSerializer,
 )
+from telemetry.detection import detection_failures
 from telemetry.ingest_status import merged_lag, read_statuses
+from twins.scoping import visible_twins
 
 PROBLEMS = {400: OpenApiResponse(description="invalid parameters or over a limit (problem+json)"),
             404: OpenApiResponse(description="twin or asset not found or not visible")}
@@ -114,6 +116,7 @@ class IngestStatusView(APIView):
     Read from the status files the ``ingest_mqtt`` processes rewrite every second in
     ``INGEST_STATUS_DIR`` (``stale`` when one stopped updating). ``event_lag`` is commit time
     minus event time; ``buffered`` counts messages received but not yet committed.
+    ``detection`` lists the visible assets whose detection failed (``telemetry.detection``).
     """
 
     @extend_schema(responses={200: IngestStatusSerializer})
@@ -127,4 +130,5 @@ class IngestStatusView(APIView):
             "processes": statuses, "buffered": sum(int(s.get("buffered", 0)) for s in live),
             "event_lag_p50_s": event_lag.quantile(0.5), "event_lag_p99_s": event_lag.quantile(0.99),
             "commit_lag_p99_s": commit_lag.quantile(0.99),
+            "detection": detection_failures(visible_twins(request.user)),
         })

@@ -137,6 +137,24 @@ class LatestSerializer(serializers.Serializer):
     metrics = LatestValueSerializer(many=True)
 
 
+class DetectionFailureSerializer(serializers.Serializer):
+    """One asset whose detection failed: how often, and the latest error."""
+
+    twin = serializers.CharField()
+    asset = serializers.CharField()
+    failures = serializers.IntegerField()
+    last_error = serializers.CharField()
+    last_error_at = serializers.DateTimeField(allow_null=True)
+    scored_until = serializers.DateTimeField(allow_null=True)
+
+
+class DetectionHealthSerializer(serializers.Serializer):
+    """Detection failures of the visible assets (``telemetry.detection.detection_failures``)."""
+
+    failures = serializers.IntegerField()
+    assets = DetectionFailureSerializer(many=True)
+
+
 class IngestStatusSerializer(serializers.Serializer):
     """Ingest processes (one status file each) and their merged lags in seconds."""
 
@@ -145,3 +163,4 @@ class IngestStatusSerializer(serializers.Serializer):
     event_lag_p50_s = serializers.FloatField(allow_null=True)
     event_lag_p99_s = serializers.FloatField(allow_null=True)
     commit_lag_p99_s = serializers.FloatField(allow_null=True)
+    detection = DetectionHealthSerializer()
