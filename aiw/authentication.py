@@ -9,9 +9,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 from channels.middleware import BaseMiddleware
-from channels.security.websocket import AllowedHostsOriginValidator
+from channels.security.websocket import WebsocketDenier
+from django.conf import settings
 from django.contrib.auth.models import AnonymousUser
 from rest_framework import exceptions
 from rest_framework.authentication import BaseAuthentication
@@ -116,15 +118,34 @@ class TokenAuthMiddleware(BaseMiddleware):
         return await super().__call__(scope, receive, send)
 
 
+def origin_allowed(origin: str | None, host: str | None) -> bool:
+    """Whether a cookie-session WebSocket handshake from ``origin`` may proceed.
+
+    Allowed: the page's own origin (``Origin``'s host:port equals the ``Host`` header, which a
+    victim's browser sets to the real server, so a cross-site page cannot fake it) or an
+    exact entry of ``CSRF_TRUSTED_ORIGINS`` (scheme://host[:port]), as Django's CSRF check does
+    for form posts. ``ALLOWED_HOSTS`` plays no part (it may be ``*`` behind a proxy); a missing
+    or ``null`` Origin is refused.
+    """
+    if not origin or origin == "null":
+        return False
+    if origin in settings.CSRF_TRUSTED_ORIGINS:
+        return True
+    parts = urlsplit(origin)
+    return parts.scheme in ("http", "https") and bool(host) and parts.netloc == host
+
+
 class TokenOrOriginValidator:
-    """WebSocket guard: cookie sessions need an allowed Origin (cross-site protection); a
-    handshake carrying a Bearer token is not ambient authority, so it needs none."""
+    """WebSocket guard: cookie sessions need an allowed Origin (``origin_allowed``: cross-site
+    WebSocket hijacking protection); a handshake carrying a Bearer token is not ambient
+    authority, so it needs none."""
 
     def __init__(self, application) -> None:
         self.application = application
-        self.checked = AllowedHostsOriginValidator(application)
 
     async def __call__(self, scope, receive, send):
         if tokens.bearer_token(_header(scope, b"authorization")) is not None:
             return await self.application(scope, receive, send)
-        return await self.checked(scope, receive, send)
+        if origin_allowed(_header(scope, b"origin"), _header(scope, b"host")):
+            return await self.application(scope, receive, send)
+        return await WebsocketDenier()(scope, receive, send)
