@@ -71,6 +71,9 @@ class IngestView(APIView):
         if not request.user.has_perm("telemetry.add_telemetrysample"):
             raise PermissionDenied("ingest needs the telemetry.add_telemetrysample permission")
         body = request.data
+        if not isinstance(body, bytes) or not body.strip():  # DRF hands an empty body over as {}
+            return problem(400, "Invalid telemetry", "the body is empty: send one telemetry.v1 "
+                           "event, a JSON array of events, or NDJSON")
         if len(body) > settings.INGEST_MAX_BODY_BYTES:
             return problem(413, "Body too large",
                            f"at most {settings.INGEST_MAX_BODY_BYTES} bytes per request")
@@ -78,6 +81,8 @@ class IngestView(APIView):
             payloads = split_body(body, request.content_type or "")
         except InvalidEvent as exc:
             return problem(400, "Invalid telemetry", str(exc))
+        if not payloads:
+            return problem(400, "Invalid telemetry", "no events: the array or NDJSON is empty")
         twins = set(operable_twins(request.user).values_list("slug", flat=True))
         report = ingest_batch(payloads, source=IngestSource.HTTP, twins=twins)
         result = {"accepted": report.accepted, "duplicates": report.duplicates,
