@@ -381,3 +381,75 @@ SIMULATION_MAX_SAMPLES = env_int("SIMULATION_MAX_SAMPLES", 2_000_000, minimum=10
 # (seconds; 0 = at every engine callback).
 SIMULATION_PROGRESS_SECONDS = env_float("SIMULATION_PROGRESS_SECONDS", 0.5)
 SIMULATION_CANCEL_POLL_SECONDS = env_float("SIMULATION_CANCEL_POLL_SECONDS", 0.5)
+
+
+# --- issue 17: production and security (HTTPS, cookies, hosts, CSP, probes, metrics) ----------
+# OPSTWIN_PRODUCTION=1 (the Docker image's default) turns every HTTPS-only switch on; each can
+# still be set on its own. `manage.py check --deploy` passes with these production defaults
+# (tests/test_deploy.py runs it). TLS terminates at a reverse proxy in front of daphne.
+OPSTWIN_PRODUCTION = env_bool("OPSTWIN_PRODUCTION", False)
+if OPSTWIN_PRODUCTION and DEBUG:
+    raise ImproperlyConfigured("DEBUG must be off with OPSTWIN_PRODUCTION=1")
+if OPSTWIN_PRODUCTION and env_str("ALLOWED_HOSTS") is None:
+    raise ImproperlyConfigured("ALLOWED_HOSTS (host names, comma-separated) must be set in "
+                               "production")
+ALLOWED_HOSTS = [host.strip() for host in ALLOWED_HOSTS if host.strip()]
+CSRF_TRUSTED_ORIGINS = [origin.strip() for origin in CSRF_TRUSTED_ORIGINS if origin.strip()]
+SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", OPSTWIN_PRODUCTION)
+# Health probes and the metrics scraper talk plain HTTP inside the private network.
+SECURE_REDIRECT_EXEMPT = [r"^health$", r"^ready$", r"^metrics$"]
+# The header a TLS-terminating proxy sets to "https" (e.g. X-Forwarded-Proto). Only trustworthy
+# when the proxy always sets or strips it, hence off unless named.
+if _proxy_ssl_header := env_str("SECURE_PROXY_SSL_HEADER"):
+    SECURE_PROXY_SSL_HEADER = ("HTTP_" + _proxy_ssl_header.upper().replace("-", "_"), "https")
+SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 31_536_000 if OPSTWIN_PRODUCTION else 0,
+                              minimum=0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", OPSTWIN_PRODUCTION)
+# The preload directive only states consent; a domain enters browsers' lists when submitted.
+SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", OPSTWIN_PRODUCTION)
+SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE", OPSTWIN_PRODUCTION)
+CSRF_COOKIE_SECURE = env_bool("CSRF_COOKIE_SECURE", OPSTWIN_PRODUCTION)
+SESSION_COOKIE_HTTPONLY = True
+SESSION_COOKIE_SAMESITE = "Lax"
+X_FRAME_OPTIONS = "DENY"
+
+# Content-Security-Policy (django-csp 4): same-origin scripts, plus inline scripts that carry
+# the request's nonce (<script nonce="{{ request.csp_nonce }}">); inline styles are allowed
+# (the Swagger page and a few style attributes use them), plugins and framing are not.
+from csp.constants import NONCE, NONE, SELF, UNSAFE_INLINE  # noqa: E402 - this block only
+
+INSTALLED_APPS.append("csp")
+MIDDLEWARE.insert(MIDDLEWARE.index("django.middleware.security.SecurityMiddleware") + 1,
+                  "csp.middleware.CSPMiddleware")
+_csp_directives = {
+    "default-src": [SELF],
+    "script-src": [SELF, NONCE],
+    "style-src": [SELF, UNSAFE_INLINE],
+    "img-src": [SELF, "data:"],
+    "font-src": [SELF, "data:"],
+    "connect-src": [SELF],
+    "object-src": [NONE],
+    "base-uri": [SELF],
+    "form-action": [SELF],
+    "frame-ancestors": [NONE],
+}
+# (django-csp reads no CSP_* names itself any more: they stay local to this block.)
+if _csp_report_uri := env_str("CSP_REPORT_URI"):
+    _csp_directives["report-uri"] = [_csp_report_uri]
+if env_bool("CSP_REPORT_ONLY", False):
+    CONTENT_SECURITY_POLICY_REPORT_ONLY = {"DIRECTIVES": _csp_directives}
+    CONTENT_SECURITY_POLICY = None
+else:
+    CONTENT_SECURITY_POLICY = {"DIRECTIVES": _csp_directives}
+
+# Probes (opstwin_site/health.py): /ready's bounds on the ingest subscribers' status files, and
+# its per-dependency timeout (seconds).
+READY_INGEST_MIN_SUBSCRIBERS = env_int("READY_INGEST_MIN_SUBSCRIBERS", 0, minimum=0)
+READY_INGEST_MAX_LAG_SECONDS = env_float("READY_INGEST_MAX_LAG_SECONDS", 30.0)
+READY_TIMEOUT_SECONDS = env_float("READY_TIMEOUT_SECONDS", 3.0)
+# Metrics (opstwin_site/metrics.py): a bearer token for /metrics (None: open), and
+# prometheus-client's multiprocess folder (also read by the library itself at import).
+METRICS_TOKEN = env_str("METRICS_TOKEN")
+PROMETHEUS_MULTIPROC_DIR = env_str("PROMETHEUS_MULTIPROC_DIR")
+# Outermost: every response is counted and timed, problem responses included.
+MIDDLEWARE.insert(0, "opstwin_site.metrics.RequestMetricsMiddleware")
