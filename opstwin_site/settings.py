@@ -8,6 +8,7 @@ straight to the ingest service instead of through an MQTT broker.
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
 import environ
@@ -49,6 +50,7 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "guardian",
+    "axes",
     "channels",
     "twins",
     "telemetry",
@@ -66,6 +68,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "axes.middleware.AxesMiddleware",  # last: turns a lockout into its 429 answer
 ]
 
 ROOT_URLCONF = "opstwin_site.urls"
@@ -175,10 +178,22 @@ POLICY_APPROVAL_AT = env_float("POLICY_APPROVAL_AT", 0.70)
 
 # --- Auth, API --------------------------------------------------------------------------------
 AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",  # first: refuses locked-out callers before any check
     "django.contrib.auth.backends.ModelBackend",
     "guardian.backends.ObjectPermissionBackend",
 ]
 ANONYMOUS_USER_NAME = None
+# Password guessing (django-axes): after AXES_FAILURE_LIMIT failed logins for one username, or
+# from one client address, that username / address is refused (429) for AXES_COOLOFF_MINUTES,
+# on the login form and Django admin alike. Per username means an attacker can lock a person
+# out for the cool-off; that is the price of stopping a distributed guess at one password.
+# Behind a proxy, set AXES_IPWARE_META_PRECEDENCE_ORDER to trust X-Forwarded-For.
+AXES_FAILURE_LIMIT = env_int("AXES_FAILURE_LIMIT", 5, minimum=1)
+AXES_COOLOFF_TIME = timedelta(minutes=env_float("AXES_COOLOFF_MINUTES", 15.0))
+AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
+AXES_RESET_ON_SUCCESS = True
+AXES_HTTP_RESPONSE_CODE = 429
+AXES_VERBOSE = False
 LOGIN_URL = "/accounts/login/"
 LOGIN_REDIRECT_URL = "/"
 LOGOUT_REDIRECT_URL = "/accounts/login/"
@@ -230,6 +245,7 @@ LOGGING = {
         "stevedore": {"level": "WARNING"},
         "amqtt": {"level": "WARNING"},
         "transitions": {"level": "WARNING"},
+        "axes": {"level": "WARNING"},  # a lockout is logged as a warning; each failure is not
     },
 }
 
