@@ -16,7 +16,13 @@ from django.conf import settings
 from django.db import transaction
 
 from policy.audit import record_change
-from telemetry.detectors import BaseDetector, RollingZScore, build_detector, detector_from_state
+from telemetry.detectors import (
+    DETECTORS,
+    BaseDetector,
+    RollingZScore,
+    build_detector,
+    detector_from_state,
+)
 from telemetry.models import AssetCalibration, DetectorConfig
 from telemetry.series import load_series
 from twins.api.serializers import AssetSerializer
@@ -104,6 +110,8 @@ def watch_for(asset: Asset) -> Watch | None:
     config = config_for(asset)
     if config.detector == FIT_FREE:
         return Watch(_zscore(config), FIT_FREE, None, {})
+    if not DETECTORS[config.detector].requires_fit:  # e.g. smoothed_z: its window is its model
+        return Watch(build_detector(config.detector, config.params), config.detector, None, {})
     calibration = AssetCalibration.objects.filter(asset=asset).first()
     stale = calibration and (calibration.detector, calibration.params) != (config.detector,
                                                                            config.params)

@@ -3,7 +3,8 @@
 The detector comes from the asset kind's DetectorConfig (``telemetry.calibration``): the
 seed's rolling z-score (each point against the ``DETECTION_WINDOW`` points before it, |z| >= 3,
 score = min(1, |z|/5)) or a calibrated one (MAD, EWMA, CUSUM, PCA T²+Q). Flagged points of one
-kind no more than ``DETECTION_EPISODE_GAP_SECONDS`` apart form one episode: there is at most
+kind no more than the episode gap apart form one episode (``telemetry.streaming.episode_gap``:
+the detector's ``rearm`` or 30 sampling intervals of the asset's own data): there is at most
 one open anomaly per (asset, kind), extended while the fault lasts and cleared once the
 signal has been normal for the gap.
 
@@ -32,6 +33,7 @@ from telemetry.choices import AnomalyStatus
 from telemetry.detectors import score_to_severity
 from telemetry.models import Anomaly, DetectionState
 from telemetry.series import Series, load_series
+from telemetry.streaming import episode_gap, stream_onsets
 from twins.models import Asset
 
 log = logging.getLogger(__name__)
@@ -70,11 +72,16 @@ def _baseline(series: Series, watch: Watch, row: int, j: int) -> tuple[float, fl
     return float(past.mean()), float(past.std(ddof=1)) if len(past) > 1 else 0.0
 
 
-def _flag_points(series: Series, watch: Watch) -> list[Flagged]:
+def _flag_points(series: Series, watch: Watch, asset: Asset) -> list[Flagged]:
     history = series.X[: series.n_history] if series.n_history else None
     out = watch.detector.score(series.X[series.n_history :], history=history)
+    flags = out.flags
+    if hasattr(watch.detector, "onset_filter"):  # one episode per onset (telemetry.streaming)
+        found, _ = stream_onsets(asset, watch.name, watch.detector,
+                                 out.statistic / out.threshold, series.ts)
+        flags = flags & found.active
     flagged = []
-    for i in np.flatnonzero(out.flags):
+    for i in np.flatnonzero(flags):
         row, j = series.n_history + i, int(out.metric_index[i])
         mean, std = _baseline(series, watch, row, j)
         flagged.append(Flagged(
@@ -196,7 +203,6 @@ def detect_anomalies(asset_id: int) -> list[int]:
     Returns the ids of anomalies that reached high or critical severity in this run; the policy
     layer is told about them after commit (``policy.tasks.respond_to_anomaly``).
     """
-    gap = timedelta(seconds=settings.DETECTION_EPISODE_GAP_SECONDS)
     with transaction.atomic():
         state = _locked_state(asset_id)
         watch = watch_for(state.asset)
@@ -208,7 +214,8 @@ def detect_anomalies(asset_id: int) -> list[int]:
         series = load_series(state.asset, after=after, history=watch.detector.history_length)
         if len(series.new_ts) == 0:
             return []
-        groups = _episodes(_flag_points(series, watch), gap)
+        gap = episode_gap(watch.detector, series.ts, state.asset)
+        groups = _episodes(_flag_points(series, watch, state.asset), gap)
         needs_response = _apply(state.asset, groups, gap, watch.name)
         state.scored_until = _to_datetime(series.ts[-1])
         state.save(update_fields=["scored_until", "updated_at"])

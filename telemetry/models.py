@@ -192,3 +192,32 @@ class AssetCalibration(models.Model):
 
     def __str__(self) -> str:
         return f"{self.detector} calibration of {self.asset_id} ({self.n_rows} rows)"
+
+
+class DetectorStreamState(models.Model):
+    """What a streaming detector remembers about one asset between detection runs.
+
+    One row per (asset, metric); ``metric = ""`` holds the asset-level state (the alert onset
+    filter of ``telemetry.detectors.streaming.OnsetFilter``: armed, quiet, since). ``state`` is
+    the detector's JSON state, ``detector``/``params`` the configuration it belongs to (a
+    changed configuration starts afresh), ``rows_seen`` the rows scored so far and
+    ``interval_seconds`` the asset's inferred sampling interval (median positive gap,
+    ``sampling_interval``), from which every duration of detection is derived.
+    """
+
+    asset = models.ForeignKey(Asset, on_delete=models.CASCADE, related_name="stream_states")
+    metric = models.CharField(max_length=128, blank=True)
+    detector = models.CharField(max_length=32)
+    params = models.JSONField(default=dict)
+    state = models.JSONField(default=dict)
+    rows_seen = models.BigIntegerField(default=0)
+    interval_seconds = models.FloatField(null=True, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["asset", "metric"], name="stream_state_asset_metric"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.detector} state of {self.asset_id}/{self.metric or '*'}"

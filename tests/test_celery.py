@@ -8,7 +8,7 @@ import pytest
 from celery.contrib.testing.worker import start_worker
 
 from opstwin_site.celery import app as celery_app
-from telemetry.models import Anomaly, DetectionState
+from telemetry.models import Anomaly, DetectionState, DetectorConfig
 from telemetry.tasks import detect_anomalies
 from tests.fixtures import ingest_matrix, normal_pump_matrix
 
@@ -16,6 +16,8 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 
 def test_a_detection_task_runs_on_a_worker_through_redis(redis_url, pump, monkeypatch):
+    DetectorConfig.objects.update_or_create(
+        asset_kind="generic", defaults={"detector": "zscore", "params": {}})
     pump.kind = "generic"  # watched by the fit-free rolling z-score: no calibration window
     pump.save()
     X = normal_pump_matrix(200)

@@ -150,7 +150,8 @@ class SmoothedZScore(BaseDetector):
     (``benchmarks/nab_eval.py``).
 
     Output: statistic = max_j |z_ij| (0 until W + s - 1 rows exist), contributions = |z| shares,
-    kind by ratio as in the base class. Needs no fit; :attr:`history_length` = W + s - 1 rows
+    kind "outlier" for every point, so that one onset makes one episode (its size is in the
+    score and the statistic). Needs no fit; :attr:`history_length` = W + s - 1 rows
     make row-by-row scoring identical to batch scoring.
     """
 
@@ -185,6 +186,9 @@ class SmoothedZScore(BaseDetector):
 
     def _fit(self, X: np.ndarray) -> dict[str, Any]:
         return {}
+
+    def _kind(self, stat: np.ndarray, components: dict[str, np.ndarray]) -> np.ndarray:
+        return np.full(stat.shape[0], "outlier", dtype="<U7")
 
     def onset_filter(self) -> OnsetFilter:
         """The :class:`OnsetFilter` carrying this configuration's release, rearm and cooldown."""

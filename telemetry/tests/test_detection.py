@@ -7,7 +7,7 @@ import pytest
 
 from telemetry.detection import detect_anomalies
 from telemetry.detectors import RollingZScore
-from telemetry.models import Anomaly, DetectionState
+from telemetry.models import Anomaly, DetectionState, DetectorConfig
 from tests.fixtures import ingest_matrix, normal_pump_matrix
 
 pytestmark = pytest.mark.django_db
@@ -17,6 +17,8 @@ PRESSURE = 3
 @pytest.fixture
 def sensor(pump):
     """An asset of a kind watched by the seed's rolling z-score (no calibration needed)."""
+    DetectorConfig.objects.update_or_create(
+        asset_kind="generic", defaults={"detector": "zscore", "params": {}})
     pump.kind = "generic"
     pump.save()
     return pump
