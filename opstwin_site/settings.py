@@ -383,6 +383,17 @@ CELERY_BEAT_SCHEDULE["policy-verify-executions"] = {
     "task": "policy.tasks.verify_executions", "schedule": 10.0}
 CELERY_BEAT_SCHEDULE["policy-anchor-audit"] = {
     "task": "policy.tasks.anchor_audit", "schedule": 300.0}
+# Commands left in flight by a dead process: re-sent under their command id once their lease
+# lapses, failed after POLICY_COMMAND_MAX_ATTEMPTS attempts (policy/services/attempts.py).
+POLICY_COMMAND_MAX_ATTEMPTS = env_int("POLICY_COMMAND_MAX_ATTEMPTS", 3, minimum=1)
+CELERY_BEAT_SCHEDULE["policy-recover-commands"] = {
+    "task": "policy.tasks.recover_commands",
+    "schedule": env_float("POLICY_RECOVER_SECONDS", 10.0)}
+# Fault injection for the recovery tests only: "after_claim" / "after_send" makes a process
+# SIGKILL itself at that point of a command's first attempt.
+POLICY_FAULT_POINT = env_str("POLICY_FAULT_POINT", "") or ""
+if POLICY_FAULT_POINT not in ("", "after_claim", "after_send"):
+    raise ImproperlyConfigured("POLICY_FAULT_POINT must be after_claim, after_send or empty")
 
 
 # --- issue 7: simulation engine and jobs -----------------------------------------------------

@@ -1,7 +1,8 @@
 """An in-process stand-in for Celery beat, for the demo (which runs no beat process).
 
-Every ``interval`` seconds it expires lapsed proposals, judges complete verification windows
-and anchors the audit chain, the same services the beat schedule calls in production.
+Every ``interval`` seconds it expires lapsed proposals, judges complete verification windows,
+recovers commands left in flight by a crash (``recover_commands``) and anchors the audit
+chain, the same services the beat schedule calls in production.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ class PolicySweeper:
             try:
                 services.expire_proposals()
                 services.verify_due()
+                services.recover_commands()
                 if rounds % self.anchor_every == 0:
                     write_anchor()
             except Exception:  # the sweep must survive one bad round; the next retries

@@ -2,14 +2,20 @@
 
 Beat schedule (settings, issue 6 block): ``expire_proposals`` (default deny for stale
 approvals), ``verify_executions`` (judge complete verification windows), ``anchor_audit``
-(copy the audit chain's tip to the anchor table and file).
+(copy the audit chain's tip to the anchor table and file), ``recover_commands`` (commands
+left in flight by a process that died).
+
+Every task is safe to run again (``acks_late``: a worker killed mid-task gets its message
+redelivered): the command tasks send nothing unless the command is still in flight without
+a live lease, and then re-send it under its stable command id.
 """
 
 from celery import shared_task
 
 from policy import services
 from policy.audit_chain import write_anchor
-from policy.errors import PolicyError
+from policy.choices import ProposalStatus
+from policy.errors import PolicyError, ProposalConflict
 from policy.models import Proposal
 
 
@@ -22,11 +28,36 @@ def respond_to_anomaly(anomaly_id: int) -> int | None:
 
 @shared_task(acks_late=True)
 def execute_proposal(proposal_id: int) -> str:
-    """Execute an approved proposal; a refusal (lost race, interlock, stale) is an outcome."""
+    """Claim and execute an approved proposal (the automatic path); a refusal (lost race,
+    interlock, stale) is an outcome. Redelivered after its worker died past the claim, it
+    finds the proposal executing and completes it instead (a no-op while a lease is live)."""
     try:
         return services.execute_proposal(proposal_id).status
+    except ProposalConflict as exc:
+        proposal = services.complete_execution(proposal_id)
+        if proposal.status == ProposalStatus.EXECUTING:
+            return f"not executed: {exc.title}: {exc}"
+        return proposal.status
     except PolicyError as exc:
         return f"not executed: {exc.title}: {exc}"
+    except Proposal.DoesNotExist:
+        return "gone"
+
+
+@shared_task(acks_late=True)
+def complete_execution(proposal_id: int) -> str:
+    """Send a claimed execution's command and record the outcome (enqueued by a request)."""
+    try:
+        return services.complete_execution(proposal_id).status
+    except Proposal.DoesNotExist:
+        return "gone"
+
+
+@shared_task(acks_late=True)
+def complete_rollback(proposal_id: int) -> str:
+    """Send a claimed rollback's command and record the outcome (enqueued by a request)."""
+    try:
+        return services.complete_rollback(proposal_id).status
     except Proposal.DoesNotExist:
         return "gone"
 
@@ -58,3 +89,9 @@ def anchor_audit() -> int | None:
     """Anchor the audit chain's tip; returns the anchored seq (None for an empty chain)."""
     anchor = write_anchor()
     return anchor.seq if anchor else None
+
+
+@shared_task
+def recover_commands() -> int:
+    """Re-send or give up commands left in flight past their lease; how many settled."""
+    return services.recover_commands()

@@ -1,7 +1,9 @@
 """The supervisor dashboard: proposals with their evidence and audit trail; act on them.
 
 Every page narrows through ``twins.scoping`` (out-of-scope proposals are 404) and every button
-posts to ``act``, which calls the same ``policy.services`` function as the API.
+posts to ``act``, which calls the same ``policy.services`` function as the API. Execute and
+roll back only claim the command in the request (refusals show at once); the command is sent
+on the ``actions`` queue and the page shows the outcome once the asset answered.
 """
 
 from __future__ import annotations
@@ -105,11 +107,15 @@ def _call(verb: str, pk: int, request) -> str:
         if not form.is_valid():
             raise ValueError(f"a reason (at least 3 characters) is required to {verb}")
         reason = form.cleaned_data["reason"]
-        fn = services.reject_proposal if verb == "reject" else services.rollback_proposal
+        fn = services.reject_proposal if verb == "reject" else services.start_rollback
         return fn(pk, actor=user, reason=reason, request=request).status
-    fn = {"approve": services.approve_proposal, "execute": services.execute_proposal,
+    fn = {"approve": services.approve_proposal, "execute": services.start_execution,
           "resimulate": services.resimulate_proposal}[verb]
     return fn(pk, actor=user, request=request).status
+
+
+QUEUED = {"execute": "execution claimed, command queued", "rollback": "rollback claimed, "
+          "command queued"}
 
 
 @login_required
@@ -121,7 +127,11 @@ def act(request, pk: int, verb: str):
     proposal = get_scoped_or_404(PROPOSALS, request.user, pk=pk)
     try:
         status = _call(verb, proposal.pk, request)
-        messages.success(request, f"Proposal #{pk}: {verb} done; now {status}.")
+        if verb in QUEUED:
+            messages.success(request, f"Proposal #{pk}: {QUEUED[verb]}; now {status}. "
+                                      "Reload for the asset's answer.")
+        else:
+            messages.success(request, f"Proposal #{pk}: {verb} done; now {status}.")
     except PolicyError as exc:
         messages.error(request, f"{exc.title}: {exc}")
     except ValueError as exc:

@@ -1,11 +1,18 @@
 """Proposal API (list, read, propose, approve, reject, execute, roll back, re-simulate) and the
 policy dry run. Every route is scoped by ``TwinScopedViewSetMixin`` / ``get_scoped_or_404``:
 an object on a twin outside the caller's scope is 404; a visible one the caller may not act on
-is 403 (from ``policy.services``)."""
+is 403 (from ``policy.services``).
+
+Execute and roll back answer ``202 Accepted`` once the command is claimed (pre-flight checks
+and the claim run in the request, so a refusal is still 4xx/409): the proposal, now
+``executing`` (or rolling back), with ``Location: /proposals/{id}``. The command is sent and
+its acknowledgement awaited on the ``actions`` queue; the outcome arrives on the change feed
+(``/diff``, ``/subscribe``, ``/ws/feed``) and on the proposal itself."""
 
 from __future__ import annotations
 
-from drf_spectacular.utils import extend_schema
+from django.urls import reverse
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import ValidationError
@@ -40,6 +47,22 @@ def resolve_action_request(request) -> dict:
     return data
 
 
+ACCEPTED = OpenApiResponse(ProposalSerializer, description=(
+    "Accepted: the command is claimed and queued. Location: /proposals/{id}."))
+EXECUTE_DOC = (
+    "Claim the approved proposal's execution (pre-flight checks: expiry, approvals or policy "
+    "trust, evidence drift, interlocks) and queue its command. 202: now `executing`; the "
+    "outcome (executed → verifying, or failed) follows on the change feed and at `Location`. "
+    "Refusals: 403, 409 (not approved, lost race, interlock blocked, stale evidence, expired).")
+ROLLBACK_DOC = (
+    "Claim the rollback of an executed proposal and queue its rollback command. 202: "
+    "`rollback_started_at` set; the outcome (rolled_back, or failed) follows on the change "
+    "feed and at `Location`. Refusals: 403, 409 (wrong state, already rolling back, no "
+    "rollback action, interlock blocked).")
+LOCATION = OpenApiParameter("Location", str, OpenApiParameter.HEADER, response=[202],
+                            description="The proposal: /proposals/{id}")
+
+
 class ProposalViewSet(TwinScopedViewSetMixin, mixins.ListModelMixin,
                       mixins.RetrieveModelMixin, viewsets.GenericViewSet):
     """Proposals of the twins the caller may see."""
@@ -49,10 +72,14 @@ class ProposalViewSet(TwinScopedViewSetMixin, mixins.ListModelMixin,
     serializer_class = ProposalSerializer
     filterset_fields = ["status", "decision", "risk_level", "action"]
 
-    def _act(self, fn, **kwargs) -> Response:
+    def _act(self, fn, *, accepted: bool = False, **kwargs) -> Response:
         proposal = self.get_object()  # 404 outside the caller's scope
         proposal = fn(proposal.pk, actor=self.request.user, request=self.request, **kwargs)
-        return Response(ProposalSerializer(proposal).data)
+        if not accepted:
+            return Response(ProposalSerializer(proposal).data)
+        location = reverse("proposal-detail", kwargs={"pk": proposal.pk})
+        return Response(ProposalSerializer(proposal).data, status=status.HTTP_202_ACCEPTED,
+                        headers={"Location": location})
 
     @extend_schema(request=ActionRequestSerializer, responses={201: ProposalSerializer})
     def create(self, request):
@@ -73,17 +100,20 @@ class ProposalViewSet(TwinScopedViewSetMixin, mixins.ListModelMixin,
         body.is_valid(raise_exception=True)
         return self._act(services.reject_proposal, reason=body.validated_data["reason"])
 
-    @extend_schema(request=None, responses=ProposalSerializer)
+    @extend_schema(request=None, responses={202: ACCEPTED}, parameters=[LOCATION],
+                   description=EXECUTE_DOC)
     @action(detail=True, methods=["post"])
     def execute(self, request, pk=None):
-        return self._act(services.execute_proposal)
+        return self._act(services.start_execution, accepted=True)
 
-    @extend_schema(request=RollbackSerializer, responses=ProposalSerializer)
+    @extend_schema(request=RollbackSerializer, responses={202: ACCEPTED}, parameters=[LOCATION],
+                   description=ROLLBACK_DOC)
     @action(detail=True, methods=["post"])
     def rollback(self, request, pk=None):
         body = RollbackSerializer(data=request.data)
         body.is_valid(raise_exception=True)
-        return self._act(services.rollback_proposal, reason=body.validated_data["reason"])
+        return self._act(services.start_rollback, accepted=True,
+                         reason=body.validated_data["reason"])
 
     @extend_schema(request=None, responses=ProposalSerializer)
     @action(detail=True, methods=["post"])

@@ -89,11 +89,13 @@ def test_two_supervisors_approving_at_once_execute_once(
 
 
 def test_an_executor_clicking_twice_executes_once(live_url, trusted, pump, users, device):
+    """One click is accepted (202: claimed, command queued; eager Celery sends it inline),
+    the others are refused (409), and the asset receives one command."""
     proposal = factories.approved(pump, users["supervisor"])
     url = f"{live_url}/proposals/{proposal.pk}/execute"
     codes = at_once(post(url, users["executor"]), post(url, users["executor"]),
                     post(url, users["admin"]))
-    assert codes == [200, 409, 409]
+    assert codes == [202, 409, 409]
     assert commands_sent(proposal) == 1
     assert len(device.received) == 1
 

@@ -36,8 +36,8 @@ ENDPOINTS = {
     "evaluate": ("post", "/policy/evaluate", None,
                  {"twin": "{twin}", "asset": "pump-1", "action": "reduce_load"}),
 }
-OK = {"list": 200, "detail": 200, "page": 200, "approve": 200, "reject": 200, "execute": 200,
-      "rollback": 200, "resimulate": 200, "create": 201, "evaluate": 200}
+OK = {"list": 200, "detail": 200, "page": 200, "approve": 200, "reject": 200, "execute": 202,
+      "rollback": 202, "resimulate": 200, "create": 201, "evaluate": 200}
 #: what each role may do on a twin in its scope (anything else: 403)
 MAY = {
     "viewer": {"list", "detail", "page"},
