@@ -78,13 +78,11 @@ def publisher(url: str, assets: list[str], rate: float, seconds: float, seed: in
     sys.path.insert(0, str(REPO))
     import paho.mqtt.client as mqtt
 
-    from telemetry.mqtt_client import BufferedClient
-
     rows = _skab_rows()
     bodies = [",".join(f'"{m}":{v!r}' for m, v in zip(SKAB_METRICS, row, strict=True))
               for row in rows]
-    client = BufferedClient(mqtt.CallbackAPIVersion.VERSION2,
-                            client_id=f"bench-pub-{seed}-{os.getpid()}", protocol=mqtt.MQTTv5)
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2,
+                         client_id=f"bench-pub-{seed}-{os.getpid()}", protocol=mqtt.MQTTv5)
     client.max_inflight_messages_set(2000)
     client.connect("127.0.0.1", int(url.rsplit(":", 1)[1]), keepalive=60)
     while not client.is_connected():

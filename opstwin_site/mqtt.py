@@ -25,16 +25,14 @@ def protocol_for(url: str) -> int:
 
 def make_client(
     url: str, *, client_id: str | None = None, manual_ack: bool = False,
-    client_class: type[mqtt.Client] = mqtt.Client,
 ) -> mqtt.Client:
     """A connected-on-demand paho client for ``url`` (``mqtt://user:pass@host:port``).
 
     The caller calls ``connect_client`` and starts the network loop. ``manual_ack`` makes
-    QoS 1 messages wait for an explicit ``client.ack(mid, qos)``; ``client_class`` picks a paho
-    subclass (the ingest subscriber's ``BufferedClient``).
+    QoS 1 messages wait for an explicit ``client.ack(mid, qos)``.
     """
     parts = urlsplit(url)
-    client = client_class(
+    client = mqtt.Client(
         mqtt.CallbackAPIVersion.VERSION2,
         client_id=client_id or f"opstwin-{uuid.uuid4().hex[:12]}",
         protocol=protocol_for(url),

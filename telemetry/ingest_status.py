@@ -74,6 +74,15 @@ def write_status(path: Path, status: dict) -> None:
     os.replace(tmp, path)
 
 
+def read_status(path: Path) -> dict | None:
+    """The status document at ``path``; None when it is missing or unreadable."""
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return doc if isinstance(doc, dict) else None
+
+
 def read_statuses(directory: Path, *, stale_after_s: float = 10.0) -> list[dict]:
     """Every status file in ``directory``, each with ``stale`` set when not updated lately."""
     statuses = []

@@ -21,7 +21,11 @@ Lossless by construction:
   redelivers the old connection's un-acked messages itself (same packet ids); acking a stale
   packet id could acknowledge a *different*, newer message. paho empties its outgoing queue
   before it reconnects, and ``on_disconnect`` runs before that, so a check-and-ack under
-  ``_ack_lock`` can never put a stale PUBACK on the new connection.
+  ``_ack_lock`` can never put a stale PUBACK on the new connection. (paho behaviour relied on
+  here and in ``manual_ack``: pinned ``paho-mqtt>=2.0,<3``, covered by the MQTT tests.)
+- The broker must keep what it queues for the session while the process is down: Mosquitto's
+  default ``max_queued_messages 1000`` drops the rest (``telemetry.broker``). The subscriber
+  cannot read that setting; it watches ``$SYS`` and the session-present flag and warns.
 
 Backpressure, never a silent drop: the CONNECT Receive Maximum (``buffer``) caps un-acked
 messages in flight to this process, so the in-memory queue is bounded by the protocol. When
@@ -53,19 +57,19 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from opstwin_site.mqtt import make_client, protocol_for
+from telemetry.broker import SYS_TOPICS, BrokerWatch
 from telemetry.choices import IngestSource
-from telemetry.ingest_status import LagHistogram, write_status
-from telemetry.mqtt_client import BufferedClient
+from telemetry.ingest_status import LagHistogram, read_status, write_status
 from telemetry.services import IngestReport, RawPayload, ingest_batch, store_dead_letters
 
 log = logging.getLogger(__name__)
 CONNECTION_ERRORS = (OperationalError, InterfaceError)
 
 
-def _make_client(url: str, client_id: str | None) -> BufferedClient:
-    """A manual-ack ``BufferedClient`` for ``url`` (credentials and TLS as everywhere else)."""
+def _make_client(url: str, client_id: str | None) -> mqtt.Client:
+    """A manual-ack paho client for ``url`` (credentials and TLS as everywhere else)."""
     return make_client(url, client_id=client_id or f"opstwin-ingest-{os.getpid()}",
-                       manual_ack=True, client_class=BufferedClient)
+                       manual_ack=True)
 
 
 @dataclass
@@ -139,6 +143,7 @@ class IngestSubscriber:
             if session_expiry is None else session_expiry
         name = client_id or f"ingest-{os.getpid()}"
         self.status_path = status_path or Path(settings.INGEST_STATUS_DIR) / f"{name}.json"
+        self.broker = BrokerWatch.resume(read_status(self.status_path), client_id)
         self.client = _make_client(url, client_id)
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
@@ -153,8 +158,13 @@ class IngestSubscriber:
         self.stats.connects += 1
         self.stats.connected = True
         client.subscribe(self.topic_filter, qos=1)
-        log.info("connected (session present: %s); subscribed to %s",
-                 getattr(flags, "session_present", "?"), self.topic_filter)
+        for sys_topic in SYS_TOPICS:  # broker facts, QoS 0: never queued, never acked
+            client.subscribe(sys_topic, qos=0)
+        session_present = bool(getattr(flags, "session_present", False))
+        log.info("connected (session present: %s); subscribed to %s", session_present,
+                 self.topic_filter)
+        if warning := self.broker.on_connect(session_present, self.persistent):
+            log.warning(warning)
 
     def _on_disconnect(self, _client, _userdata, _flags, reason_code, _properties=None) -> None:
         with self._ack_lock:
@@ -164,6 +174,10 @@ class IngestSubscriber:
             log.warning("MQTT connection lost (%s); reconnecting", reason_code)
 
     def _on_message(self, _client, _userdata, message) -> None:
+        if message.topic.startswith("$SYS/"):
+            if warning := self.broker.on_sys(message.topic, message.payload):
+                log.warning(warning)
+            return
         # QoS 1 stays within Receive Maximum; only a QoS 0 flood can fill the buffer. Then the
         # network thread waits, stops reading, and TCP pushes back on the broker.
         while self.queue.qsize() >= self.buffer and not self.stopping.is_set():
@@ -338,6 +352,7 @@ class IngestSubscriber:
             "client_id": self.client_id, "pid": os.getpid(), "topic_filter": self.topic_filter,
             "persistent_session": self.persistent, "buffered": self.queue.qsize() +
             self.in_progress, "buffer_limit": self.buffer, "updated_at": time.time(),
+            "broker": self.broker.to_dict(),
         }
 
     def _write_status(self) -> None:

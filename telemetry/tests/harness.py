@@ -298,11 +298,9 @@ class Publisher:
 
     def __init__(self, url: str, *, client_id: str | None = None) -> None:
         port = int(url.rsplit(":", 1)[1])
-        from telemetry.mqtt_client import BufferedClient  # reads PUBACKs in bulk, like ingest
-
-        self.client = BufferedClient(mqtt.CallbackAPIVersion.VERSION2,
-                                     client_id=client_id or f"pub-{uuid.uuid4().hex[:8]}",
-                                     protocol=mqtt.MQTTv5)
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2,
+                                  client_id=client_id or f"pub-{uuid.uuid4().hex[:8]}",
+                                  protocol=mqtt.MQTTv5)
         self.client.max_inflight_messages_set(1000)
         self.client.reconnect_delay_set(1, 2)
         self.client.on_publish = self._on_publish

@@ -2,7 +2,11 @@
 
 Run one per core (or host) with ``--share-group`` and a distinct, stable ``--client-id`` each:
 the id makes the broker keep the process's session (and its un-acked messages) while it is
-down, so a crash or ``kill -9`` loses nothing once the same id comes back.
+down, so a crash or ``kill -9`` loses nothing once the same id comes back -- provided the broker
+queues everything published meanwhile (``telemetry.broker.REQUIREMENT``; Mosquitto's default
+``max_queued_messages 1000`` does not). MQTT gives a client no way to read that setting, so the
+command states the requirement at start and warns when it sees its effect: Mosquitto's count
+of dropped messages rising, or a persistent session the broker no longer had.
 """
 
 import logging
@@ -13,6 +17,7 @@ from pathlib import Path
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
+from telemetry.broker import REQUIREMENT
 from telemetry.subscriber import IngestSubscriber
 
 log = logging.getLogger(__name__)
@@ -55,6 +60,12 @@ class Command(BaseCommand):
         self.stdout.write(f"ingest_mqtt: subscribing to {subscriber.topic_filter} on {url} "
                           f"(persistent session: {subscriber.persistent}, "
                           f"status: {subscriber.status_path})")
+        self.stdout.write(f"ingest_mqtt: broker requirement: {REQUIREMENT}. A client cannot read "
+                          "this setting; watching $SYS/broker/publish/messages/dropped and the "
+                          "session-present flag instead.")
+        if not subscriber.persistent:
+            log.warning("no persistent session (needs --client-id and MQTT v5): telemetry "
+                        "published while this process is down is not kept for it")
         self.stdout.flush()
         self._report_periodically(subscriber, opts["stats_every"])
         subscriber.run()
