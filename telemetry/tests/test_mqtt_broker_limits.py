@@ -47,14 +47,14 @@ def _port() -> int:
     return free_port()
 
 
-def _broker(tmp_path: Path, *, opstwin_settings: bool):
+def _broker(tmp_path: Path, *, opstwin_settings: bool, port: int | None = None):
     """Start Mosquitto with its defaults or with docker/mosquitto.conf's settings."""
     if shutil.which("mosquitto") is None:
         message = "the mosquitto binary is not installed"
         if REQUIRE_SERVICES:
             pytest.fail(f"{message} and OPSTWIN_REQUIRE_SERVICES=1")
         pytest.skip(message)
-    port = _port()
+    port = port or _port()
     user = pwd.getpwuid(os.getuid()).pw_name
     config = f"user {user}\nlistener {port} 127.0.0.1\nallow_anonymous true\nsys_interval 1\n"
     if opstwin_settings:
@@ -185,3 +185,29 @@ def test_with_the_products_broker_settings_a_down_subscriber_misses_nothing(
     assert subscriber.broker.dropped == 0
     assert subscriber.broker.session_present is True
     assert subscriber.broker.warnings == []
+
+
+def test_a_subscriber_warns_when_the_broker_forgot_its_session(tmp_path, caplog):
+    """GIVEN a persistent ingest session on a broker without persistence, WHEN the broker
+    restarts while the subscriber is down, THEN the subscriber, back with its client id, finds
+    no session and warns that what was published meanwhile is lost."""
+    caplog.set_level(logging.WARNING, logger="telemetry.subscriber")
+    prefix, status_path = f"lim{uuid.uuid4().hex[:8]}", tmp_path / "ingest.json"
+    process, url = _broker(tmp_path, opstwin_settings=False)
+    try:
+        first = Session(url, prefix, status_path)
+        assert wait_for(lambda: first.subscriber.broker.session_present is False, 10)
+        first.stop()
+        assert first.subscriber.broker.warnings == []  # a first connection has no session yet
+        process.terminate()
+        process.wait(timeout=10)
+        process, url = _broker(tmp_path, opstwin_settings=False, port=int(url.rsplit(":", 1)[1]))
+        second = Session(url, prefix, status_path)
+        assert wait_for(lambda: second.subscriber.broker.session_present is not None, 10)
+        second.stop()
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+    assert second.subscriber.broker.session_present is False
+    assert "no longer had this subscriber's session" in second.subscriber.broker.warnings[-1][1]
+    assert any("no longer had" in r.getMessage() for r in caplog.records)
