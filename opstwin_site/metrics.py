@@ -190,7 +190,9 @@ def queue_metrics() -> list[Metric]:
     depth = GaugeMetricFamily("opstwin_celery_queue_depth", "Messages waiting per Celery queue.",
                               labels=["queue"])
     timeout = settings.READY_TIMEOUT_SECONDS
-    options = {"socket_connect_timeout": timeout, "socket_timeout": timeout}
+    # One bounded attempt: kombu would otherwise keep reconnecting to a broker that is down.
+    options = {"socket_connect_timeout": timeout, "socket_timeout": timeout, "max_retries": 1,
+               "connect_retries_timeout": timeout}
     with app.connection_for_read(transport_options=options) as connection:
         channel = connection.default_channel
         for queue in celery_queue_names():
