@@ -40,6 +40,7 @@ is isolated by bisecting the batch and stored as a dead letter with the database
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import queue
@@ -97,6 +98,28 @@ class SubscriberStats:
     started: float = field(default_factory=time.time)
 
 
+def _network_callback(method):
+    """Guard a paho callback of ``IngestSubscriber``.
+
+    An exception escaping a callback ends paho's network thread (``loop_start``), silently: the
+    process would look alive and connected while it receives nothing more and sends no acks.
+    Instead the exception is logged and stops the subscriber; ``ingest_mqtt`` then exits with an
+    error, and a restart with the same client id gets the un-acked messages again.
+    """
+
+    @functools.wraps(method)
+    def guarded(self, *args, **kwargs):
+        try:
+            return method(self, *args, **kwargs)
+        except Exception as exc:
+            log.exception("MQTT callback %s failed; stopping", method.__name__)
+            self.failure = f"{method.__name__}: {exc.__class__.__name__}: {exc}"
+            self.stopping.set()
+            return None
+
+    return guarded
+
+
 class _Abandon(Exception):
     """Stop requested while the database is down: leave the batch to the broker."""
 
@@ -139,6 +162,7 @@ class IngestSubscriber:
         self._ack_lock = threading.Lock()
         self._stats_lock = threading.Lock()
         self.in_progress = 0
+        self.failure: str | None = None  # set when a network callback failed (see run)
         self.session_expiry = settings.INGEST_SESSION_EXPIRY_SECONDS \
             if session_expiry is None else session_expiry
         name = client_id or f"ingest-{os.getpid()}"
@@ -151,6 +175,7 @@ class IngestSubscriber:
         self.client.reconnect_delay_set(min_delay=1, max_delay=5)
 
     # --- network thread ------------------------------------------------------------------------
+    @_network_callback
     def _on_connect(self, client, _userdata, flags, reason_code, _properties=None) -> None:
         if reason_code.is_failure:
             log.error("MQTT connect refused: %s", reason_code)
@@ -166,6 +191,7 @@ class IngestSubscriber:
         if warning := self.broker.on_connect(session_present, self.persistent):
             log.warning(warning)
 
+    @_network_callback
     def _on_disconnect(self, _client, _userdata, _flags, reason_code, _properties=None) -> None:
         with self._ack_lock:
             self.generation += 1
@@ -173,11 +199,16 @@ class IngestSubscriber:
         if not self.stopping.is_set():
             log.warning("MQTT connection lost (%s); reconnecting", reason_code)
 
+    @_network_callback
     def _on_message(self, _client, _userdata, message) -> None:
         if message.topic.startswith("$SYS/"):
             if warning := self.broker.on_sys(message.topic, message.payload):
                 log.warning(warning)
             return
+        self._receive(message)
+
+    def _receive(self, message: mqtt.MQTTMessage) -> None:
+        """Queue one telemetry message for the next batch (paho's network thread)."""
         # QoS 1 stays within Receive Maximum; only a QoS 0 flood can fill the buffer. Then the
         # network thread waits, stops reading, and TCP pushes back on the broker.
         while self.queue.qsize() >= self.buffer and not self.stopping.is_set():
@@ -311,7 +342,8 @@ class IngestSubscriber:
         """Consume batches until ``stop()``; then commit what is buffered and disconnect.
 
         Asked to stop while PostgreSQL is down, a persistent-session subscriber leaves without
-        committing (nothing was acked; the broker redelivers); any other keeps retrying.
+        committing (nothing was acked; the broker redelivers); any other keeps retrying. After a
+        failed network callback it stops the same way as asked; ``failure`` says why.
         """
         try:
             while not self.stopping.is_set():
@@ -350,7 +382,8 @@ class IngestSubscriber:
             stats["commit_lag"] = self.stats.commit_lag.to_dict()
         return stats | {
             "client_id": self.client_id, "pid": os.getpid(), "topic_filter": self.topic_filter,
-            "persistent_session": self.persistent, "buffered": self.queue.qsize() +
+            "persistent_session": self.persistent, "failure": self.failure,
+            "buffered": self.queue.qsize() +
             self.in_progress, "buffer_limit": self.buffer, "updated_at": time.time(),
             "broker": self.broker.to_dict(),
         }

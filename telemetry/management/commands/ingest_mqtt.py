@@ -69,6 +69,9 @@ class Command(BaseCommand):
         self.stdout.flush()
         self._report_periodically(subscriber, opts["stats_every"])
         subscriber.run()
+        if subscriber.failure:
+            # A non-zero exit gets the process restarted; its session keeps what it did not ack.
+            raise CommandError(f"stopped after a failed MQTT callback: {subscriber.failure}")
 
     def _report_periodically(self, subscriber: IngestSubscriber, every: float) -> None:
         def loop():
