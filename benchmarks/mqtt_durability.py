@@ -36,6 +36,7 @@ import argparse
 import os
 import pwd
 import re
+import signal
 import subprocess
 import sys
 import tempfile
@@ -321,6 +322,8 @@ def main() -> int:
     parser.add_argument("--broker-defaults", action="store_true",
                         help="Mosquitto's defaults instead of docker/mosquitto.conf")
     args = parser.parse_args()
+    # SIGTERM unwinds like Ctrl-C, so the broker, the subscriber and the database go too.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     kinds = [k.strip() for k in args.kinds.split(",") if k.strip()]
     workdir = Path(tempfile.mkdtemp(prefix="opstwin-durability-"))
     broker = Broker(workdir, args.port, defaults=args.broker_defaults)
