@@ -92,7 +92,8 @@ def due(proposal: Proposal, kind: Command, now: datetime) -> bool:
     lease = _when(state["lease_until"])
     if lease is not None:
         return lease <= now
-    claimed = _when(state.get("claimed_at")) or proposal.decided_at or proposal.created_at
+    started = proposal.rollback_started_at if kind is ROLLBACK else proposal.decided_at
+    claimed = _when(state.get("claimed_at")) or started or proposal.created_at
     return claimed + timedelta(seconds=command_timeout_s()) <= now
 
 

@@ -88,7 +88,9 @@ def test_the_dashboard_claims_and_says_the_command_is_queued(
     with django_capture_on_commit_callbacks() as queued:
         response = executor_client.post(f"/dashboard/proposals/{proposal.pk}/execute",
                                         follow=True)
-    assert "execution claimed, command queued; now executing" in response.content.decode()
+    page = response.content.decode()
+    assert "execution claimed, command queued; now executing" in page
+    assert f"proposal-{proposal.pk}</code> claimed" in page and "being sent (attempt 0)" in page
     assert len(queued) == 1 and device.received == []
 
 
