@@ -3,12 +3,18 @@ from rest_framework.routers import SimpleRouter
 
 from policy import views
 from policy.api.views import EvaluateView, ProposalViewSet
+from simulation.views import run_list
+from telemetry.views import anomaly_list
 
 router = SimpleRouter(trailing_slash=False)
 router.register("proposals", ProposalViewSet, basename="proposal")
 
 urlpatterns = [
     path("", views.dashboard, name="dashboard"),
+    # The console's list pages (each app's dashboard view, mounted at the site's top level).
+    path("anomalies/", anomaly_list, name="anomaly-list"),
+    path("simulations/", run_list, name="simulation-list"),
+    path("audit/", views.audit_log, name="audit-log"),
     path("dashboard/proposals/<int:pk>/", views.proposal_detail, name="dashboard-proposal"),
     path("dashboard/proposals/<int:pk>/<str:verb>", views.act, name="dashboard-act"),
     path("policy/evaluate", EvaluateView.as_view(), name="policy-evaluate"),

@@ -8,41 +8,146 @@ on the ``actions`` queue and the page shows the outcome once the asset answered.
 
 from __future__ import annotations
 
+import time
+from datetime import timedelta
+
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.db.models import Count, Q
+from django.core.paginator import Paginator
+from django.db.models import Q
 from django.http import Http404
 from django.shortcuts import redirect, render
+from django.utils import timezone
 from django.views.decorators.http import require_POST
 
-from policy import services
-from policy.audit_chain import latest_anchor
+from policy import selectors, services
+from policy.audit_chain import latest_anchor, verify_chain
 from policy.choices import ProposalStatus
 from policy.errors import PolicyError
 from policy.forms import ReasonForm
 from policy.models import AuditEntry, PolicyDocument, Proposal
 from simulation.charts import histogram_svg
-from telemetry.models import Anomaly
 from twins.scoping import get_scoped_or_404, scoped, visible_twins
 
 PROPOSALS = Proposal.objects.select_related(
     "twin", "asset", "anomaly", "simulation", "proposed_by", "decided_by")
 
 
+def _home_summary(request) -> dict:
+    counts = selectors.open_anomaly_counts(request.user)
+    proposals = scoped(PROPOSALS, request.user)
+    pending = proposals.filter(status=ProposalStatus.PENDING_APPROVAL)
+    oldest = pending.exclude(expires_at=None).order_by("expires_at").first()
+    since = timezone.now() - timedelta(hours=24)
+    return {"anomaly_counts": counts, "critical_open": counts["critical"],
+            "n_pending": pending.count(), "oldest_pending": oldest,
+            "n_expired": proposals.filter(status=ProposalStatus.EXPIRED,
+                                          expires_at__gte=since).count(),
+            "n_in_flight": proposals.filter(status__in=selectors.IN_FLIGHT).count()}
+
+
+def _home_plant(request) -> dict:
+    twins = selectors.asset_states(request.user)
+    return {"plant": [(t, assets, services.active_policy(t)) for t, assets in twins.items()]}
+
+
+def _home_queue(request) -> dict:
+    return {"pending": selectors.approval_queue(request.user, PROPOSALS),
+            "expired": selectors.recently_expired(request.user, PROPOSALS),
+            "critical_open": selectors.open_anomaly_counts(request.user)["critical"]}
+
+
+def _home_recent(request) -> dict:
+    return {"recent": scoped(PROPOSALS, request.user).exclude(
+        status__in=[ProposalStatus.PENDING_APPROVAL, ProposalStatus.EXPIRED])[:20]}
+
+
+def _home_activity(request) -> dict:
+    return {"activity": selectors.visible_audit(request.user).order_by("-seq")[:15]}
+
+
+#: The home page's fragments (``?fragment=<name>`` renders one alone, for live refreshes).
+HOME_FRAGMENTS = {"summary": _home_summary, "plant": _home_plant, "queue": _home_queue,
+                  "recent": _home_recent, "activity": _home_activity}
+
+
+def render_fragment(request, fragments: dict, template_dir: str):
+    """The fragment named by ``?fragment=`` alone (404 for an unknown name), with the feed
+    cursor taken before its data in the ``X-Feed-Cursor`` header; None without the
+    parameter."""
+    name = request.GET.get("fragment")
+    if name is None:
+        return None
+    if name not in fragments:
+        raise Http404("no such fragment")
+    cursor = selectors.feed_cursor()
+    response = render(request, f"{template_dir}/_partials/{name}.html", fragments[name](request))
+    response["X-Feed-Cursor"] = cursor
+    response["Cache-Control"] = "no-store"
+    return response
+
+
 @login_required
 def dashboard(request):
-    """Home: pending proposals first, recent decisions, counts, open anomalies, policy, audit."""
-    proposals = scoped(PROPOSALS, request.user)
+    """Home: the plant (asset states per twin), what is open (anomalies by severity, approvals
+    waiting or expired), what just happened (decisions, audit entries), the policy in force.
+    Every section refreshes itself from the change feed (``static/console.js``)."""
+    fragment = render_fragment(request, HOME_FRAGMENTS, "policy")
+    if fragment is not None:
+        return fragment
+    context = {"feed_cursor": selectors.feed_cursor()}
+    for build in HOME_FRAGMENTS.values():
+        context |= build(request)
     twins = visible_twins(request.user)
-    return render(request, "policy/dashboard.html", {
-        "pending": proposals.filter(status=ProposalStatus.PENDING_APPROVAL)[:50],
-        "recent": proposals.exclude(status=ProposalStatus.PENDING_APPROVAL)[:20],
-        "counts": dict(proposals.values_list("status").annotate(n=Count("id")).order_by()),
-        "open_anomalies": scoped(Anomaly.objects, request.user, "asset__twin")
-        .filter(status="open").select_related("asset__twin")[:20],
-        "policies": [(t, services.active_policy(t)) for t in twins[:20]],
-        "audit_tip": AuditEntry.objects.order_by("-seq").first(),
-        "anchor": latest_anchor(),
+    context |= {"policies": [(t, services.active_policy(t)) for t in twins[:20]],
+                "audit_tip": AuditEntry.objects.order_by("-seq").first(),
+                "anchor": latest_anchor()}
+    return render(request, "policy/dashboard.html", context)
+
+
+#: The audit page verifies the chain on load up to this many entries; beyond, on request.
+AUTO_VERIFY_MAX_ENTRIES = 20_000
+AUDIT_FILTERS = ("actor", "action", "resource_type", "resource_id", "twin_slug")
+
+
+def _audit_entries(request):
+    entries = selectors.visible_audit(request.user).order_by("-seq")
+    for name in AUDIT_FILTERS:
+        value = request.GET.get(name, "").strip()
+        if value:
+            entries = entries.filter(**{f"{name}__icontains": value})
+    return entries
+
+
+def _chain_report(request, tip) -> tuple[object | None, float | None]:
+    wanted = request.GET.get("verify") == "1"
+    if tip is None or not (wanted or tip.seq <= AUTO_VERIFY_MAX_ENTRIES):
+        return None, None
+    started = time.perf_counter()
+    report = verify_chain()
+    return report, (time.perf_counter() - started) * 1000
+
+
+@login_required
+def audit_log(request):
+    """The audit log the user may read (filters: actor, action, resource type and id, twin;
+    newest first, 100 per page), the chain's verification (``policy.audit_chain``) and the
+    newest anchor."""
+    cursor = selectors.feed_cursor()
+    page = Paginator(_audit_entries(request), 100).get_page(request.GET.get("page"))
+    if request.GET.get("fragment") == "entries":
+        response = render(request, "policy/_partials/entries.html", {"page": page})
+        response["X-Feed-Cursor"] = cursor
+        return response
+    tip = AuditEntry.objects.order_by("-seq").first()
+    report, verify_ms = _chain_report(request, tip)
+    query = request.GET.copy()
+    query.pop("page", None)
+    return render(request, "policy/audit_log.html", {
+        "page": page, "tip": tip, "report": report, "verify_ms": verify_ms,
+        "anchor": latest_anchor(), "filters": {n: request.GET.get(n, "") for n in AUDIT_FILTERS},
+        "query": query.urlencode(), "feed_cursor": cursor,
+        "auto_verify_max": AUTO_VERIFY_MAX_ENTRIES,
     })
 
 

@@ -10,6 +10,7 @@ from django.conf import settings
 from django.urls import NoReverseMatch, reverse
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework.permissions import AllowAny
+from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -156,6 +157,8 @@ class ManifestView(APIView):
     """GET /.well-known/aiw-manifest.json with an ETag (304 on ``If-None-Match``)."""
 
     permission_classes = [AllowAny]
+    # A file name ending in .json answers JSON, also to a browser (no browsable HTML page).
+    renderer_classes = [JSONRenderer]
 
     @extend_schema(operation_id="manifest_retrieve",
                    responses={200: ManifestSerializer, 304: OpenApiResponse(description="")},

@@ -31,14 +31,16 @@ def test_the_run_page_shows_the_histogram_with_percentiles_and_constraint_lines(
     assert "<script>" not in page  # finished: no polling
 
 
-def test_a_running_run_page_shows_its_progress_polls_the_json_endpoint_and_offers_cancel(
+def test_a_running_run_page_shows_its_progress_follows_the_feed_and_offers_cancel(
         agent_client, users):
     run = stored_run(created_by=users["agent"], status=SimulationStatus.RUNNING,
                      started_at=timezone.now(), progress=0.5, samples_done=5000,
                      samples_target=10000)
     page = agent_client.get(f"/sim/runs/{run.pk}/view").content.decode()
     assert 'value="0.500000"' in page and "5000 of 10000" in page
-    assert 'fetch(url' in page and f'"/sim/runs/{run.pk}"' in page
+    # No polling of the run (issue 15): the page follows the run's events on the change feed.
+    assert 'fetch(url' not in page and "data-feed-cursor=" in page
+    assert f'data-live-resource="simulation:{run.pk}"' in page
     assert f'action="/sim/runs/{run.pk}/view/cancel"' in page
 
 

@@ -1,0 +1,185 @@
+"""Read-only queries of the supervisor console: the plant's state, what waits, what happened.
+
+Nothing here writes. Every query starts from ``twins.scoping`` (``visible_twins`` / ``scoped``)
+or, for audit entries, from the same rule the change feed uses (``aiw.scope.scope_for``), so
+the console shows exactly what the API and the feed would show the same user.
+
+Query counts are bounded by the number of twins shown, never by assets, anomalies or samples:
+``asset_states`` runs four queries (assets, open anomalies, in-flight proposals, telemetry
+timing in one lateral join) whatever the plant's size.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+import numpy as np
+from django.db import connection
+from django.db.models import Count, Q, QuerySet
+from django.utils import timezone
+
+from aiw.feed import encode_cursor, newest_event_id
+from aiw.scope import scope_for
+from policy.choices import ProposalStatus
+from policy.models import AuditEntry, Proposal
+from telemetry.choices import AnomalyStatus, Severity
+from telemetry.detectors.streaming import sampling_interval
+from telemetry.models import Anomaly, TelemetryEvent
+from twins.models import Asset, Twin
+from twins.scoping import scoped, visible_twins
+
+#: An asset is silent when nothing was received from it for more than this many of its own
+#: sampling intervals (the median positive gap of its last ``CADENCE_STAMPS`` sensor times).
+SILENT_AFTER_INTERVALS = 10
+CADENCE_STAMPS = 21
+#: Severities, worst first (the order tiles and counts use).
+SEVERITIES = [Severity.CRITICAL, Severity.HIGH, Severity.MEDIUM, Severity.LOW]
+#: Statuses of an action between the decision to run it and its verdict.
+IN_FLIGHT = [ProposalStatus.APPROVED, ProposalStatus.EXECUTING, ProposalStatus.EXECUTED,
+             ProposalStatus.VERIFYING]
+#: Severity of the triggering anomaly → urgency rank (0 is the most urgent).
+URGENCY = {s: k for k, s in enumerate(SEVERITIES)}
+
+
+@dataclass
+class AssetState:
+    """One asset's tile: ``state`` is ``in_flight``, ``anomalous``, ``silent``, ``normal`` or
+    ``no_data`` (that precedence); ``open_by_severity`` counts open anomalies; times are on
+    OpsTwin's clock (receipt), ``interval_s`` in seconds of sensor time."""
+
+    asset: Asset
+    open_by_severity: dict[str, int] = field(default_factory=dict)
+    in_flight: list[Proposal] = field(default_factory=list)
+    last_received: datetime | None = None
+    interval_s: float | None = None
+    silent_at: datetime | None = None
+    silent: bool = False
+
+    @property
+    def open_anomalies(self) -> int:
+        return sum(self.open_by_severity.values())
+
+    @property
+    def worst_severity(self) -> str | None:
+        return next((s for s in SEVERITIES if self.open_by_severity.get(s)), None)
+
+    @property
+    def state(self) -> str:
+        if self.in_flight:
+            return "in_flight"
+        if self.open_anomalies:
+            return "anomalous"
+        if self.last_received is None:
+            return "no_data"
+        return "silent" if self.silent else "normal"
+
+
+def _telemetry_timing(asset_ids: list[int]) -> dict[int, tuple[datetime | None, list]]:
+    """asset id → (last receipt, its last ``CADENCE_STAMPS`` sensor times oldest first), one
+    query: two index probes per asset ((asset, received_at, ts) and (asset, ts))."""
+    if not asset_ids:
+        return {}
+    table = TelemetryEvent._meta.db_table
+    with connection.cursor() as cursor:
+        cursor.execute(f"""
+            SELECT a.id, r.received_at, t.stamps FROM unnest(%(ids)s::bigint[]) AS a(id)
+            LEFT JOIN LATERAL (SELECT received_at FROM "{table}" e WHERE e.asset_id = a.id
+                               ORDER BY received_at DESC, ts DESC LIMIT 1) r ON true
+            LEFT JOIN LATERAL (SELECT array_agg(ts ORDER BY ts) AS stamps FROM (
+                SELECT ts FROM "{table}" e WHERE e.asset_id = a.id ORDER BY ts DESC
+                LIMIT %(n)s) x) t ON true""", {"ids": asset_ids, "n": CADENCE_STAMPS})
+        return {row[0]: (row[1], row[2] or []) for row in cursor.fetchall()}
+
+
+def _cadence(stamps: list[datetime]) -> float | None:
+    if len(stamps) < 2:
+        return None
+    return sampling_interval(np.array([s.replace(tzinfo=None) for s in stamps],
+                                      dtype="datetime64[us]"))
+
+
+def _apply_timing(state: AssetState, received: datetime | None, stamps: list,
+                  now: datetime) -> None:
+    state.last_received, state.interval_s = received, _cadence(stamps)
+    if received is not None and state.interval_s:
+        state.silent_at = received + timedelta(seconds=SILENT_AFTER_INTERVALS * state.interval_s)
+        state.silent = now > state.silent_at
+
+
+def asset_states(user, twins: QuerySet[Twin] | None = None,
+                 now: datetime | None = None) -> dict[Twin, list[AssetState]]:
+    """Each visible twin (or of ``twins``, narrowed to the visible ones) → its assets' states,
+    twins and assets in slug order. ``now`` defaults to the current time."""
+    now = now or timezone.now()
+    allowed = visible_twins(user) if twins is None else twins.filter(pk__in=visible_twins(user))
+    assets = list(Asset.objects.filter(twin__in=allowed).select_related("twin")
+                  .order_by("twin__slug", "slug"))
+    states = {a.pk: AssetState(a) for a in assets}
+    open_rows = (Anomaly.objects.filter(asset_id__in=states, status=AnomalyStatus.OPEN)
+                 .values_list("asset_id", "severity").annotate(n=Count("id")).order_by())
+    for asset_id, severity, n in open_rows:
+        states[asset_id].open_by_severity[severity] = n
+    for proposal in Proposal.objects.filter(asset_id__in=states, status__in=IN_FLIGHT) \
+            .only("pk", "asset_id", "action", "status").order_by("created_at"):
+        states[proposal.asset_id].in_flight.append(proposal)
+    for asset_id, (received, stamps) in _telemetry_timing(list(states)).items():
+        _apply_timing(states[asset_id], received, stamps, now)
+    grouped: dict[Twin, list[AssetState]] = {}
+    for asset in assets:
+        grouped.setdefault(asset.twin, []).append(states[asset.pk])
+    return grouped
+
+
+def open_anomaly_counts(user) -> dict[str, int]:
+    """Open anomalies on visible twins by severity, every severity present (0 when none)."""
+    rows = dict(scoped(Anomaly.objects, user, "asset__twin").filter(status=AnomalyStatus.OPEN)
+                .values_list("severity").annotate(n=Count("id")).order_by())
+    return {s: rows.get(s, 0) for s in SEVERITIES}
+
+
+def _urgency(proposal: Proposal) -> tuple:
+    severity = proposal.anomaly.severity if proposal.anomaly_id else None
+    far = timezone.now() + timedelta(days=3650)
+    return URGENCY.get(severity, len(URGENCY)), proposal.expires_at or far, proposal.pk
+
+
+def approval_queue(user, proposals: QuerySet[Proposal], limit: int = 50) -> list[Proposal]:
+    """Pending proposals on visible twins, most urgent first: the triggering anomaly's
+    severity (critical first), then the soonest expiry. Each carries ``.expired`` (its
+    ``expires_at`` passed while still pending: the expiry sweep has not run yet)."""
+    now = timezone.now()
+    pending = list(scoped(proposals, user).filter(status=ProposalStatus.PENDING_APPROVAL)
+                   .order_by("expires_at")[:limit])
+    for p in pending:
+        p.expired = p.expires_at is not None and p.expires_at <= now
+    return sorted(pending, key=_urgency)
+
+
+def recently_expired(user, proposals: QuerySet[Proposal], hours: int = 24,
+                     limit: int = 20) -> QuerySet[Proposal]:
+    """Proposals that expired without a decision in the last ``hours`` (newest expiry first)."""
+    since = timezone.now() - timedelta(hours=hours)
+    return scoped(proposals, user).filter(status=ProposalStatus.EXPIRED,
+                                          expires_at__gte=since).order_by("-expires_at")[:limit]
+
+
+def visible_audit(user) -> QuerySet[AuditEntry]:
+    """Audit entries ``user`` may read: those of visible twins, and twin-less ones under the
+    change feed's rule (``aiw.scope``: admins see all, others their own)."""
+    if not user.is_authenticated:
+        return AuditEntry.objects.none()
+    scope = scope_for(user)
+    where = Q(twin_slug__in=visible_twins(user).values("slug"))
+    if scope.every_twinless:
+        where |= Q(twin_slug="")
+    elif scope.actor:
+        where |= Q(twin_slug="", actor=scope.actor)
+    return AuditEntry.objects.filter(where)
+
+
+def feed_cursor() -> str:
+    """The change feed's cursor now. A page takes it before reading its data and follows the
+    feed from there, so no change between the read and the subscription is missed (one
+    already shown may arrive again: the page only refreshes)."""
+    return encode_cursor(newest_event_id())

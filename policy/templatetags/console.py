@@ -1,0 +1,99 @@
+"""Words and numbers for people: status labels, parameters, times with their date and age.
+
+``{% load console %}`` in any dashboard template. No microseconds anywhere: absolute times are
+``2 Dec 2026, 16:34:37 UTC``; relative ones round to seconds, minutes, hours or days.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from django import template
+from django.utils import timezone
+from django.utils.dateformat import format as date_format
+from django.utils.html import format_html
+
+from policy.choices import Decision, ProposalStatus, RiskLevel
+from telemetry.choices import AnomalyKind, AnomalyStatus, Severity
+
+register = template.Library()
+
+LABELS = {str(value): str(label) for choices in (
+    ProposalStatus, Decision, RiskLevel, AnomalyStatus, Severity, AnomalyKind)
+    for value, label in choices.choices}
+LABELS |= {"queued": "Queued", "running": "Running", "succeeded": "Succeeded",
+           "cancelled": "Cancelled", "in_flight": "Action in flight", "anomalous": "Anomalous",
+           "silent": "Silent", "normal": "Normal", "no_data": "No telemetry yet"}
+ABSOLUTE = "j M Y, H:i:s T"
+
+
+@register.filter
+def label(value) -> str:
+    """A machine status (``pending_approval``) as words (``Pending approval``)."""
+    text = str(value or "")
+    return LABELS.get(text) or text.replace("_", " ").capitalize()
+
+
+def _number(value) -> str:
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return str(value)
+
+
+@register.filter
+def params(value) -> str:
+    """Action parameters as ``fraction: 0.1, target: 3`` (``none`` when empty)."""
+    if not value:
+        return "none"
+    if not isinstance(value, dict):
+        return _number(value)
+    return ", ".join(f"{k}: {_number(v)}" for k, v in value.items())
+
+
+def _parse(value) -> datetime | None:
+    if isinstance(value, str):
+        try:
+            value = datetime.fromisoformat(value)
+        except ValueError:
+            return None
+    return value if isinstance(value, datetime) else None
+
+
+@register.filter
+def absolute(value) -> str:
+    """``2 Dec 2026, 16:34:37 UTC`` (a datetime or an ISO string; ``–`` when empty)."""
+    moment = _parse(value)
+    if moment is None:
+        return "–"
+    if timezone.is_aware(moment):
+        moment = timezone.localtime(moment)
+    return date_format(moment, ABSOLUTE)
+
+
+def _span(seconds: float) -> str:
+    seconds = abs(seconds)
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.0f} {unit}"
+    return f"{seconds:.0f} s"
+
+
+@register.filter
+def relative(value, now: datetime | None = None) -> str:
+    """``in 12 min`` or ``3 h ago`` from now (``–`` when empty)."""
+    moment = _parse(value)
+    if moment is None:
+        return "–"
+    delta = (moment - (now or timezone.now())).total_seconds()
+    return f"in {_span(delta)}" if delta >= 0 else f"{_span(delta)} ago"
+
+
+@register.filter
+def when(value):
+    """A ``<time>`` element saying both: ``in 12 min (2 Dec 2026, 16:34:37 UTC)``."""
+    moment = _parse(value)
+    if moment is None:
+        return "–"
+    return format_html('<time datetime="{}">{} ({})</time>', moment.isoformat(),
+                       relative(moment), absolute(moment))
+
