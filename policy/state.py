@@ -17,12 +17,14 @@ timestamp: sensor clocks drift and a replay (the SKAB demo) carries historical t
 metric whose last reading lags the asset's newest event (by sensor time, counting only events
 that were not dated in the future) is also stale: that sensor stopped while others report.
 
-Cost: one backward scan of the index (asset, received_at, ts) of the asset's events, each
-probing the samples index (asset, metric, ts), stopping at the first event carrying the metric
-(the first one, when every event carries every metric). The scan never goes further back than
-the receipt of the metric's newest reading by sensor time (any later receipt beats it) nor than
-``horizon_s`` (interlocks pass their ``max_age_s``). Beyond the horizon the newest reading by
-sensor time is returned instead: it is older than the horizon, so it can only be judged stale.
+Cost: one query per metric: a backward scan of the index (asset, received_at, ts) of the
+asset's events, each probing the samples index (asset, metric, ts), stopping at the first
+event carrying the metric (the first one, when every event carries every metric). The scan
+never goes further back than the receipt of the metric's newest reading by sensor time (any
+later receipt beats it) nor than ``horizon_s`` (interlocks pass their ``max_age_s``). Beyond
+the horizon the newest reading by sensor time is returned instead: it is older than the
+horizon, so it can only be judged stale. ``benchmarks/interlock_reading.py`` (691,200 events):
+a few ms per reading, ~35 ms for a metric silent for a day under the 1-hour horizon at 1 Hz.
 Samples are tied to events by (asset, ts): two events of one asset at the same sensor instant
 are indistinguishable, as everywhere in the narrow storage.
 
@@ -43,7 +45,7 @@ from django.db import connection
 from django.db.models import F
 from django.utils import timezone
 
-from telemetry.models import TelemetryEvent, TelemetrySample
+from telemetry.models import TelemetryEvent
 
 MIN_RELATIVE_TOLERANCE = 0.01
 #: Seconds a reading's sensor time may run ahead of its receipt before it counts as dated in
@@ -83,27 +85,34 @@ class Reading:
                 "received_at": self.received_at.isoformat()}
 
 
+#: One round trip: ``newest`` is the newest reading by sensor time (index asset, metric, ts)
+#: with its event's receipt; ``last`` walks the asset's events back by receipt (index asset,
+#: received_at, ts) no further than that receipt or the horizon, probing each for the metric;
+#: the newest by sensor time answers when ``last`` finds nothing.
 _LAST_RECEIVED = """
-SELECT e.ts, s.value, e.received_at
-FROM telemetry_telemetryevent e
-CROSS JOIN LATERAL (
-    SELECT value FROM telemetry_telemetrysample
-    WHERE asset_id = e.asset_id AND metric = %s AND ts = e.ts LIMIT 1
-) s
-WHERE e.asset_id = %s AND e.received_at >= %s
-ORDER BY e.received_at DESC, e.ts DESC
+WITH newest AS (
+    SELECT s.ts, s.value, COALESCE((
+        SELECT max(e.received_at) FROM telemetry_telemetryevent e
+        WHERE e.asset_id = s.asset_id AND e.ts = s.ts), s.ts) AS received_at
+    FROM telemetry_telemetrysample s
+    WHERE s.asset_id = %(asset)s AND s.metric = %(metric)s
+    ORDER BY s.ts DESC LIMIT 1
+), last AS (
+    SELECT e.ts, v.value, e.received_at
+    FROM telemetry_telemetryevent e
+    CROSS JOIN LATERAL (
+        SELECT value FROM telemetry_telemetrysample
+        WHERE asset_id = e.asset_id AND metric = %(metric)s AND ts = e.ts LIMIT 1
+    ) v
+    WHERE EXISTS (SELECT FROM newest) AND e.asset_id = %(asset)s
+      AND e.received_at >= GREATEST((SELECT received_at FROM newest), %(floor)s)
+    ORDER BY e.received_at DESC, e.ts DESC LIMIT 1
+)
+SELECT ts, value, received_at FROM last
+UNION ALL
+SELECT ts, value, received_at FROM newest WHERE NOT EXISTS (SELECT FROM last)
 LIMIT 1
 """
-
-
-def _newest_by_sensor_time(asset, metric: str) -> Reading | None:
-    row = (TelemetrySample.objects.filter(asset=asset, metric=metric).order_by("-ts")
-           .values_list("ts", "value").first())
-    if row is None:
-        return None
-    received = (TelemetryEvent.objects.filter(asset=asset, ts=row[0]).order_by("-received_at")
-                .values_list("received_at", flat=True).first())
-    return Reading(metric, float(row[1]), row[0], received or row[0])
 
 
 def latest_reading(
@@ -114,16 +123,13 @@ def latest_reading(
     Searched among events received in the last ``horizon_s`` seconds (before ``now``, default
     the current time); when none of them carries the metric, the newest reading by sensor
     time, which was then received before the horizon. See the module docstring for the rule
-    and its cost.
+    and its cost (one query).
     """
-    newest = _newest_by_sensor_time(asset, metric)
-    if newest is None:
-        return None
-    floor = max(newest.received_at, (now or timezone.now()) - timedelta(seconds=horizon_s))
+    floor = (now or timezone.now()) - timedelta(seconds=horizon_s)
     with connection.cursor() as cursor:
-        cursor.execute(_LAST_RECEIVED, [metric, asset.pk, floor])
+        cursor.execute(_LAST_RECEIVED, {"asset": asset.pk, "metric": metric, "floor": floor})
         row = cursor.fetchone()
-    return newest if row is None else Reading(metric, float(row[1]), row[0], row[2])
+    return None if row is None else Reading(metric, float(row[1]), row[0], row[2])
 
 
 def newest_event_ts(asset) -> datetime | None:
