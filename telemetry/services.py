@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -227,7 +228,8 @@ def store_dead_letters(items: list[tuple[RawPayload, str]], *, source: str) -> N
 
 
 def ingest_batch(
-    payloads: list[RawPayload], *, source: str, twins: set[str] | None = None
+    payloads: list[RawPayload], *, source: str, twins: set[str] | None = None,
+    after_commit: Callable[[list[int]], None] | None = None,
 ) -> IngestReport:
     """Validate and store a batch of telemetry.v1 payloads in one transaction.
 
@@ -238,7 +240,9 @@ def ingest_batch(
     commit, detection is enqueued for every asset that received samples, each isolated
     (``_enqueue_detection``): its failures are recorded on the asset, never raised here.
     ``twins`` (slugs) limits which twins the caller may write to; others are rejected as
-    unknown assets.
+    unknown assets. ``after_commit``, if given, receives the sorted asset ids instead and
+    becomes responsible for detection (the MQTT subscriber hands them to its detection thread,
+    so that its acknowledgements never wait for detection).
 
     Returns an ``IngestReport``; never raises for bad payloads. Database errors propagate.
     """
@@ -251,8 +255,8 @@ def ingest_batch(
             store_dead_letters([(payloads[i], r) for i, r in report.rejected], source=source)
         if report.asset_ids:
             # robust: whatever detection does, the batch is stored and the caller is answered.
-            transaction.on_commit(lambda: _enqueue_detection(sorted(report.asset_ids)),
-                                  robust=True)
+            notify = after_commit or _enqueue_detection
+            transaction.on_commit(lambda: notify(sorted(report.asset_ids)), robust=True)
     return report
 
 

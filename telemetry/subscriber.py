@@ -35,6 +35,11 @@ lags are logged and written to a status file (``telemetry.ingest_status``).
 
 Poison: a payload that validates but that the database still refuses (not a connection error)
 is isolated by bisecting the batch and stored as a dead letter with the database's reason.
+
+Detection never delays an acknowledgement: the assets of a committed batch go to a detection
+thread (``DetectionHandoff``), which enqueues their detection (with eager Celery, the embedded
+default, it runs detection there). Assets waiting there coalesce: one run scores everything
+since the asset's watermark. Work left at exit is not lost: the asset's next run catches up.
 """
 
 from __future__ import annotations
@@ -52,12 +57,13 @@ from urllib.parse import urlsplit
 
 import paho.mqtt.client as mqtt
 from django.conf import settings
-from django.db import DatabaseError, connection, transaction
+from django.db import DatabaseError, close_old_connections, connection, transaction
 from django.db.utils import InterfaceError, OperationalError
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from opstwin_site.mqtt import make_client, protocol_for
+from telemetry import services
 from telemetry.broker import SYS_TOPICS, BrokerWatch
 from telemetry.choices import IngestSource
 from telemetry.ingest_status import LagHistogram, read_status, write_status
@@ -96,6 +102,59 @@ class SubscriberStats:
     event_lag: LagHistogram = field(default_factory=LagHistogram)
     commit_lag: LagHistogram = field(default_factory=LagHistogram)
     started: float = field(default_factory=time.time)
+
+
+class DetectionHandoff:
+    """A thread that runs detection for assets whose telemetry was committed.
+
+    ``add(asset_ids)`` returns at once; the thread hands the pending assets (a set: an asset
+    added several times while waiting runs once) to ``telemetry.services._enqueue_detection``,
+    which isolates each asset's failures. ``stop(timeout)`` finishes what is pending, up to
+    ``timeout`` seconds.
+    """
+
+    def __init__(self) -> None:
+        self._pending: set[int] = set()
+        self._wake = threading.Condition()
+        self._stopping = False
+        self._thread = threading.Thread(target=self._loop, name="ingest-detection", daemon=True)
+
+    def add(self, asset_ids: list[int]) -> None:
+        """Queue detection of ``asset_ids`` (starts the thread on first use)."""
+        with self._wake:
+            if not self._thread.is_alive() and not self._stopping:
+                self._thread.start()
+            self._pending.update(asset_ids)
+            self._wake.notify()
+
+    @property
+    def pending(self) -> int:
+        """Assets waiting for their detection run."""
+        return len(self._pending)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        with self._wake:
+            self._stopping = True
+            self._wake.notify()
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+
+    def _loop(self) -> None:
+        try:
+            while True:
+                with self._wake:
+                    while not self._pending and not self._stopping:
+                        self._wake.wait()
+                    if not self._pending:
+                        return
+                    asset_ids, self._pending = sorted(self._pending), set()
+                close_old_connections()
+                try:
+                    services._enqueue_detection(asset_ids)
+                except Exception:  # never let one round end the thread
+                    log.exception("detection of assets %s failed", asset_ids)
+        finally:
+            connection.close()
 
 
 def _network_callback(method):
@@ -173,6 +232,7 @@ class IngestSubscriber:
         self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._on_message
         self.client.reconnect_delay_set(min_delay=1, max_delay=5)
+        self.detection = DetectionHandoff()
 
     # --- network thread ------------------------------------------------------------------------
     @_network_callback
@@ -267,7 +327,8 @@ class IngestSubscriber:
     def _ingest(self, payloads: list[RawPayload]) -> IngestReport:
         """``ingest_batch``, isolating payloads the database refuses for their content."""
         try:
-            return ingest_batch(payloads, source=IngestSource.MQTT)
+            return ingest_batch(payloads, source=IngestSource.MQTT,
+                                after_commit=self.detection.add)
         except CONNECTION_ERRORS:
             raise
         except DatabaseError as exc:
@@ -358,6 +419,7 @@ class IngestSubscriber:
             self.client.loop_stop()
         finally:
             connection.close()  # this thread's connection (run may be on its own thread)
+            self.detection.stop()
             self._write_status()
 
     def _commit_buffered(self) -> None:
@@ -385,7 +447,7 @@ class IngestSubscriber:
             "persistent_session": self.persistent, "failure": self.failure,
             "buffered": self.queue.qsize() +
             self.in_progress, "buffer_limit": self.buffer, "updated_at": time.time(),
-            "broker": self.broker.to_dict(),
+            "detection_pending": self.detection.pending, "broker": self.broker.to_dict(),
         }
 
     def _write_status(self) -> None:
