@@ -60,6 +60,31 @@ def redis_url() -> str:
     return _service("REDIS_URL", 6379)
 
 
+def pytest_unconfigure(config):
+    """Stop the embedded PostgreSQL if this test session started it (stop what you start)."""
+    from opstwin_site.embedded import stop_embedded_database
+
+    stop_embedded_database()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def ingest_status_dir(tmp_path_factory):
+    """Ingest status files go to a temporary folder, never the project's ``.opstwin/ingest``
+    (the status page of a demo run on the same folder would show them). Child processes
+    started by tests inherit it through ``INGEST_STATUS_DIR``."""
+    from django.conf import settings
+
+    path = tmp_path_factory.mktemp("ingest-status")
+    previous_env, previous = os.environ.get("INGEST_STATUS_DIR"), settings.INGEST_STATUS_DIR
+    os.environ["INGEST_STATUS_DIR"], settings.INGEST_STATUS_DIR = str(path), path
+    yield path
+    settings.INGEST_STATUS_DIR = previous
+    if previous_env is None:
+        os.environ.pop("INGEST_STATUS_DIR", None)
+    else:
+        os.environ["INGEST_STATUS_DIR"] = previous_env
+
+
 @pytest.fixture(autouse=True)
 def fast_password_hashing(settings):
     """MD5 instead of PBKDF2 for test users: ~1.5 s saved per test that creates users."""

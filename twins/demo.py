@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -14,12 +15,112 @@ from django.conf import settings
 from django.db.models import Count, Max
 from tqdm import tqdm
 
+from opstwin_site.broker import EmbeddedBroker
 from policy.models import Proposal
 from simulation.models import SimulationRun
 from telemetry.models import Anomaly, DeadLetter, DetectionState, TelemetryEvent
 from twins.models import Twin
 from twins.scoring import Agreement, agreement
 from twins.skab import SkabRun
+
+
+class Progress:
+    """Progress of one long step of the demo: a tqdm bar on a terminal, plain lines elsewhere.
+
+    On a terminal (``tty``) it draws a bar on stderr. Otherwise (a log file, CI, a pipe) it
+    calls ``write`` with one line every ``every`` seconds and a last one at ``close``, e.g.
+    ``published: 4500/46806 ev (10%), 449 ev/s, 10 s`` (without a ``total``, just the count;
+    ``rate=False`` leaves out the units per second); ``note``, free text such as the counts a
+    wait is watching, ends the line. ``clock`` is ``time.monotonic`` unless a test passes
+    another. Use as a context manager.
+    """
+
+    def __init__(self, desc: str, *, total: int | None = None, unit: str = "ev", tty: bool,
+                 write: Callable[[str], None], every: float = 5.0, rate: bool = True,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.desc, self.total, self.unit, self.every = desc, total, unit, every
+        self.show_rate = rate
+        self.done, self.note, self._write, self._clock = 0, "", write, clock
+        self._started = self._last = clock()
+        self._closed = False
+        self._bar = tqdm(total=total, desc=desc, unit=unit) if tty else None
+
+    def __enter__(self) -> Progress:
+        return self
+
+    def __exit__(self, *_exc) -> None:
+        self.close()
+
+    def update(self, n: int = 1) -> None:
+        """Add ``n`` units done."""
+        self.set(self.done + n)
+
+    def set(self, done: int, note: str | None = None) -> None:
+        """Set the units done (and the note); print a line if ``every`` seconds have passed."""
+        if self._bar is not None:
+            self._bar.update(done - self.done)
+            if note is not None and note != self.note:
+                self._bar.set_postfix_str(note)
+        self.done, self.note = done, self.note if note is None else note
+        if self._bar is None and self._clock() - self._last >= self.every:
+            self._emit()
+
+    def line(self) -> str:
+        """The current progress as one line (what is printed when not on a terminal)."""
+        elapsed = self._clock() - self._started
+        rate = f", {self.done / elapsed:.0f} {self.unit}/s" \
+            if self.show_rate and elapsed >= 1 else ""
+        if self.total:
+            text = (f"{self.desc}: {self.done}/{self.total} {self.unit} "
+                    f"({100 * self.done / self.total:.0f}%){rate}, {elapsed:.0f} s")
+        else:
+            text = f"{self.desc}: {self.done} {self.unit}{rate}, {elapsed:.0f} s"
+        return f"{text}; {self.note}" if self.note else text
+
+    def _emit(self) -> None:
+        self._last = self._clock()
+        self._write(self.line())
+
+    def close(self) -> None:
+        """Finish the bar, or print the last line (once)."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._bar is not None:
+            self._bar.close()
+        else:
+            self._emit()
+
+
+@dataclass
+class DemoBroker:
+    """The MQTT broker the demo uses: the configured one, or an embedded amqtt broker."""
+
+    url: str
+    embedded: EmbeddedBroker | None = None
+
+    def describe(self) -> str:
+        """``MQTT broker: <url>``, with `` (embedded amqtt)`` when the demo started it."""
+        return f"MQTT broker: {self.url}{' (embedded amqtt)' if self.embedded else ''}"
+
+    def stop(self) -> None:
+        """Stop the embedded broker, if the demo started one."""
+        if self.embedded is not None:
+            self.embedded.stop()
+
+
+def start_broker(port: int) -> DemoBroker:
+    """``settings.MQTT_URL`` if set, else an embedded amqtt broker on 127.0.0.1:``port``.
+
+    Installs the chosen URL as ``settings.MQTT_URL`` (this process publishes too: rollbacks).
+    Raises RuntimeError if the embedded broker cannot start (e.g. the port is taken).
+    """
+    if settings.MQTT_URL:
+        return DemoBroker(settings.MQTT_URL)
+    embedded = EmbeddedBroker(port=port)
+    broker = DemoBroker(embedded.start(), embedded)
+    settings.MQTT_URL = broker.url
+    return broker
 
 
 @dataclass
@@ -52,8 +153,21 @@ class Children:
 
 
 def ingest_status_path() -> Path:
-    """Where the demo's ingest subscriber writes its JSON status (``connected``, counters)."""
-    return settings.DATA_DIR / "logs" / "ingest-status.json"
+    """Where the demo's ingest subscriber writes its JSON status (``connected``, counters):
+    in ``INGEST_STATUS_DIR``, where ``GET /telemetry/ingest/status`` reads it."""
+    return Path(settings.INGEST_STATUS_DIR) / "demo-ingest.json"
+
+
+def subscriber_committed(children: Children | None = None) -> int:
+    """Messages the demo's ingest subscriber has committed (and acked), from its status file
+    (rewritten about once a second); 0 while there is none. With ``children``, raises
+    RuntimeError first if one of them died (a dead subscriber would never catch up)."""
+    if children is not None:
+        children.check()
+    try:
+        return int(json.loads(ingest_status_path().read_text()).get("committed", 0))
+    except (OSError, ValueError, TypeError):
+        return 0
 
 
 def start_children(mqtt_url: str, port: int, *, web: bool) -> Children:
@@ -93,42 +207,53 @@ def wait_for_subscriber(children: Children, timeout: float = 120.0) -> None:
     raise RuntimeError(f"ingest subscriber not ready after {timeout:.0f} s")
 
 
-def wait_for_ingest(twin: Twin, expected: int, children: Children, timeout: float) -> int:
-    """Block until ``expected`` events of ``twin`` are committed (progress bar); return count."""
+def wait_for_ingest(twin: Twin, expected: int, children: Children, timeout: float,
+                    progress: Progress) -> int:
+    """Block until ``expected`` events of ``twin`` are committed, reporting to ``progress``
+    (its total is ``expected``); return the count committed (short of ``expected`` on
+    timeout). Raises RuntimeError if a child died."""
     count, deadline = 0, time.monotonic() + timeout
-    with tqdm(total=expected, desc="committed", unit="ev") as bar:
-        while count < expected and time.monotonic() < deadline:
-            children.check()
-            now = TelemetryEvent.objects.filter(asset__twin=twin).count()
-            bar.update(now - count)
-            count = now
+    while count < expected and time.monotonic() < deadline:
+        children.check()
+        count = TelemetryEvent.objects.filter(asset__twin=twin).count()
+        progress.set(count)
+        if count < expected:
             time.sleep(0.5)
     return count
 
 
-def _progress(twin: Twin) -> tuple[bool, tuple]:
+def _progress(twin: Twin) -> tuple[int, int, tuple]:
+    """(assets scored up to their last event, assets with events,
+    (anomalies, simulations, proposals by status))."""
     latest = dict(TelemetryEvent.objects.filter(asset__twin=twin).values("asset")
                   .annotate(last=Max("ts")).values_list("asset", "last"))
     scored = dict(DetectionState.objects.filter(asset__twin=twin)
                   .values_list("asset", "scored_until"))
-    caught_up = all(scored.get(asset) == last for asset, last in latest.items())
+    up_to_date = sum(scored.get(asset) == last for asset, last in latest.items())
     counts = (
         Anomaly.objects.filter(asset__twin=twin).count(),
         SimulationRun.objects.filter(asset__twin=twin).count(),
         tuple(sorted(Proposal.objects.filter(twin=twin).values_list("status")
                      .annotate(n=Count("pk")).order_by())),
     )
-    return caught_up, counts
+    return up_to_date, len(latest), counts
 
 
-def wait_for_quiet(twin: Twin, children: Children, timeout: float, quiet_for: float = 5.0) -> bool:
+def wait_for_quiet(twin: Twin, children: Children, timeout: float, quiet_for: float = 5.0,
+                   progress: Progress | None = None) -> bool:
     """Block until detection has scored every asset up to its last event and no anomaly,
     simulation or proposal has changed for ``quiet_for`` seconds (the workers are done).
-    Returns False on timeout."""
+    ``progress`` (total: the twin's assets) gets the assets scored up to date and the counts.
+    Returns False on timeout; raises RuntimeError if a child died."""
     previous, stable_since, deadline = None, time.monotonic(), time.monotonic() + timeout
     while time.monotonic() < deadline:
         children.check()
-        caught_up, counts = _progress(twin)
+        up_to_date, with_events, counts = _progress(twin)
+        caught_up = up_to_date == with_events
+        if progress is not None:
+            anomalies, simulations, proposals = counts
+            progress.set(up_to_date, f"anomalies {anomalies}, simulations {simulations}, "
+                                     f"proposals {sum(n for _, n in proposals)}")
         if counts != previous:
             previous, stable_since = counts, time.monotonic()
         elif caught_up and time.monotonic() - stable_since >= quiet_for:

@@ -6,6 +6,7 @@ import heapq
 import json
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable, Iterator
 
 import numpy as np
@@ -44,11 +45,73 @@ def interleave(runs: list[SkabRun]) -> Iterator[tuple[SkabRun, int]]:
             heapq.heappush(heap, (offset, i, row + 1))
 
 
+class AckWindow:
+    """End-to-end flow control: how far a publisher may run ahead of its consumer's commits.
+
+    ``acked()`` says how many messages the consumer has committed (e.g. the ingest subscriber's
+    ``committed`` counter; it may lag a little and must never decrease). While the consumer is
+    busy, the window is what it commits in ``target_lag`` seconds at its pace over the last
+    ``span`` seconds, so the newest message waits about ``target_lag`` s for its commit however
+    fast or slow the consumer is; when the consumer has caught up with everything sent, the
+    window doubles (it was starved). Always between ``floor`` and ``ceiling`` messages.
+    ``clock`` is ``time.monotonic`` unless a test passes another.
+    """
+
+    def __init__(self, acked: Callable[[], int], *, target_lag: float = 1.5, floor: int = 50,
+                 ceiling: int = 5000, initial: int = 200, span: float = 5.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._acked, self._clock = acked, clock
+        self.target_lag, self.floor, self.ceiling, self.span = target_lag, floor, ceiling, span
+        self.size = initial
+        self._base = acked()
+        self.done = 0  # committed, as last read: a lower bound, since acked only grows
+        self._samples: deque[tuple[float, int]] = deque([(clock(), 0)])
+
+    def read(self, sent: int) -> None:
+        """Read ``acked`` and re-size the window for ``sent`` messages published so far."""
+        now, self.done = self._clock(), self._acked() - self._base
+        self._samples.append((now, self.done))
+        while len(self._samples) > 2 and now - self._samples[1][0] >= self.span:
+            self._samples.popleft()
+        (t0, a0), (t1, a1) = self._samples[0], self._samples[-1]
+        if self.done >= sent:
+            self.size = min(self.ceiling, self.size * 2)
+        elif t1 - t0 >= 1.0 and a1 > a0:
+            pace = (a1 - a0) / (t1 - t0)
+            self.size = max(self.floor, min(self.ceiling, int(pace * self.target_lag)))
+
+    def full(self, sent: int) -> bool:
+        """Whether ``sent`` messages are a window or more ahead of the commits last read."""
+        return sent - self.done >= self.size
+
+    def wait_for_room(self, sent: int, *, poll: float = 0.1,
+                      on_wait: Callable[[], None] | None = None) -> float:
+        """Block until ``sent`` is less than a window ahead, reading ``acked`` every ``poll``
+        seconds (``on_wait`` is called each time); return the seconds waited. Exceptions from
+        ``acked`` (e.g. "the consumer died") propagate."""
+        started = self._clock()
+        self.read(sent)
+        while self.full(sent):
+            if on_wait:
+                on_wait()
+            time.sleep(poll)
+            self.read(sent)
+        return self._clock() - started
+
+
 def publish_runs(
     url: str, twin_slug: str, runs: list[SkabRun], *, rate: float,
     on_progress: Callable[[int], None] | None = None,
+    window: AckWindow | None = None, poll: float = 0.1,
 ) -> int:
     """Publish every row of ``runs`` at QoS 1, at most ``rate`` events/s; return the count.
+
+    Flow control: with a ``window`` (``AckWindow``), publishing pauses while the consumer's
+    commits are a window or more behind, looking again every ``poll`` seconds; an exception
+    from its ``acked`` (e.g. "the consumer died") ends the replay. The broker's PUBACK to this
+    publisher only says the broker has the message: without flow control a publisher faster
+    than ingest piles messages up between the broker and the subscriber, where they wait longer
+    than the broker allows for the subscriber's PUBACK (amqtt: 5 s, then an error per message).
 
     Waits for the broker's PUBACK of every message before returning.
     """
@@ -56,8 +119,16 @@ def publish_runs(
     connect_client(client, url)
     client.loop_start()
     started, sent, last = time.monotonic(), 0, None
+
+    def waiting() -> None:  # nothing published, but alive: a progress line can show the wait
+        if on_progress:
+            on_progress(0)
+
     try:
         for run, row in interleave(runs):
+            if window is not None and window.full(sent):
+                # The rate counts publishing time only.
+                started += window.wait_for_room(sent, poll=poll, on_wait=waiting)
             event = to_event(twin_slug, run, row)
             last = client.publish(topic(twin_slug, run.asset_slug, "telemetry"),
                                   json.dumps(event), qos=1)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import signal
 import socket
 import threading
@@ -10,15 +11,14 @@ from pathlib import Path
 from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
-from tqdm import tqdm
 
-from opstwin_site.broker import EmbeddedBroker
+from opstwin_site.embedded import stop_embedded_database
 from policy.demo_policy import ensure_demo_policy
 from policy.roles import grant_twin_to_role_groups
 from policy.sweeper import PolicySweeper
 from twins import demo
 from twins.device import SimulatedDevice
-from twins.replay import publish_runs
+from twins.replay import AckWindow, publish_runs
 from twins.setup import create_demo_users, create_skab_twin
 from twins.skab import default_data_dir, list_files, read_run
 
@@ -26,6 +26,12 @@ from twins.skab import default_data_dir, list_files, read_run
 def _port_free(port: int) -> bool:
     with socket.socket() as s:
         return s.connect_ex(("127.0.0.1", port)) != 0
+
+
+def _exit_on_sigterm(signum, _frame) -> None:
+    """SIGTERM ends the demo like Ctrl-C does: ``finally`` blocks stop the children and the
+    broker, and ``atexit`` stops the embedded PostgreSQL (a bare SIGTERM would skip both)."""
+    raise SystemExit(128 + signum)
 
 
 class Command(BaseCommand):
@@ -41,6 +47,8 @@ class Command(BaseCommand):
         parser.add_argument("--rate", type=float, default=450.0,
                             help="events per second published (default 450: ~2 min for all files)")
         parser.add_argument("--port", type=int, default=8000, help="web server port")
+        parser.add_argument("--broker-port", type=int, default=1884,
+                            help="port of the embedded MQTT broker (used when MQTT_URL is unset)")
         parser.add_argument("--exit", action="store_true", help="stop after the summary")
         parser.add_argument("--keep", action="store_true",
                             help="keep the existing SKAB twin instead of starting afresh")
@@ -50,6 +58,10 @@ class Command(BaseCommand):
                             help="seconds to wait for ingest and processing")
 
     def handle(self, *args, **opts):
+        # Stop what we start: the embedded PostgreSQL, if this process started it (the web
+        # server and workers only join it), stops when the demo ends, however it ends.
+        atexit.register(stop_embedded_database)
+        signal.signal(signal.SIGTERM, _exit_on_sigterm)
         root = Path(opts["data"]) if opts["data"] else default_data_dir(settings.BASE_DIR)
         try:
             names = list_files(root, opts["files"])
@@ -57,45 +69,72 @@ class Command(BaseCommand):
             raise CommandError(str(exc)) from exc
         if not _port_free(opts["port"]):
             raise CommandError(f"port {opts['port']} is taken; pass --port")
+        if not settings.MQTT_URL and not _port_free(opts["broker_port"]):
+            raise CommandError(f"port {opts['broker_port']} is taken; pass --broker-port")
         call_command("migrate", interactive=False, verbosity=0)
-        runs = [read_run(root, n) for n in tqdm(names, desc="reading SKAB", unit="file")]
+        with self._progress("reading SKAB", total=len(names), unit="files",
+                            rate=False) as progress:
+            runs = []
+            for name in names:
+                runs.append(read_run(root, name))
+                progress.update()
         twin = create_skab_twin(names, reset=not opts["keep"])
         credentials = create_demo_users(opts["password"])
         grant_twin_to_role_groups(twin)  # roles act per twin: every role group gets SKAB
         self.stdout.write(ensure_demo_policy(twin))
-        mqtt_url = settings.MQTT_URL or EmbeddedBroker().start()
-        settings.MQTT_URL = mqtt_url  # this process publishes too (sweeper: rollbacks)
-        self.stdout.write(f"MQTT broker: {mqtt_url}"
-                          f"{'' if settings.MQTT_URL else ' (embedded amqtt)'}")
-        children = demo.start_children(mqtt_url, opts["port"], web=True)
-        device = SimulatedDevice(mqtt_url, twin.slug)  # acks commands
-        sweeper = PolicySweeper()  # expiry, verification, audit anchors (no beat in the demo)
+        broker = demo.start_broker(opts["broker_port"])
+        self._line(broker.describe())
         try:
-            device.start()
-            sweeper.start()
-            self._run(twin, runs, mqtt_url, children, credentials, opts)
+            children = demo.start_children(broker.url, opts["port"], web=True)
+            device = SimulatedDevice(broker.url, twin.slug)  # acks commands
+            sweeper = PolicySweeper()  # expiry, verification, audit anchors (no beat here)
+            try:
+                device.start()
+                sweeper.start()
+                self._run(twin, runs, broker.url, children, credentials, opts)
+            finally:
+                sweeper.stop()
+                device.stop()
+                children.stop()
         finally:
-            sweeper.stop()
-            device.stop()
-            children.stop()
+            broker.stop()
+
+    def _line(self, text: str) -> None:
+        """Write one line to stdout now (it may be a file: progress must not sit in a buffer)."""
+        self.stdout.write(text)
+        self.stdout.flush()
+
+    def _progress(self, desc: str, *, total: int | None = None, unit: str = "ev",
+                  every: float = 5.0, rate: bool = True) -> demo.Progress:
+        """A bar on a terminal; a line every ``every`` seconds when stdout is not one."""
+        return demo.Progress(desc, total=total, unit=unit, tty=self.stdout.isatty(),
+                             write=self._line, every=every, rate=rate)
 
     def _run(self, twin, runs, mqtt_url, children, credentials, opts):
         demo.wait_for_subscriber(children)
         total = sum(len(r.ts) for r in runs)
-        with tqdm(total=total, desc="published", unit="ev") as bar:
+        with self._progress("published", total=total) as progress:
+            # Never more than ~1.5 s of the subscriber's work between the replay and its
+            # commits: amqtt gives up on a subscriber's PUBACK after 5 s.
+            window = AckWindow(lambda: demo.subscriber_committed(children))
             published = publish_runs(mqtt_url, twin.slug, runs, rate=opts["rate"],
-                                     on_progress=bar.update)
-        committed = demo.wait_for_ingest(twin, published, children, opts["timeout"])
+                                     on_progress=progress.update, window=window)
+        with self._progress("committed", total=published) as progress:
+            committed = demo.wait_for_ingest(twin, published, children, opts["timeout"],
+                                             progress)
         if committed < published:
             self.stderr.write(f"only {committed} of {published} events committed in time")
-        self.stdout.write("waiting for detection, simulation and policy to finish...")
-        if not demo.wait_for_quiet(twin, children, opts["timeout"]):
+        self._line("waiting for detection, simulation and policy to finish...")
+        with self._progress("detection up to date", total=twin.assets.count(),
+                            unit="assets", rate=False) as progress:
+            settled = demo.wait_for_quiet(twin, children, opts["timeout"], progress=progress)
+        if not settled:
             self.stderr.write("processing did not settle before --timeout; summary is partial")
         self._print_summary(demo.summary(twin, runs, published), credentials, opts["port"])
         if not opts["exit"]:
-            self.stdout.write("Serving until interrupted (Ctrl-C).")
+            self._line("Serving until interrupted (Ctrl-C or SIGTERM).")
             stop = threading.Event()
-            signal.signal(signal.SIGTERM, lambda *_: stop.set())
+            signal.signal(signal.SIGTERM, lambda *_: stop.set())  # a normal, clean exit
             try:
                 while not stop.wait(1.0):
                     children.check()
