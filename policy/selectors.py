@@ -75,7 +75,7 @@ class AssetState:
         return "silent" if self.silent else "normal"
 
 
-def _telemetry_timing(asset_ids: list[int]) -> dict[int, tuple[datetime | None, list]]:
+def telemetry_timing(asset_ids: list[int]) -> dict[int, tuple[datetime | None, list]]:
     """asset id → (last receipt, its last ``CADENCE_STAMPS`` sensor times oldest first), one
     query: two index probes per asset ((asset, received_at, ts) and (asset, ts))."""
     if not asset_ids:
@@ -92,7 +92,8 @@ def _telemetry_timing(asset_ids: list[int]) -> dict[int, tuple[datetime | None, 
         return {row[0]: (row[1], row[2] or []) for row in cursor.fetchall()}
 
 
-def _cadence(stamps: list[datetime]) -> float | None:
+def cadence(stamps: list[datetime]) -> float | None:
+    """Sampling interval (seconds) of sensor times ``stamps``: the median positive gap."""
     if len(stamps) < 2:
         return None
     return sampling_interval(np.array([s.replace(tzinfo=None) for s in stamps],
@@ -101,7 +102,7 @@ def _cadence(stamps: list[datetime]) -> float | None:
 
 def _apply_timing(state: AssetState, received: datetime | None, stamps: list,
                   now: datetime) -> None:
-    state.last_received, state.interval_s = received, _cadence(stamps)
+    state.last_received, state.interval_s = received, cadence(stamps)
     if received is not None and state.interval_s:
         state.silent_at = received + timedelta(seconds=SILENT_AFTER_INTERVALS * state.interval_s)
         state.silent = now > state.silent_at
@@ -123,7 +124,7 @@ def asset_states(user, twins: QuerySet[Twin] | None = None,
     for proposal in Proposal.objects.filter(asset_id__in=states, status__in=IN_FLIGHT) \
             .only("pk", "asset_id", "action", "status").order_by("created_at"):
         states[proposal.asset_id].in_flight.append(proposal)
-    for asset_id, (received, stamps) in _telemetry_timing(list(states)).items():
+    for asset_id, (received, stamps) in telemetry_timing(list(states)).items():
         _apply_timing(states[asset_id], received, stamps, now)
     grouped: dict[Twin, list[AssetState]] = {}
     for asset in assets:

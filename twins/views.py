@@ -1,53 +1,89 @@
-"""Twin and asset pages of the dashboard."""
+"""Twin and asset pages of the dashboard: the asset list grouped by twin, and one asset."""
 
 from __future__ import annotations
 
 from django.contrib.auth.decorators import login_required
-from django.db.models import Count
-from django.shortcuts import get_object_or_404, render
+from django.db.models import Max, Min, Prefetch
+from django.shortcuts import render
 
+from policy import selectors
+from policy.models import Proposal
 from telemetry.calibration import config_for
-from telemetry.charts import line_chart_svg
-from telemetry.models import Anomaly, AssetCalibration, DetectionState
-from telemetry.series import load_series
+from telemetry.models import Anomaly, AssetCalibration, DetectionState, TelemetryEvent
+from telemetry.queries import QueryError, latest
+from twins.chart_data import RANGES, chart_series, choose_window
 from twins.models import Asset
-from twins.scoping import visible_twins
+from twins.scoping import get_scoped_or_404, operable_twins
 
 
 @login_required
 def twin_list(request):
-    """Every visible twin with its assets and their open-anomaly counts."""
-    assets = (
-        Asset.objects.filter(twin__in=visible_twins(request.user)).select_related("twin")
-        .annotate(n_anomalies=Count("anomalies"))
-    )
-    return render(request, "twins/twin_list.html", {"assets": assets})
+    """Every visible twin with its assets: state, open anomalies by severity, last receipt."""
+    return render(request, "twins/twin_list.html", {
+        "twins": selectors.asset_states(request.user).items(),
+        "feed_cursor": selectors.feed_cursor(),
+    })
+
+
+def _anomalies(asset: Asset) -> list[Anomaly]:
+    anomalies = list(
+        Anomaly.objects.filter(asset=asset).select_related("acknowledged_by").prefetch_related(
+            Prefetch("proposals", queryset=Proposal.objects.only("pk", "anomaly_id", "status")))
+        .order_by("-started_at")[:200])
+    for anomaly in anomalies:
+        shares = anomaly.features.get("contributions", {})
+        anomaly.top_contributions = sorted(shares.items(), key=lambda kv: -kv[1])[:3]
+    return anomalies
+
+
+def _charts(request, asset: Asset, interval_s: float | None) -> dict:
+    bounds = TelemetryEvent.objects.filter(asset=asset).aggregate(first=Min("ts"), last=Max("ts"))
+    window = choose_window(request.GET, bounds["first"], bounds["last"], interval_s)
+    if window is None:
+        return {"window": None, "chart_data": [], "chart_error": ""}
+    try:
+        data, source = chart_series(request.user, asset, window, interval_s)
+    except QueryError as exc:
+        return {"window": window, "chart_data": [], "chart_error": str(exc)}
+    episodes = Anomaly.objects.filter(asset=asset, last_seen_at__gte=window.start,
+                                      started_at__lte=window.end)
+    return {"window": window, "source": source, "chart_error": "", "chart_data": {
+        "series": data,
+        "episodes": [[a.started_at.timestamp(), (a.ended_at or a.last_seen_at).timestamp(),
+                      a.severity] for a in episodes.order_by("started_at")[:500]],
+    }}
+
+
+def _asset_context(request, asset: Asset) -> dict:
+    received, stamps = selectors.telemetry_timing([asset.pk]).get(asset.pk, (None, []))
+    interval_s = selectors.cadence(stamps)
+    return {
+        "asset": asset, "anomalies": _anomalies(asset),
+        "latest": latest(asset), "last_received": received, "interval_s": interval_s,
+        "calibration": AssetCalibration.objects.filter(asset=asset).first(),
+        "detector_name": config_for(asset).detector,
+        "detection": DetectionState.objects.filter(asset=asset).first(),
+        "can_acknowledge": request.user.has_perm("policy.approve_proposal")
+        and operable_twins(request.user).filter(pk=asset.twin_id).exists(),
+        "ranges": [(k, v[0]) for k, v in RANGES.items()],
+        "here": request.get_full_path(),
+    } | _charts(request, asset, interval_s)
 
 
 @login_required
 def asset_detail(request, twin: str, asset: str):
-    """An asset: each metric charted with anomaly episodes shaded, and its anomalies listed."""
-    obj = get_object_or_404(
-        Asset.objects.filter(twin__in=visible_twins(request.user)).select_related("twin"),
-        twin__slug=twin, slug=asset,
-    )
-    series = load_series(obj, after=None, history=0)
-    anomalies = list(Anomaly.objects.filter(asset=obj).select_related("acknowledged_by")
-                     .order_by("started_at"))
-    for anomaly in anomalies:
-        shares = anomaly.features.get("contributions", {})
-        anomaly.top_contributions = sorted(shares.items(), key=lambda kv: -kv[1])[:3]
-    episodes = [(a.started_at, a.ended_at or a.last_seen_at) for a in anomalies]
-    charts = [
-        {"metric": m, "unit": obj.unit_of(m),
-         "svg": line_chart_svg(series.ts, series.X[:, j], episodes, f"{m} [{obj.unit_of(m)}]")}
-        for j, m in enumerate(series.metrics)
-    ]
-    model = getattr(obj, "whatif_model", None)
-    return render(request, "twins/asset_detail.html", {
-        "asset": obj, "charts": charts, "anomalies": anomalies, "model": model,
-        "n_rows": len(series.ts), "calibration": AssetCalibration.objects.filter(asset=obj).first(),
-        "detector_name": config_for(obj).detector,
-        "detection": DetectionState.objects.filter(asset=obj).first(),
-        "can_acknowledge": request.user.has_perm("policy.approve_proposal"),
-    })
+    """An asset: each metric charted over a chosen range (min/max/mean per bucket, anomaly
+    episodes shaded, gaps left open), its current reported state, what-if model and
+    anomalies. The anomalies table follows the feed (``?fragment=anomalies``)."""
+    cursor = selectors.feed_cursor()
+    obj = get_scoped_or_404(Asset.objects.select_related("twin"), request.user, "twin",
+                            twin__slug=twin, slug=asset)
+    if request.GET.get("fragment") == "anomalies":
+        response = render(request, "twins/_partials/anomalies.html", {
+            "asset": obj, "anomalies": _anomalies(obj), "here": request.path,
+            "can_acknowledge": request.user.has_perm("policy.approve_proposal")
+            and operable_twins(request.user).filter(pk=obj.twin_id).exists()})
+        response["X-Feed-Cursor"] = cursor
+        return response
+    return render(request, "twins/asset_detail.html", _asset_context(request, obj)
+                  | {"model": getattr(obj, "whatif_model", None), "feed_cursor": cursor})
