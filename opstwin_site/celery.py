@@ -9,3 +9,5 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "opstwin_site.settings")
 app = Celery("opstwin")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
+
+import opstwin_site.request_log  # noqa: E402,F401 - carries request ids into tasks

@@ -480,3 +480,15 @@ METRICS_TOKEN = env_str("METRICS_TOKEN")
 PROMETHEUS_MULTIPROC_DIR = env_str("PROMETHEUS_MULTIPROC_DIR")
 # Outermost: every response is counted and timed, problem responses included.
 MIDDLEWARE.insert(0, "opstwin_site.metrics.RequestMetricsMiddleware")
+# Structured logs (opstwin_site/request_log.py): every record carries the request id (also
+# returned as X-Request-ID and carried into Celery tasks); LOG_FORMAT=json writes one JSON
+# object per line (the default in production), plain the classic line.
+LOG_FORMAT = env_str("LOG_FORMAT", "json" if OPSTWIN_PRODUCTION else "plain")
+if LOG_FORMAT not in {"json", "plain"}:
+    raise ImproperlyConfigured(f"LOG_FORMAT={LOG_FORMAT!r} must be json or plain")
+LOGGING["filters"] = {**LOGGING.get("filters", {}),
+                      "request_id": {"()": "opstwin_site.request_log.RequestIdFilter"}}
+LOGGING["formatters"]["json"] = {"()": "opstwin_site.request_log.JsonFormatter"}
+LOGGING["handlers"]["console"]["filters"] = ["request_id"]
+LOGGING["handlers"]["console"]["formatter"] = LOG_FORMAT
+MIDDLEWARE.insert(0, "opstwin_site.request_log.RequestIdMiddleware")  # outermost: ids for all
