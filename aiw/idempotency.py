@@ -17,13 +17,11 @@ Pattern: pretix's idempotency middleware; header per draft-ietf-httpapi-idempote
 
 from __future__ import annotations
 
-import base64
 import hashlib
 from dataclasses import dataclass
 from datetime import timedelta
 
 from django.conf import settings
-from django.contrib.auth import authenticate
 from django.core.exceptions import RequestDataTooBig
 from django.db import IntegrityError, transaction
 from django.http import HttpRequest, HttpResponse
@@ -57,8 +55,8 @@ def fingerprint(request: HttpRequest) -> str:
 def caller(request: HttpRequest):
     """The authenticated user behind ``request`` before DRF runs, or None.
 
-    Bearer token, then HTTP Basic, then the session, as the DRF authentication classes would
-    decide; an invalid credential gives None (the view will answer 401 itself).
+    Bearer token, then the session, as the DRF authentication classes would decide; an
+    invalid credential gives None (the view will answer 401 itself).
     """
     authorization = request.headers.get("Authorization", "")
     raw = tokens.bearer_token(authorization)
@@ -67,18 +65,8 @@ def caller(request: HttpRequest):
             return tokens.lookup(raw).user
         except tokens.TokenError:
             return None
-    if authorization.lower().startswith("basic "):
-        return _basic_user(request, authorization[6:])
     user = getattr(request, "user", None)
     return user if user is not None and user.is_authenticated else None
-
-
-def _basic_user(request: HttpRequest, encoded: str):
-    try:
-        username, _, password = base64.b64decode(encoded.strip()).decode().partition(":")
-    except (ValueError, UnicodeDecodeError):
-        return None
-    return authenticate(request, username=username, password=password)
 
 
 def _expired_or_abandoned(user, key: str) -> None:

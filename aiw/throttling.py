@@ -1,7 +1,7 @@
 """Per-token rate limits (DRF throttling on the ``aiw`` cache: Redis when REDIS_URL is set).
 
 Each agent token has its own budget: ``AgentToken.rate`` if set, else ``AIW_TOKEN_RATE``
-(e.g. ``"600/min"``). Requests without a token (sessions, Basic) are not limited here. A
+(e.g. ``"600/min"``). Requests without a token (sessions) are not limited here. A
 refused request is 429 with ``Retry-After`` and a problem+json body (the DRF exception
 handler in ``aiw.problems``).
 

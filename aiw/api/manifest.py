@@ -138,7 +138,6 @@ def manifest_body(request: Request) -> dict:
             {"type": "bearer", "header": "Authorization: Bearer <token>",
              "obtain": "Django admin > Agent tokens, or `manage.py agent_token create`"},
             {"type": "session", "header": "Cookie: sessionid=... (+ X-CSRFToken on writes)"},
-            {"type": "basic", "header": "Authorization: Basic <base64 user:password>"},
         ],
         "limits": _limits(),
         "cursor": {"format": "opaque", "start": "0", "expired_or_unknown": 410,

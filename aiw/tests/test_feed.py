@@ -41,7 +41,7 @@ def test_the_manifest_lists_endpoints_schemas_limits_and_the_callers_permissions
     assert {"telemetry.v1", "proposal.v1", "change-event.v1"} <= set(body["schemas"])
     assert body["resources"]["proposal"] == "proposal.v1"
     assert body["limits"]["diff_max_limit"] == 1000
-    assert [a["type"] for a in body["auth"]] == ["bearer", "session", "basic"]
+    assert [a["type"] for a in body["auth"]] == ["bearer", "session"]
     assert "aiw.view_changeevent" in body["caller"]["permissions"]
     assert body["caller"]["role"] == "viewer" and body["caller"]["auth"] == "session"
     everywhere = users["viewer"].has_perm("twins.view_twin")  # a global grant, or per twin

@@ -127,14 +127,22 @@ def test_requests_without_a_key_run_every_time(agent_client):
     assert CountingView.runs == 2 and not IdempotencyKey.objects.exists()
 
 
-def test_token_and_basic_callers_are_told_apart_before_the_view_runs(client, agent_token, users):
-    basic = "Basic " + base64.b64encode(b"agent-user:pw").decode()
+def test_token_and_session_callers_are_told_apart_before_the_view_runs(
+    client, agent_token, users
+):
     token_first = _post(client, headers=KEY | bearer(agent_token))
     token_again = _post(client, headers=KEY | bearer(agent_token))
-    basic_first = _post(client, headers=KEY | {"Authorization": basic})
+    client.force_login(users["agent"])
+    session_first = _post(client, headers=KEY)
     assert token_again.content == token_first.content
-    assert json.loads(basic_first.content)["runs"] == 1  # same user as the token: replayed
+    assert json.loads(session_first.content)["runs"] == 1  # same user as the token: replayed
     assert IdempotencyKey.objects.get().user == users["agent"]
+
+
+def test_http_basic_credentials_are_not_accepted(client, users):
+    basic = "Basic " + base64.b64encode(b"agent-user:pw").decode()
+    assert _post(client, headers=KEY | {"Authorization": basic}).status_code == 401
+    assert not IdempotencyKey.objects.exists()
 
 
 def test_an_unauthenticated_request_is_not_recorded(client):

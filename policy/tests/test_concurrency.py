@@ -1,20 +1,19 @@
 """Exactly once under real concurrency: simultaneous HTTP requests against a live server.
 
-The server is Django's threaded test server on a port in 18600-18699, on the test database;
-each request thread has its own PostgreSQL connection, so the races are the real ones (row
+The server is pytest-django's live server (Django's threaded test server) on the test
+database; each request thread has its own PostgreSQL connection, so the races are the real ones (row
 locks, conditional UPDATEs), not simulated.
 """
 
 from __future__ import annotations
 
-import base64
 import threading
 import urllib.error
 import urllib.request
 
 import pytest
-from django.test.testcases import LiveServerThread, _StaticFilesHandler
 
+from aiw.services import issue_token
 from policy.choices import ProposalStatus
 from policy.models import AuditEntry, Proposal
 from policy.tests import factories
@@ -22,20 +21,10 @@ from policy.tests import factories
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-@pytest.fixture(scope="module")
-def live_url(django_db_setup):
-    for port in range(18600, 18700):
-        server = LiveServerThread("127.0.0.1", _StaticFilesHandler, port=port)
-        server.daemon = True
-        server.start()
-        server.is_ready.wait()
-        if server.error is None:
-            break
-        server.join()
-    else:
-        pytest.fail("no free port in 18600-18699")
-    yield f"http://127.0.0.1:{port}"
-    server.terminate()
+@pytest.fixture
+def live_url(live_server) -> str:
+    """pytest-django's live server (a threaded server on the test database)."""
+    return live_server.url
 
 
 def at_once(*calls) -> list[int]:
@@ -55,10 +44,11 @@ def at_once(*calls) -> list[int]:
 
 
 def post(url: str, user):
-    """A POST with HTTP basic auth (password "pw"), returning the status code."""
-    token = base64.b64encode(f"{user.get_username()}:pw".encode()).decode()
+    """A POST as ``user`` with a bearer agent token of theirs, returning the status code."""
+    token = issue_token(user=user, name=f"{user.get_username()}-concurrency",
+                        scopes=["read", "write"])[1]
     request = urllib.request.Request(url, data=b"", method="POST",
-                                     headers={"Authorization": f"Basic {token}"})
+                                     headers={"Authorization": f"Bearer {token}"})
 
     def call() -> int:
         try:
