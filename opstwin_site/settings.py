@@ -406,6 +406,13 @@ if POLICY_FAULT_POINT not in ("", "after_claim", "after_send"):
 SIMULATION_SYNC_MAX_SAMPLES = env_int("SIMULATION_SYNC_MAX_SAMPLES", 20_000, minimum=2)
 SIMULATION_SYNC_MAX_TOTAL = env_int("SIMULATION_SYNC_MAX_TOTAL", 160_000, minimum=2)
 SIMULATION_MAX_SAMPLES = env_int("SIMULATION_MAX_SAMPLES", 2_000_000, minimum=1000)
+# Cost bounds (simulation/services/prepare.py): inline only when the estimated wall time is at
+# most SIMULATION_SYNC_MAX_SECONDS (scipy distributions and quantum runs: never inline); a
+# queued run is stopped and failed after SIMULATION_MAX_SECONDS; at most SIMULATION_MAX_INPUTS
+# inputs per request.
+SIMULATION_SYNC_MAX_SECONDS = env_float("SIMULATION_SYNC_MAX_SECONDS", 0.5)
+SIMULATION_MAX_SECONDS = env_float("SIMULATION_MAX_SECONDS", 600.0)
+SIMULATION_MAX_INPUTS = env_int("SIMULATION_MAX_INPUTS", 200, minimum=1)
 # A running job writes its progress to its row, and reads its cancel flag, at most this often
 # (seconds; 0 = at every engine callback).
 SIMULATION_PROGRESS_SECONDS = env_float("SIMULATION_PROGRESS_SECONDS", 0.5)

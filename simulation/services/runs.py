@@ -20,6 +20,7 @@ import logging
 from dataclasses import dataclass
 from functools import partial
 
+from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
@@ -81,7 +82,7 @@ def submit_run(body: dict, *, actor, asset: Asset | None = None, request=None) -
     require_run_permission(actor, asset)
     prepared = prepare_request(body, asset=asset)
     choice = choose_engine(prepared)
-    inline = runs_inline(choice)
+    inline = runs_inline(choice, prepared)
     run = _create(prepared, choice, actor=actor, asset=asset, inline=inline, request=request)
     return Submission(_run_and_finish(run) if inline else run, inline)
 
@@ -115,6 +116,9 @@ def _compute(run: SimulationRun) -> tuple[str, dict | None, str]:
         return Status.SUCCEEDED, simulate(run.request, progress=progress, cancelled=cancelled), ""
     except SimulationCancelled as exc:
         return Status.CANCELLED, None, str(exc)
+    except SoftTimeLimitExceeded:
+        limit = settings.SIMULATION_MAX_SECONDS
+        return Status.FAILED, None, f"stopped after SIMULATION_MAX_SECONDS = {limit:g} s"
     except SimulationError as exc:
         return Status.FAILED, None, str(exc)
     except Exception as exc:  # a run must never stay "running" because of a bug
