@@ -20,10 +20,10 @@ from dataclasses import dataclass, field
 
 REQUIREMENT = (
     "the broker must queue every QoS 1 message for a disconnected persistent session: "
-    "Mosquitto `max_queued_messages 0` (unlimited, or more than events/s x the longest "
-    "outage), `max_queued_bytes 0` and `persistence true`, as in docker/mosquitto.conf; with "
-    "Mosquitto's default `max_queued_messages 1000` every message beyond 1,000 published while "
-    "this subscriber is down is dropped, although its publisher got PUBACK Success"
+    "Mosquitto `max_queued_messages` above events/s x the longest ingest outage (1,000,000 in "
+    "docker/mosquitto.conf), `max_queued_bytes 0` and `persistence true`; with Mosquitto's "
+    "default `max_queued_messages 1000` every message beyond 1,000 published while this "
+    "subscriber is down is dropped, although its publisher got PUBACK Success"
 )
 VERSION_TOPIC = "$SYS/broker/version"
 DROPPED_TOPIC = "$SYS/broker/publish/messages/dropped"
