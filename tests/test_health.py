@@ -148,11 +148,12 @@ def _probe(*args: str, env: dict[str, str] | None = None) -> subprocess.Complete
                           text=True, timeout=120)
 
 
-def test_the_ingest_probe_reads_its_own_status_file(tmp_path):
+def test_the_ingest_probe_reads_its_own_status_file(tmp_path, settings):
     write_status(tmp_path / "opstwin-ingest-1.json", subscriber_status("opstwin-ingest-1"))
     write_status(tmp_path / "opstwin-ingest-2.json",
                  subscriber_status("opstwin-ingest-2", connected=False))
-    env = {"INGEST_STATUS_DIR": str(tmp_path)}
+    env = {"INGEST_STATUS_DIR": str(tmp_path),  # and never an embedded server of its own:
+           "DATABASE_URL": database_url_of(settings.DATABASES["default"])}
     assert _probe("ingest", "opstwin-ingest-1", env=env).returncode == 0
     result = _probe("ingest", "opstwin-ingest-2", env=env)
     assert result.returncode == 1
