@@ -196,13 +196,22 @@ def available_actions(proposal: Proposal, user) -> set[str]:
 
 @login_required
 def proposal_detail(request, pk: int):
-    """One proposal: anomaly, evidence, simulation, decision, approvals, execution, audit."""
+    """One proposal: anomaly, evidence, simulation, decision, approvals, execution, audit.
+    Follows the change feed: the proposal's own events re-render it (``?fragment=proposal``)."""
+    cursor = selectors.feed_cursor()
     proposal = get_scoped_or_404(PROPOSALS, request.user, pk=pk)
-    return render(request, "policy/proposal_detail.html", {
+    context = {
         "proposal": proposal, "charts": _charts(proposal), "audit": audit_trail(proposal),
         "approvals": proposal.approvals.select_related("approver"),
         "reason_form": ReasonForm(), "can": available_actions(proposal, request.user),
-    })
+        "expired": proposal.expires_at is not None and proposal.expires_at <= timezone.now(),
+        "feed_cursor": cursor,
+    }
+    if request.GET.get("fragment") == "proposal":  # the page follows the proposal's events
+        response = render(request, "policy/_partials/proposal.html", context)
+        response["X-Feed-Cursor"] = cursor
+        return response
+    return render(request, "policy/proposal_detail.html", context)
 
 
 def _call(verb: str, pk: int, request) -> str:

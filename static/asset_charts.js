@@ -41,9 +41,9 @@
       scales: {x: {time: true}},
       series: [
         {label: "Sensor time (UTC)"},
-        {label: "min" + unit, stroke: "rgba(11,95,255,0.35)", width: 1},
-        {label: "max" + unit, stroke: "rgba(11,95,255,0.35)", width: 1},
-        {label: "mean" + unit, stroke: "#0b5fff", width: 1.5},
+        {label: "min" + unit, stroke: "rgba(11,95,255,0.35)", width: 1, points: {show: false}},
+        {label: "max" + unit, stroke: "rgba(11,95,255,0.35)", width: 1, points: {show: false}},
+        {label: "mean" + unit, stroke: "#0b5fff", width: 1.5, points: {show: false}},
       ],
       bands: [{series: [2, 1], fill: "rgba(11,95,255,0.12)"}],
       axes: [{}, {label: s.metric + unit, size: 70}],

@@ -145,10 +145,16 @@
         var text = tile.querySelector(".state-text");
         if (text) { text.textContent = "Silent"; }
         var icon = tile.querySelector(".state-icon");
-        if (icon) { icon.textContent = "⏸"; }
+        if (icon) { icon.textContent = "‖"; }
       }, Math.max(0, at - now) + 500);
     });
   }
+
+  // Approving a HIGH or CRITICAL proposal asks once more (forms with data-confirm).
+  document.addEventListener("submit", function (event) {
+    var question = event.target.getAttribute && event.target.getAttribute("data-confirm");
+    if (question && !window.confirm(question)) { event.preventDefault(); }
+  });
 
   armSilence(document);
   if (cursor && feedUrl && window.EventSource && fragments().length) { open(); }

@@ -59,11 +59,13 @@ def _wait_until_serving(port: int, proc: subprocess.Popen, log: Path) -> None:
 
 
 @contextmanager
-def live_server_process(log: Path, extra_env: dict[str, str] | None = None) -> Iterator[str]:
+def live_server_process(log: Path, extra_env: dict[str, str] | None = None,
+                        port: int | None = None) -> Iterator[str]:
     """Serve the test database from a separate web server process; yields its base URL.
 
-    ``extra_env`` adds settings for that process (e.g. a smaller ``DB_POOL_MAX_SIZE``)."""
-    port = _free_port()
+    ``extra_env`` adds settings for that process (e.g. a smaller ``DB_POOL_MAX_SIZE``);
+    ``port`` is a free one unless given."""
+    port = port or _free_port()
     env = os.environ | SERVER_ENV | {"DATABASE_URL": _database_url()} | (extra_env or {})
     with log.open("w") as out:
         proc = subprocess.Popen(

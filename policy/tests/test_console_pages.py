@@ -82,7 +82,7 @@ def test_the_home_page_shows_each_asset_state_in_words(supervisor_client, pump, 
     page = text_of(supervisor_client.get("/"))
     assert "Pump 1 ▲ Anomalous: critical 1 critical open" in page
     assert "Quiet pump ✓ Normal" in page
-    assert "Silent pump ⏸ Silent" in page
+    assert "Silent pump ‖ Silent" in page
     assert "1 critical 0 high 0 medium 0 low" in page
 
 
