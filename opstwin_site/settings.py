@@ -35,6 +35,9 @@ if SECRET_KEY is None:
 
 ALLOWED_HOSTS = (env_str("ALLOWED_HOSTS") or "localhost,127.0.0.1,[::1],testserver").split(",")
 CSRF_TRUSTED_ORIGINS = [o for o in (env_str("CSRF_TRUSTED_ORIGINS") or "").split(",") if o]
+# The public base URL (https://ops.example.com) of absolute URLs the API hands out (schema $ids,
+# manifest links); unset: built from each request's Host and scheme.
+PUBLIC_URL = (env_url("PUBLIC_URL", ("http", "https")) or "").rstrip("/")
 
 INSTALLED_APPS = [
     "daphne",

@@ -17,7 +17,7 @@ from rest_framework.views import APIView
 
 from aiw.api.serializers import ManifestSerializer
 from aiw.models import AgentToken
-from aiw.schemas import RESOURCE_SCHEMAS, schema_names
+from aiw.schemas import CATALOGUE_SCHEMA, PROBLEM_SCHEMA, RESOURCE_SCHEMAS, schema_names
 from twins.scoping import operable_twins, visible_twins
 
 AIW_VERSION = "1.0"
@@ -27,7 +27,7 @@ ENDPOINTS = {  # name in the manifest → (URL name, args)
     "diff": ("aiw-diff", []), "snapshot": ("aiw-snapshot", []),
     "subscribe": ("aiw-subscribe", []), "openapi": ("openapi-schema", []),
     "docs": ("api-docs", []), "telemetry_ingest": ("telemetry-ingest", []),
-    "proposals": ("proposal-list", []),
+    "proposals": ("proposal-list", []), "actions": ("aiw-actions", []),
 }
 WS_CLOSE_CODES = {"4401": "not authenticated", "4403": "token lacks the read scope",
                   "4410": "cursor expired or unknown: resync from /snapshot",
@@ -35,15 +35,18 @@ WS_CLOSE_CODES = {"4401": "not authenticated", "4403": "token lacks the read sco
 
 
 def _endpoints(request: Request) -> dict[str, str]:
+    from aiw.api.views import public_url
+
     found = {}
     for name, (url_name, args) in ENDPOINTS.items():
         try:
-            found[name] = request.build_absolute_uri(reverse(url_name, args=args))
+            found[name] = public_url(request, reverse(url_name, args=args))
         except NoReverseMatch:  # an app without that route: leave it out, do not fail
             continue
-    scheme = "wss" if request.is_secure() else "ws"
-    found["websocket"] = f"{scheme}://{request.get_host()}/ws/feed"
-    found["schema"] = request.build_absolute_uri("/schemas/") + "{name}"
+    base = public_url(request, "/")
+    websocket = "wss" + base[5:] if base.startswith("https:") else "ws" + base[4:]
+    found["websocket"] = websocket + "ws/feed"
+    found["schema"] = public_url(request, "/schemas/") + "{name}"
     return found
 
 
@@ -125,15 +128,27 @@ def _streams(endpoints: dict) -> dict:
     }
 
 
+def _actions(request: Request, endpoints: dict, schemas: dict) -> dict:
+    """The action catalogue for this caller (action-catalogue.v1) and where to use it."""
+    from policy.catalogue import catalogue_document
+
+    return {"url": endpoints.get("actions"), "schema": schemas[CATALOGUE_SCHEMA],
+            "propose": endpoints.get("proposals"),
+            **catalogue_document(visible_twins(request.user))}
+
+
 def manifest_body(request: Request) -> dict:
     """The manifest document for this caller (see ManifestSerializer)."""
+    from aiw.api.views import schema_url
+
     endpoints = _endpoints(request)
+    schemas = {n: schema_url(request, n) for n in schema_names()}
     return {
         "service": "OpsTwin", "version": settings.SPECTACULAR_SETTINGS["VERSION"],
         "aiw_version": AIW_VERSION, "endpoints": endpoints, "operations": list(operations()),
-        "schemas": {n: request.build_absolute_uri(reverse("aiw-schema", args=[n]))
-                    for n in schema_names()},
+        "schemas": schemas,
         "resources": RESOURCE_SCHEMAS,
+        "actions": _actions(request, endpoints, schemas),
         "auth": [
             {"type": "bearer", "header": "Authorization: Bearer <token>",
              "obtain": "Django admin > Agent tokens, or `manage.py agent_token create`"},
@@ -147,7 +162,10 @@ def manifest_body(request: Request) -> dict:
                                                                  "DELETE"],
                         "ttl_hours": settings.AIW_IDEMPOTENCY_TTL_HOURS,
                         "replayed_header": "Idempotent-Replayed"},
-        "errors": {"content_type": "application/problem+json", "standard": "RFC 9457"},
+        "errors": {"content_type": "application/problem+json", "standard": "RFC 9457",
+                   "schema": schemas[PROBLEM_SCHEMA],
+                   "members": {"errors": "400: invalid fields, by name",
+                               "resync": "410: where to take a snapshot"}},
         "caller": caller(request),
     }
 

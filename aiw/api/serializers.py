@@ -88,7 +88,11 @@ class ManifestSerializer(serializers.Serializer):
     operations = serializers.ListField(child=serializers.DictField(),
                                        help_text="Every HTTP operation (see the OpenAPI document).")
     schemas = serializers.DictField(child=serializers.URLField())
-    resources = serializers.DictField(child=serializers.CharField())
+    resources = serializers.DictField(
+        child=serializers.CharField(),
+        help_text="Resource type on the feed -> the schema of its events' data.")
+    actions = serializers.DictField(help_text="action-catalogue.v1: what the caller may "
+                                              "propose, with url, schema and propose links.")
     auth = serializers.ListField(child=serializers.DictField())
     limits = serializers.DictField()
     cursor = serializers.DictField()

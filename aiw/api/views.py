@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+from django.conf import settings
 from django.db import connection, transaction
 from django.http import HttpResponse, JsonResponse
 from django.urls import reverse
@@ -33,10 +34,23 @@ from aiw.feed import (
     read_events,
 )
 from aiw.problems import problem
-from aiw.schemas import load_schema, schema_names
+from aiw.schemas import CATALOGUE_SCHEMA, schema_names, served
 from aiw.scope import FeedFilter, Scope, scope_for
 
 TERMINAL_PROPOSAL_STATUSES = ["rejected", "executed", "verified", "rolled_back"]
+
+
+def public_url(request: Request, path: str) -> str:
+    """The absolute URL of ``path`` (``/schemas/x``): under ``PUBLIC_URL`` when it is set (a
+    proxy in front), else from the request's scheme and Host."""
+    if settings.PUBLIC_URL:
+        return settings.PUBLIC_URL + path
+    return request.build_absolute_uri(path)
+
+
+def schema_url(request: Request, name: str) -> str:
+    """Where schema ``name`` is served; also its ``$id`` there."""
+    return public_url(request, reverse("aiw-schema", args=[name]))
 
 
 class SchemaIndexView(APIView):
@@ -46,14 +60,13 @@ class SchemaIndexView(APIView):
 
     @extend_schema(operation_id="schemas_list", responses=SchemaIndexSerializer)
     def get(self, request: Request) -> Response:
-        return Response({"schemas": [
-            {"name": n, "url": request.build_absolute_uri(reverse("aiw-schema", args=[n]))}
-            for n in schema_names()
-        ]})
+        return Response({"schemas": [{"name": n, "url": schema_url(request, n)}
+                                     for n in schema_names()]})
 
 
 class SchemaDetailView(APIView):
-    """GET /schemas/{name}: one JSON Schema document, or a 404 problem for unknown names."""
+    """GET /schemas/{name}: one JSON Schema document whose ``$id`` is the URL it is served at
+    (relative ``$ref``s resolve to the neighbouring schemas), or a 404 problem."""
 
     permission_classes = [AllowAny]
 
@@ -62,13 +75,32 @@ class SchemaDetailView(APIView):
         (404, "application/problem+json"): ProblemSerializer})
     def get(self, request: Request, name: str) -> HttpResponse:
         try:
-            document = load_schema(name)
+            document = served(name, schema_url(request, name))
         except KeyError:
             return problem(404, "Unknown schema", f"no schema named {name!r}",
                            known=schema_names())
         response = JsonResponse(document, content_type="application/schema+json")
         response["Cache-Control"] = "public, max-age=300"
         return response
+
+
+class CatalogueView(APIView):
+    """GET /actions: what the caller may propose (action-catalogue.v1)."""
+
+    @extend_schema(operation_id="actions_catalogue", responses={
+        (200, "application/json"): OpenApiResponse(OpenApiTypes.OBJECT, description=(
+            "action-catalogue.v1 (GET /schemas/action-catalogue.v1): per asset kind, and per "
+            "twin the caller may see as its active policy resolves them, each action's "
+            "parameters schema (units, bounds), risk level, rollback and guarding "
+            "interlocks."))},
+        summary="The actions an agent may propose, per asset kind and twin")
+    def get(self, request: Request) -> Response:
+        from policy.catalogue import catalogue_document
+        from twins.scoping import visible_twins
+
+        body = catalogue_document(visible_twins(request.user))
+        return Response(body, headers={"Link": f'<{schema_url(request, CATALOGUE_SCHEMA)}>; '
+                                               'rel="describedby"'})
 
 
 class DiffQuery(serializers.Serializer):

@@ -1,10 +1,11 @@
 """The AIW JSON Schemas (draft 2020-12), loaded once and served by ``/schemas``.
 
-Each ``<name>.json`` file in this folder is one schema whose ``$id`` is
-``https://opstwin.dev/schemas/<name>.json``; schemas refer to each other by that ``$id``
-(e.g. proposal.v1 → decision.v1), resolved from this folder, never over the network.
-``validator(name)`` returns a cached ``jsonschema`` validator with format checking (uuid,
-date-time) switched on.
+Each ``<name>.json`` file in this folder is one schema whose ``$id`` is its bare name
+(``proposal.v1``), and schemas refer to each other by relative ``$ref`` (``"$ref": "decision.v1"``).
+Served at ``/schemas/<name>``, a schema's ``$id`` becomes that absolute URL (``served``), so a
+standard validator resolves the relative ``$ref``s by fetching the neighbouring URLs; here they
+resolve offline, against the bare names. ``validator(name)`` returns a cached ``jsonschema``
+validator with format checking (uuid, date-time) switched on.
 """
 
 from __future__ import annotations
@@ -17,12 +18,14 @@ from jsonschema import Draft202012Validator, FormatChecker
 from referencing import Registry, Resource
 
 SCHEMA_DIR = Path(__file__).resolve().parent
-BASE_ID = "https://opstwin.dev/schemas/"
 # The schema of ChangeEvent.data for each resource type on the feed.
 RESOURCE_SCHEMAS = {
     "twin": "twin.v1", "asset": "asset.v1", "anomaly": "anomaly.v1",
     "simulation": "simulation.v1", "proposal": "proposal.v1", "whatif_model": "whatif-model.v1",
+    "policy": "policy.v1",
 }
+PROBLEM_SCHEMA = "problem.v1"
+CATALOGUE_SCHEMA = "action-catalogue.v1"
 
 
 @cache
@@ -37,6 +40,12 @@ def load_schema(name: str) -> dict:
     if name not in schema_names():
         raise KeyError(name)
     return json.loads((SCHEMA_DIR / f"{name}.json").read_text())
+
+
+def served(name: str, url: str) -> dict:
+    """Schema ``name`` as served at the absolute ``url``: its ``$id`` is that URL (KeyError for
+    unknown names). Relative ``$ref``s then resolve against the server's ``/schemas/``."""
+    return load_schema(name) | {"$id": url}
 
 
 @cache

@@ -2,6 +2,7 @@
 
 from rest_framework import serializers
 
+from policy.catalogue import action_errors, parameter_errors
 from policy.models import Approval, AuditEntry, Proposal
 
 
@@ -52,11 +53,24 @@ class ActionRequestSerializer(serializers.Serializer):
 
     twin = serializers.SlugField()
     asset = serializers.SlugField()
-    action = serializers.CharField(max_length=64)
-    parameters = serializers.DictField(required=False, default=dict)
+    action = serializers.CharField(
+        max_length=64, help_text="An action of the catalogue (GET /actions) for the asset's kind.")
+    parameters = serializers.JSONField(
+        required=False, default=dict,
+        help_text="Valid against the action's parameters schema in the catalogue.")
     anomaly = serializers.IntegerField(required=False, allow_null=True, default=None)
     metrics = serializers.ListField(child=serializers.CharField(max_length=64), required=False,
                                     allow_empty=False, default=None)
+
+
+def check_action(asset, action: str, parameters) -> None:
+    """Refuse an action outside the catalogue of ``asset``'s kind, or parameters outside its
+    schema: DRF ``ValidationError`` (a 400 problem) naming the field, e.g.
+    ``{"parameters": {"fraction": ["1e+16 is greater than the maximum of 1"]}}``."""
+    if problems := action_errors(asset.kind, action):
+        raise serializers.ValidationError({"action": problems})
+    if problems := parameter_errors(action, parameters):
+        raise serializers.ValidationError({"parameters": problems})
 
 
 class RejectSerializer(serializers.Serializer):

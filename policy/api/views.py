@@ -25,6 +25,7 @@ from policy.api.serializers import (
     ProposalSerializer,
     RejectSerializer,
     RollbackSerializer,
+    check_action,
 )
 from policy.models import Proposal
 from policy.services.common import require
@@ -34,12 +35,16 @@ from twins.scoping import TwinScopedViewSetMixin, get_scoped_or_404
 
 
 def resolve_action_request(request) -> dict:
-    """Validated body with ``asset`` and ``anomaly`` resolved in the caller's scope (404)."""
+    """Validated body with ``asset`` and ``anomaly`` resolved in the caller's scope (404),
+    the caller allowed to propose there (403), the action and its parameters in the asset
+    kind's catalogue (400 naming the field)."""
     body = ActionRequestSerializer(data=request.data)
     body.is_valid(raise_exception=True)
     data = dict(body.validated_data)
     data["asset"] = get_scoped_or_404(Asset.objects.select_related("twin"), request.user,
                                       twin__slug=data.pop("twin"), slug=data["asset"])
+    require(request.user, "policy.add_proposal", data["asset"].twin)  # 403 before 400
+    check_action(data["asset"], data["action"], data["parameters"])
     if data["anomaly"] is not None:
         data["anomaly"] = Anomaly.objects.filter(pk=data["anomaly"], asset=data["asset"]).first()
         if data["anomaly"] is None:

@@ -45,10 +45,13 @@ def accept(twin, policy: ActivePolicy) -> bool:
             cursor.execute(RAISE_MARK, [twin.pk, policy.version, policy.body_sha256,
                                         timezone.now()])
             raised = cursor.fetchone() is not None
-        if raised:
+        if raised:  # policy.v1, like policy.created, plus the verdict
+            document = PolicyDocument.objects.select_related("twin").get(pk=policy.document_id)
+            after = _document_json(document) | {"accepted": True, "trusted": True,
+                                                "reason": policy.reason}
             record_change(actor="policy", action="policy.accept", resource_type="policy",
                           resource_id=policy.document_id, operation="updated", twin=twin,
-                          after=policy.summary(), reason="first trusted use of this version")
+                          after=after, reason="first trusted use of this version")
     return raised
 
 

@@ -32,9 +32,11 @@ ENDPOINTS = {
                  {"reason": "undo it"}),
     "resimulate": ("post", "/proposals/{id}/resimulate", ProposalStatus.PENDING_APPROVAL, {}),
     "create": ("post", "/proposals", None,
-               {"twin": "{twin}", "asset": "pump-1", "action": "reduce_load"}),
+               {"twin": "{twin}", "asset": "pump-1", "action": "reduce_load",
+                "parameters": {"fraction": 0.1}}),
     "evaluate": ("post", "/policy/evaluate", None,
-                 {"twin": "{twin}", "asset": "pump-1", "action": "reduce_load"}),
+                 {"twin": "{twin}", "asset": "pump-1", "action": "reduce_load",
+                  "parameters": {"fraction": 0.1}}),
 }
 OK = {"list": 200, "detail": 200, "page": 200, "approve": 200, "reject": 200, "execute": 202,
       "rollback": 202, "resimulate": 200, "create": 201, "evaluate": 200}

@@ -1,0 +1,149 @@
+"""The action catalogue as agents see it (action-catalogue.v1), and parameter validation.
+
+``policy.actions.CATALOGUE`` is the one definition; this module renders it per asset kind, and
+per twin as that twin's active policy resolves it (risk and rollback overrides, forbidden
+actions, the interlocks guarding each action), and checks a proposal's action and parameters
+against it before anything is simulated or stored.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from functools import cache
+from typing import Any
+
+from jsonschema import Draft202012Validator
+
+from policy import interlocks as interlock_rules
+from policy.actions import CATALOGUE, ActionSpec
+from policy.rules import PolicyRules, default_rules
+from twins.choices import AssetKind
+
+
+def actions_for(kind: str) -> dict[str, ActionSpec]:
+    """The catalogue's actions for assets of ``kind`` (rollback-only ones included)."""
+    return {name: spec for name, spec in CATALOGUE.items() if kind in spec.kinds}
+
+
+@cache
+def _validator(action: str) -> Draft202012Validator:
+    return Draft202012Validator(CATALOGUE[action].parameters)
+
+
+def _non_finite(value: Any) -> bool:
+    if isinstance(value, float):
+        return not math.isfinite(value)
+    if isinstance(value, dict):
+        return any(_non_finite(v) for v in value.values())
+    if isinstance(value, list):
+        return any(_non_finite(v) for v in value)
+    return False
+
+
+def _field_of(error) -> list[str]:
+    """The parameter names a jsonschema error is about ([] for the object as a whole)."""
+    if error.absolute_path:
+        return [str(error.absolute_path[0])]
+    if error.validator == "required":
+        return [name for name in error.validator_value if name not in error.instance]
+    if error.validator == "additionalProperties" and isinstance(error.instance, dict):
+        known = error.schema.get("properties", {})
+        return [name for name in error.instance if name not in known]
+    return []
+
+
+def parameter_errors(action: str, parameters: Any) -> dict[str, list[str]]:
+    """Violations of ``action``'s parameter schema, keyed by parameter name.
+
+    Returns ``{}`` when valid; ``{"fraction": ["1e+16 is greater than the maximum of 1"]}``
+    and the like otherwise; problems with the object as a whole (not an object) are keyed
+    ``"non_field_errors"``. Non-finite numbers (NaN, ±Infinity) are refused anywhere. Raises
+    ``KeyError`` for an action not in the catalogue.
+    """
+    found: dict[str, list[str]] = {}
+    if isinstance(parameters, dict):
+        for name, value in parameters.items():
+            if _non_finite(value):
+                found.setdefault(str(name), []).append("must be a finite number")
+    for error in _validator(action).iter_errors(parameters):
+        for name in _field_of(error) or ["non_field_errors"]:
+            if error.validator == "additionalProperties":
+                message = "not a parameter of this action"
+            elif error.validator == "required":
+                message = "this parameter is required"
+            else:
+                message = error.message
+            found.setdefault(name, []).append(message)
+    return found
+
+
+def action_errors(kind: str, action: str) -> list[str]:
+    """Why ``action`` may not be proposed on an asset of ``kind`` ([] when it may)."""
+    offered = sorted(n for n, s in actions_for(kind).items() if s.proposable)
+    spec = CATALOGUE.get(action)
+    if spec is None or kind not in spec.kinds:
+        return [f"{action!r} is not in the action catalogue for {kind} assets; "
+                f"one of {offered}"]
+    if not spec.proposable:
+        return [f"{action!r} is a rollback action, sent only by a rollback; one of {offered}"]
+    return []
+
+
+def _interlock_json(interlock: Any) -> dict:
+    if isinstance(interlock, dict):
+        return {k: v for k, v in interlock.items() if k != "guards"}
+    return {"invalid": repr(interlock)[:200]}
+
+
+def entry(name: str, rules: PolicyRules | None = None) -> dict:
+    """One action of the catalogue (action-catalogue.v1 ``$defs/action``).
+
+    Without ``rules``: the catalogue's defaults. With a twin's ``rules``: its risk level and
+    rollback, whether it forbids the action, and the interlocks that guard the action.
+    """
+    spec = CATALOGUE[name]
+    resolved = rules or default_rules()
+    body = {"name": name, "description": spec.description, "parameters": spec.parameters,
+            "risk_level": str(resolved.risk_of(name)),
+            "rollback": resolved.rollback_of(name) or None, "proposable": spec.proposable}
+    if rules is not None:
+        body["forbidden"] = name in rules.forbidden
+        body["interlocks"] = [_interlock_json(i) for i in rules.interlocks
+                              if interlock_rules.guards(i, name)]
+    return body
+
+
+def kinds_catalogue() -> dict[str, list[dict]]:
+    """Every asset kind's actions with the catalogue's defaults."""
+    return {kind: [entry(name) for name in actions_for(kind)] for kind in AssetKind.values}
+
+
+def twin_catalogue(twin, assets: Iterable) -> dict:
+    """``$defs/twin``: the actions for the kinds of ``assets`` (the twin's), as the twin's
+    active policy resolves them (``policy.services.documents.active_policy``)."""
+    from policy.services.documents import active_policy
+
+    policy = active_policy(twin)
+    by_kind: dict[str, list[str]] = {}
+    for asset in assets:
+        by_kind.setdefault(asset.kind, []).append(asset.slug)
+    return {
+        "policy": policy.summary() | {"reason": policy.reason or ""},
+        "forbidden": sorted(policy.rules.forbidden),
+        "kinds": {kind: {"assets": sorted(slugs),
+                         "actions": [entry(n, policy.rules) for n in actions_for(kind)]}
+                  for kind, slugs in sorted(by_kind.items())},
+    }
+
+
+def catalogue_document(twins) -> dict:
+    """action-catalogue.v1 for ``twins`` (a queryset of the twins the caller may see)."""
+    from twins.models import Asset
+
+    assets: dict[int, list] = {}
+    for asset in Asset.objects.filter(twin__in=twins).only("twin_id", "slug", "kind"):
+        assets.setdefault(asset.twin_id, []).append(asset)
+    return {"kinds": kinds_catalogue(),
+            "twins": {twin.slug: twin_catalogue(twin, assets.get(twin.pk, []))
+                      for twin in twins.order_by("slug")}}
