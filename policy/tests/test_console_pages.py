@@ -287,3 +287,40 @@ def test_the_home_page_query_count_does_not_grow_with_assets(
     with django_assert_max_num_queries(len(small.captured_queries)):
         page = supervisor_client.get("/")
     assert page.content.decode().count('class="tile ') == 10
+
+
+def test_the_proposal_page_reads_in_order_and_in_words(supervisor_client, pump):
+    proposal = factories.proposal(pump, expires_in_s=1800)
+    page = supervisor_client.get(f"/dashboard/proposals/{proposal.pk}/")
+    body, words = page.content.decode(), text_of(page)
+    headings = [body.index(f"<h2>{n}. ") for n in range(1, 7)]
+    assert headings == sorted(headings)
+    assert "Pending approval" in words and "pending_approval" not in words
+    assert "Parameters: fraction: 0.1" in words
+    assert re.search(r"Expires in 30 min \(\d{1,2} \w{3} \d{4}, \d\d:\d\d:\d\d UTC\)", words)
+    reject = body[body.index(f'action="/dashboard/proposals/{proposal.pk}/reject"'):]
+    form = reject[:reject.index("</form>")]
+    assert 'name="reason"' in form and ">Reject</button>" in form  # the reason sits with Reject
+    assert 'name="reason"' not in body[:body.index("Re-simulate")]
+
+
+def test_a_viewer_sees_no_action_card_on_a_proposal(viewer_client, pump):
+    proposal = factories.proposal(pump)
+    body = viewer_client.get(f"/dashboard/proposals/{proposal.pk}/").content.decode()
+    assert 'class="card actions"' not in body and "<button" not in body.split("</header>")[1]
+
+
+def test_approving_a_high_risk_proposal_asks_for_confirmation(supervisor_client, pump):
+    high = factories.proposal(pump, risk="HIGH")
+    low = factories.proposal(pump, risk="LOW")
+    assert "data-confirm=" in supervisor_client.get(f"/dashboard/proposals/{high.pk}/").content \
+        .decode()
+    assert "data-confirm=" not in supervisor_client.get(f"/dashboard/proposals/{low.pk}/") \
+        .content.decode()
+
+
+def test_the_proposal_fragment_renders_alone(supervisor_client, pump):
+    proposal = factories.proposal(pump)
+    response = supervisor_client.get(f"/dashboard/proposals/{proposal.pk}/?fragment=proposal")
+    assert response["X-Feed-Cursor"] and "<html" not in response.content.decode()
+    assert "Approve and execute" in response.content.decode()
