@@ -55,13 +55,16 @@ def _newest_ts(asset: Asset):
 
 
 def _complete_pump(pump: Any, asset: Asset) -> Any:
-    from simulation.services.whatif import fit_whatif_model, recent_state
+    from simulation.services.whatif import PUMP, asset_model, recent_state
 
     if not isinstance(pump, Mapping):
         return pump  # the engine names the problem
     pump = dict(pump)
     if "model" not in pump:
-        model = getattr(asset, "whatif_model", None) or fit_whatif_model(asset)
+        model = asset_model(asset)
+        if model.kind != PUMP:
+            raise SimulationError(f"{asset} has a {model.kind} what-if model, not a pump model: "
+                                  "simulate its actions through a proposal's what-if")
         pump["model"] = model.state
     if "state" not in pump:
         pump["state"] = recent_state(asset, at=_newest_ts(asset) or timezone.now())

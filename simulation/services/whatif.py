@@ -3,6 +3,12 @@
 ``run_what_if`` is what ``policy.services`` calls for every proposal (signature and behaviour
 are a contract with the policy app). Fitting writes the asset's ``WhatIfModel`` through
 ``record_change`` (resource ``whatif_model``).
+
+Which model: a pump whose telemetry has the SKAB drivers (flow and motor current) gets the
+physical ``PumpModel`` (kind ``pump``); every other asset, and a pump without those drivers, the
+data-driven ``GenericModel`` (kind ``generic``: each metric's recent distribution, the action's
+declared effect from ``simulation.engine.effects``), so no what-if fails for lack of a model.
+The run's result names the model and how well it fits (``result["model"]``).
 """
 
 from __future__ import annotations
@@ -17,17 +23,27 @@ from django.db import transaction
 from django.utils import timezone
 
 from policy.audit import record_change
-from simulation.engine import PumpModel, SimulationError, calibrate_state, run_monte_carlo
+from simulation.engine import (
+    DRIVERS,
+    GenericModel,
+    PumpModel,
+    SimulationError,
+    calibrate_recent,
+    calibrate_state,
+    run_monte_carlo,
+)
 from simulation.errors import RunNotPermitted
 from simulation.models import SimulationRun, SimulationStatus, WhatIfModel
 from simulation.services.common import ACTOR, audit_run, is_user
 from telemetry.series import load_series
+from twins.choices import AssetKind
 from twins.models import Asset
 
 BAND_SIGMAS = 3.0
 MIN_FIT_ROWS = 10  # PumpModel.fit's own minimum
 REFIT_PERMISSION = "simulation.change_whatifmodel"
-WHAT_IF_REASON = "pump what-if of a candidate action: Monte Carlo (the policy path)"
+WHAT_IF_REASON = "{kind} what-if of a candidate action: Monte Carlo (the policy path)"
+PUMP, GENERIC = "pump", "generic"
 
 
 class NotEnoughTelemetry(SimulationError):
@@ -42,20 +58,42 @@ def model_json(model: WhatIfModel) -> dict:
 
 
 def _bands(X: np.ndarray, metrics: list[str]) -> dict[str, list[float]]:
-    mean, std = X.mean(axis=0), X.std(axis=0)
-    return {m: [float(mean[j] - BAND_SIGMAS * std[j]), float(mean[j] + BAND_SIGMAS * std[j])]
-            for j, m in enumerate(metrics)}
+    """Training mean ± 3 std per metric with readings (missing readings, NaN, ignored)."""
+    seen = [j for j in range(len(metrics)) if np.isfinite(X[:, j]).any()]
+    mean, std = np.nanmean(X[:, seen], axis=0), np.nanstd(X[:, seen], axis=0)
+    return {metrics[j]: [float(mean[k] - BAND_SIGMAS * std[k]),
+                         float(mean[k] + BAND_SIGMAS * std[k])] for k, j in enumerate(seen)}
+
+
+def model_kind(asset: Asset, metrics: list[str]) -> str:
+    """``"pump"`` for a pump asset whose ``metrics`` include the SKAB drivers, else
+    ``"generic"``: the pump model is for pumps only, and needs its drivers."""
+    if asset.kind == AssetKind.PUMP and all(d in metrics for d in DRIVERS):
+        return PUMP
+    return GENERIC
+
+
+def _fit(kind: str, X: np.ndarray, metrics: list[str]) -> PumpModel | GenericModel:
+    if kind == PUMP:
+        return PumpModel.fit({m: X[:, j] for j, m in enumerate(metrics)})
+    enough = [j for j in range(len(metrics)) if np.isfinite(X[:, j]).sum() >= MIN_FIT_ROWS]
+    if not enough:
+        raise NotEnoughTelemetry(f"no metric has {MIN_FIT_ROWS} readings to fit")
+    return GenericModel.fit({metrics[j]: X[:, j] for j in enough},
+                            window=settings.SIMULATION_CALIBRATION_WINDOW)
 
 
 def _store_model(asset: Asset, X: np.ndarray, metrics: list[str], *, actor, reason: str = "",
                  period: tuple[datetime, datetime] | None = None) -> WhatIfModel:
-    """Fit the pump model on ``X`` ((n, len(metrics)) float64, metric units) and save it."""
-    model = PumpModel.fit({m: X[:, j] for j, m in enumerate(metrics)})
+    """Fit the asset's model (``model_kind``) on ``X`` ((n, len(metrics)) float64, metric
+    units, NaN where a metric has no reading) and save it."""
+    kind = model_kind(asset, metrics)
+    model = _fit(kind, X, metrics)
     start, end = period or (None, None)
     with transaction.atomic():
         before = WhatIfModel.objects.select_for_update().filter(asset=asset).first()
         obj, created = WhatIfModel.objects.update_or_create(asset=asset, defaults={
-            "state": model.to_state(), "fit_report": model.fit_report(),
+            "kind": kind, "state": model.to_state(), "fit_report": model.fit_report(),
             "bands": _bands(X, metrics), "n_rows": len(X), "normal_from": start,
             "normal_to": end})
         record_change(actor=actor, action="whatif_model.fit", resource_type="whatif_model",
@@ -99,60 +137,111 @@ def refit_whatif_model(asset: Asset, *, start: datetime, end: datetime, actor,
                         period=(start, end))
 
 
-def recent_state(asset: Asset, *, at, window: int | None = None) -> dict:
-    """Current state calibrated on the ``window`` rows up to ``at``: per-metric mean/std/n/last."""
+def recent_state(asset: Asset, *, at, window: int | None = None, kind: str = PUMP) -> dict:
+    """Current state calibrated on the ``window`` rows up to ``at``: per-metric mean/std/n/last
+    (``calibrate_state``), plus level and spread quantiles for a ``generic`` model
+    (``calibrate_recent``); metrics without a reading in the window are left out."""
     window = window or settings.SIMULATION_CALIBRATION_WINDOW
     series = load_series(asset, after=at, history=window)
     X = series.X[: series.n_history]
     if len(X) < 10:
         raise NotEnoughTelemetry(f"{asset} has only {len(X)} rows before {at}")
-    return calibrate_state({m: X[:, j] for j, m in enumerate(series.metrics)})
+    calibrate = calibrate_recent if kind == GENERIC else calibrate_state
+    return calibrate({m: X[:, j] for j, m in enumerate(series.metrics)
+                      if np.isfinite(X[:, j]).any()})
 
 
 def constraints_for(model: WhatIfModel, metrics: list[str]) -> list[dict]:
-    """Keep-in-band constraints (both sides of the calibration band) for ``metrics``."""
+    """Keep-in-band constraints (both sides of the calibration band) for ``metrics``.
+
+    Raises SimulationError for a metric the model has no band for (no readings when fitted).
+    """
     constraints = []
     for metric in metrics:
+        if metric not in model.bands:
+            raise SimulationError(f"the what-if model has no normal band for '{metric}'")
         low, high = model.bands[metric]
         constraints += [{"metric": metric, "op": ">", "limit": high},
                         {"metric": metric, "op": "<", "limit": low}]
     return constraints
 
 
+def asset_model(asset: Asset) -> WhatIfModel:
+    """The asset's stored model, (re-)fitted when missing or of the wrong kind (e.g. a pump
+    model stored for a valve before generic models existed)."""
+    model = WhatIfModel.objects.filter(asset=asset).first()
+    if model is None or model.kind != model_kind(asset, list(model.bands) or asset.metric_names):
+        model = fit_whatif_model(asset)
+    return model
+
+
+def model_summary(model: WhatIfModel) -> dict:
+    """Which model a run used and how well it fits, for the run's result and the proposal page:
+    ``{"kind", "n_rows", "summary"}`` (and ``coverage_90`` for a generic model)."""
+    report = model.fit_report or {}
+    if model.kind == GENERIC:
+        return {"kind": GENERIC, "n_rows": model.n_rows, "coverage_90": report.get("coverage_90"),
+                "summary": report.get("summary", "generic model")}
+    r2 = [m["r2"] for m in report.get("metrics", {}).values() if m.get("r2") is not None]
+    driven = sum(bool(m.get("uses_drivers")) for m in report.get("metrics", {}).values())
+    text = (f"SKAB pump model (linear on flow and current): {driven} of {len(r2)} metrics "
+            f"driven (R² >= {report.get('r2_min', 0.1)})"
+            + (f", median R² {float(np.median(r2)):.2f}" if r2 else ""))
+    return {"kind": PUMP, "n_rows": model.n_rows, "summary": text}
+
+
+def _model_fn(model: WhatIfModel, asset: Asset, action: str, parameters: dict, at,
+              effect: dict | None):
+    state = recent_state(asset, at=at, kind=model.kind)
+    if model.kind == GENERIC:
+        fn, inputs = GenericModel.from_state(model.state).what_if(action, parameters, state,
+                                                                  effect)
+    else:
+        fn, inputs = PumpModel.from_state(model.state).what_if(action, parameters, state)
+    return fn, inputs, state
+
+
 def _what_if_result(run: SimulationRun, asset: Asset, action: str, parameters: dict,
-                    metrics: list[str], at) -> None:
-    model = getattr(asset, "whatif_model", None) or fit_whatif_model(asset)
-    state = recent_state(asset, at=at)
-    fn, inputs = PumpModel.from_state(model.state).what_if(action, parameters, state)
+                    metrics: list[str], at, effect: dict | None = None) -> None:
+    model = asset_model(asset)
+    run.engine_reason = WHAT_IF_REASON.format(kind=model.kind)
+    fn, inputs, state = _model_fn(model, asset, action, parameters, at, effect)
     constraints = constraints_for(model, metrics)
     result = run_monte_carlo(fn, inputs, constraints=constraints, seed=run.seed,
                              n_samples=run.request["n_samples"]).to_dict()
-    run.request |= {"state": state, "constraints": constraints}
+    result["model"] = model_summary(model)
+    run.request |= {"state": state, "constraints": constraints, "model": model.kind}
+    if effect is not None:
+        run.request["effect"] = effect
     run.result, run.status = result, SimulationStatus.SUCCEEDED
     run.n_samples = run.samples_done = run.samples_target = result["n_samples"]
 
 
 def run_what_if(
     *, asset: Asset, action: str, parameters: dict, metrics: list[str], at, anomaly=None,
-    seed: int | None = None, n_samples: int | None = None,
+    seed: int | None = None, n_samples: int | None = None, effect: dict | None = None,
 ) -> SimulationRun:
     """Monte Carlo what-if of ``action`` on ``asset``, calibrated on telemetry up to ``at``.
 
     Inputs are the asset's current state (recent window, ``SIMULATION_CALIBRATION_WINDOW`` rows)
-    pushed through its fitted model; constraints keep ``metrics`` inside their normal band.
+    pushed through its fitted model (``model_kind``: the pump model, or the generic one);
+    constraints keep ``metrics`` inside their normal band. ``effect`` is the action's
+    declared effect on metrics for a generic model (``simulation.engine.effects`` shape, e.g.
+    from the action catalogue); ``EFFECTS[action]`` when None, ignored by the pump model.
     Runs inline, then stores the finished SimulationRun (succeeded, or failed with the error)
     and publishes it on the feed in one transaction: no half-written run is ever visible.
     """
     run = SimulationRun(
         asset=asset, anomaly=anomaly, engine_requested="monte_carlo", engine="monte_carlo",
-        engine_reason=WHAT_IF_REASON, seed=seed if seed is not None else secrets.randbits(63),
+        engine_reason=WHAT_IF_REASON.format(kind="asset"),
+        seed=seed if seed is not None else secrets.randbits(63),
         started_at=timezone.now(),
         request={"action": action, "parameters": parameters, "metrics": metrics,
                  "at": at.isoformat(), "n_samples": n_samples or settings.SIMULATION_SAMPLES},
     )
     started = time.perf_counter()
     try:
-        _what_if_result(run, asset, action, parameters, metrics, at)
+        _what_if_result(run, asset, action, parameters, metrics, at, effect)
     except SimulationError as exc:
         run.status, run.error = SimulationStatus.FAILED, str(exc)
     run.progress, run.finished_at = 1.0, timezone.now()
