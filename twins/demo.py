@@ -176,8 +176,8 @@ def start_children(mqtt_url: str, port: int, *, web: bool) -> Children:
     python, logs, children = sys.executable, settings.DATA_DIR / "logs", Children()
     ingest_status_path().unlink(missing_ok=True)
     if web:
-        children.start("web", [python, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port),
-                               "opstwin_site.asgi:application"], env, logs)
+        children.start("web", [python, "-m", "daphne", "--no-server-name", "-b", "127.0.0.1",
+                               "-p", str(port), "opstwin_site.asgi:application"], env, logs)
     children.start("ingest", [python, "manage.py", "ingest_mqtt", "--url", mqtt_url,
                               "--stats-every", "30", "--status-file", str(ingest_status_path())],
                    env, logs)
