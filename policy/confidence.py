@@ -1,13 +1,12 @@
 """OpsTwin's confidence in a proposal: four components in 0..1 and their weighted sum.
 
 confidence = 0.25 historical success + 0.25 data quality + 0.30 simulation consistency
-             + 0.20 consensus (weights from the seed specification). Consensus counts only the
+             + 0.20 consensus (weights from the seed specification). Consensus is computed by
+telemetry when the anomaly opens and stored on it (``telemetry.consensus``); it counts only the
 detectors able to judge the asset (multivariate ones abstain on a one-metric asset).
 """
 
 from __future__ import annotations
-
-from datetime import timedelta
 
 import numpy as np
 from django.db.models import Count, Q
@@ -16,9 +15,8 @@ from policy.actions import CATALOGUE
 from policy.choices import ProposalStatus
 from policy.models import Proposal
 from telemetry.choices import Quality
-from telemetry.detectors import build_detector
+from telemetry.consensus import episode_consensus
 from telemetry.models import Anomaly, TelemetryEvent
-from telemetry.series import load_series
 
 WEIGHTS = {
     "historical_success": 0.25, "data_quality": 0.25, "simulation_consistency": 0.30,
@@ -26,7 +24,6 @@ WEIGHTS = {
 }
 SUCCESS = [ProposalStatus.EXECUTED, ProposalStatus.VERIFIED]
 FAILURE = [ProposalStatus.FAILED, ProposalStatus.ROLLED_BACK]
-CONSENSUS_DETECTORS = ("zscore", "mad", "ewma", "cusum", "pca_t2q")
 
 
 def historical_success(action: str, asset_kind: str) -> float:
@@ -68,47 +65,21 @@ def simulation_consistency(p_breach: float, converged: bool) -> float:
     return float((1.0 - p_breach) * (1.0 if converged else 0.5))
 
 
-#: Detectors that model the correlation between metrics: they need >= 2 varying metrics
-#: (``PcaT2QDetector.fit`` raises otherwise) and abstain on a one-metric asset.
-MULTIVARIATE = frozenset({"pca_t2q"})
-
-
-def _varying_metrics(calibration: np.ndarray) -> int:
-    """Columns of ``calibration`` (n, m) that vary (finite, non-zero standard deviation)."""
-    spread = np.nanstd(calibration, axis=0)
-    return int(np.count_nonzero(np.isfinite(spread) & (spread > 0)))
-
-
-def _vote(name: str, calibration: np.ndarray, episode: np.ndarray) -> bool | None:
-    """Whether detector ``name`` flags any episode row; None when it abstains."""
-    if name in MULTIVARIATE and _varying_metrics(calibration) < 2:
-        return None
-    try:
-        detector = build_detector(name, None).fit(calibration)
-    except ValueError:
-        return None  # the detector rejects this data (its documented fit error): no vote
-    return bool(detector.score(episode, history=calibration).flags.any())
-
-
 def consensus(anomaly: Anomaly, *, calibration_rows: int) -> tuple[float, dict[str, bool | None]]:
-    """Share of the independent detectors able to vote that also flag the anomaly's episode.
+    """Share of the applicable detectors that also flag the anomaly's episode, and their votes.
 
-    Each detector in ``CONSENSUS_DETECTORS`` is fitted on the ``calibration_rows`` rows before
-    the episode and scores the episode's rows; it agrees if it flags any of them. A detector
-    that cannot judge the asset abstains (vote None, left out of the share): multivariate ones
-    (``MULTIVARIATE``) on fewer than two varying metrics, and any whose fit rejects the data.
-    Returns (share in 0..1, ``{detector: True | False | None}``); (0.0, {}) with fewer than 20
-    calibration rows, no episode rows, or no voter.
+    Read from ``anomaly.consensus``, computed by telemetry when the anomaly opened
+    (``telemetry.consensus``: multivariate detectors vote only on assets with two or more
+    metrics, abstainers are left out of the share). An anomaly without a stored consensus
+    (opened before it was stored) is computed here the same way, on the ``calibration_rows``
+    rows before its episode. Returns (share in 0..1, ``{detector: True | False | None}``).
     """
-    before = anomaly.started_at - timedelta(microseconds=1)
-    series = load_series(anomaly.asset, after=before, history=calibration_rows,
-                         until=anomaly.last_seen_at)
-    calibration, episode = series.X[: series.n_history], series.X[series.n_history :]
-    if len(calibration) < 20 or len(episode) == 0:
-        return 0.0, {}
-    votes = {name: _vote(name, calibration, episode) for name in CONSENSUS_DETECTORS}
-    cast = [v for v in votes.values() if v is not None]
-    return (sum(cast) / len(cast) if cast else 0.0), votes
+    stored = anomaly.consensus
+    if not stored:
+        stored = episode_consensus(anomaly.asset, started_at=anomaly.started_at,
+                                   last_seen_at=anomaly.last_seen_at,
+                                   calibration_rows=calibration_rows)
+    return float(stored["share"]), dict(stored["votes"])
 
 
 def combine(components: dict[str, float]) -> float:

@@ -30,6 +30,7 @@ from django.utils import timezone
 from policy.audit import record_change
 from telemetry.calibration import Watch, watch_for
 from telemetry.choices import AnomalyStatus
+from telemetry.consensus import consensus_on_open
 from telemetry.detectors import score_to_severity
 from telemetry.models import Anomaly, DetectionState
 from telemetry.series import Series, load_series
@@ -138,6 +139,7 @@ def _open_episode(asset: Asset, group: list[Flagged], detector: str) -> Anomaly:
         asset=asset, metric=peak.metric, detector=detector, kind=peak.kind,
         severity=score_to_severity(peak.score), score=peak.score, started_at=group[0].ts,
         last_seen_at=group[-1].ts, n_points=len(group), features=_features(peak, detector),
+        consensus=consensus_on_open(asset, started_at=group[0].ts, last_seen_at=group[-1].ts),
     )
     _publish(anomaly, "anomaly.open", "created")
     return anomaly

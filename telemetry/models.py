@@ -91,7 +91,10 @@ class Anomaly(models.Model):
     ``score`` is in 0..1 (rolling z-score: min(1, |z|/5)); ``severity`` follows the seed thresholds
     (score >= 0.95 critical, >= 0.85 high, >= 0.70 medium, else low). ``features`` holds the
     evidence: the peak value, the window mean and std, |z|, and per-metric contributions.
-    ``metric`` is the metric that contributed most at the peak.
+    ``metric`` is the metric that contributed most at the peak. ``consensus`` is the detector
+    consensus computed when the episode opened (``telemetry.consensus.votes_on``: share in
+    0..1, per-detector votes over the applicable detectors); None for anomalies opened before
+    it was stored, or when computing it failed.
     """
 
     asset = models.ForeignKey(Asset, on_delete=models.CASCADE, related_name="anomalies")
@@ -108,6 +111,7 @@ class Anomaly(models.Model):
     ended_at = models.DateTimeField(null=True, blank=True)
     n_points = models.PositiveIntegerField(default=1)
     features = models.JSONField(default=dict)
+    consensus = models.JSONField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     acknowledged_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT,
