@@ -11,9 +11,11 @@ import base64
 import binascii
 import json
 import logging
+import os
+import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from functools import cached_property
+from functools import cached_property, partial
 
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
@@ -95,23 +97,46 @@ def decode_cursor(cursor: str, bounds: tuple[int, int] | None = None) -> int:
     return event_id
 
 
-class _Notify:
-    """An on-commit callback that announces the highest event id of one transaction."""
+class FeedNotifier:
+    """Announces committed event ids to live-stream hubs from one background thread.
 
-    def __init__(self, event_id: int) -> None:
-        self.event_id = event_id
+    A commit only records the highest id it made visible (``announce``: a lock and a max, a
+    few microseconds) and wakes the thread, which sends the newest id it has seen, so a burst
+    of commits costs one channel-layer message, and the ~3 ms ``group_send`` round trip to
+    Redis is off the writer's path (it was 2.8 of the 5.7 ms an audited change cost, issue 16).
+    One pending value, one thread per process (re-created after a fork, e.g. in a Celery
+    child): nothing here grows with the number of writers or subscribers. A notification lost
+    to a crash only delays delivery until the hubs' next poll: the hubs read events from the
+    database, never from the message.
+    """
 
-    def __call__(self) -> None:
-        notify_subscribers(self.event_id)
+    def __init__(self, send) -> None:
+        self._send = send
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._pending = 0
+        self._thread: threading.Thread | None = None
+        self._pid = 0
 
+    def announce(self, event_id: int) -> None:
+        """Record that events up to ``event_id`` are committed (called on commit)."""
+        with self._lock:
+            self._pending = max(self._pending, event_id)
+            if self._pid != os.getpid() or self._thread is None or not self._thread.is_alive():
+                self._pid = os.getpid()
+                self._thread = threading.Thread(target=self._run, name="aiw-feed-notifier",
+                                                 daemon=True)
+                self._thread.start()
+        self._wake.set()
 
-def _schedule_notification(event_id: int) -> None:
-    """One notification per transaction, however many events it appends."""
-    for _sids, func, _robust in connection.run_on_commit:
-        if isinstance(func, _Notify):
-            func.event_id = max(func.event_id, event_id)
-            return
-    transaction.on_commit(_Notify(event_id))
+    def _run(self) -> None:
+        while True:
+            self._wake.wait()
+            self._wake.clear()
+            with self._lock:
+                event_id, self._pending = self._pending, 0
+            if event_id:
+                self._send(event_id)
 
 
 def append_event(
@@ -126,7 +151,7 @@ def append_event(
         type=type, resource_type=resource_type, resource_id=resource_id, operation=operation,
         twin=twin, actor=actor, data=data, created_at=at,
     )
-    _schedule_notification(event.id)
+    transaction.on_commit(partial(notifier.announce, event.id))
     return event
 
 
@@ -143,6 +168,10 @@ def notify_subscribers(event_id: int) -> None:
         async_to_sync(layer.group_send)(FEED_GROUP, {"type": "feed.committed", "id": event_id})
     except Exception:  # a feed notification must never fail the change that committed
         log.exception("could not notify feed subscribers of event %s", event_id)
+
+
+#: The process's notifier; ``append_event`` announces through it on commit.
+notifier = FeedNotifier(notify_subscribers)
 
 
 def events_after(after_id: int, queryset: QuerySet[ChangeEvent], limit: int) -> list[ChangeEvent]:

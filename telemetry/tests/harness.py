@@ -156,7 +156,7 @@ class IngestProcess:
         except (OSError, ValueError):
             return {}
 
-    def wait_connected(self, timeout: float = 30) -> None:
+    def wait_connected(self, timeout: float = 120) -> None:
         if not wait_for(lambda: self.status().get("connected") is True, timeout):
             raise RuntimeError(f"{self.client_id} did not connect; see its log in {self.workdir}")
 
