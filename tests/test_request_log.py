@@ -77,6 +77,7 @@ def test_records_outside_a_request_have_a_dash():
     assert json.loads(JsonFormatter().format(record))["request_id"] == "-"
 
 
+@pytest.mark.filterwarnings("ignore::celery.exceptions.AlwaysEagerIgnored")
 def test_a_task_published_during_a_request_carries_its_id(redis_url):
     """GIVEN the request id "trace-task" is current
     WHEN a task is sent to the real Redis broker
