@@ -35,9 +35,9 @@ class Served:
     """The schemas as an agent sees them: the index at /schemas, each schema fetched from its
     URL on first use (``$ref``s included), validated with format checking on."""
 
-    def __init__(self, client: Client) -> None:
+    def __init__(self, client: Client, index: str = "/schemas") -> None:
         self.client = client
-        self.urls = {e["name"]: e["url"] for e in client.get("/schemas").json()["schemas"]}
+        self.urls = {e["name"]: e["url"] for e in client.get(index).json()["schemas"]}
         self.registry = Registry(retrieve=cache(self._fetch))
         self.seen: list[tuple[str, str]] = []
 
