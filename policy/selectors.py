@@ -22,7 +22,8 @@ from django.utils import timezone
 from aiw.feed import encode_cursor, newest_event_id
 from aiw.scope import scope_for
 from policy.choices import ProposalStatus
-from policy.models import AuditEntry, Proposal
+from policy.models import AuditEntry, PolicyDocument, PolicyHighWater, Proposal
+from policy.trust import ActivePolicy, assess
 from telemetry.choices import AnomalyStatus, Severity
 from telemetry.detectors.streaming import sampling_interval
 from telemetry.models import Anomaly, TelemetryEvent
@@ -184,3 +185,14 @@ def feed_cursor() -> str:
     feed from there, so no change between the read and the subscription is missed (one
     already shown may arrive again: the page only refreshes)."""
     return encode_cursor(newest_event_id())
+
+
+def policy_verdicts(twins: list[Twin]) -> dict[int, ActivePolicy]:
+    """twin id → the policy in force, as ``policy.services.active_policy`` judges it, in two
+    queries for any number of twins (newest documents, high-water marks) and without its
+    side effect: a display never records an acceptance."""
+    ids = [t.pk for t in twins]
+    newest = {d.twin_id: d for d in PolicyDocument.objects.filter(twin_id__in=ids)
+              .order_by("twin_id", "-version").distinct("twin_id")}
+    marks = {m.twin_id: m for m in PolicyHighWater.objects.filter(twin_id__in=ids)}
+    return {t.pk: assess(t.slug, newest.get(t.pk), marks.get(t.pk)) for t in twins}

@@ -31,11 +31,14 @@ from twins.scoping import get_scoped_or_404, scoped, visible_twins
 
 PROPOSALS = Proposal.objects.select_related(
     "twin", "asset", "anomaly", "simulation", "proposed_by", "decided_by")
+#: Proposals for lists: no simulation, and none of the large JSON evidence a list never shows.
+LISTED = Proposal.objects.select_related("twin", "asset", "anomaly", "decided_by").defer(
+    "evidence", "confidence_breakdown", "decision_trace", "rollback", "anomaly__features")
 
 
 def _home_summary(request) -> dict:
     counts = selectors.open_anomaly_counts(request.user)
-    proposals = scoped(PROPOSALS, request.user)
+    proposals = scoped(LISTED, request.user)
     pending = proposals.filter(status=ProposalStatus.PENDING_APPROVAL)
     oldest = pending.exclude(expires_at=None).order_by("expires_at").first()
     since = timezone.now() - timedelta(hours=24)
@@ -48,17 +51,18 @@ def _home_summary(request) -> dict:
 
 def _home_plant(request) -> dict:
     twins = selectors.asset_states(request.user)
-    return {"plant": [(t, assets, services.active_policy(t)) for t, assets in twins.items()]}
+    verdicts = selectors.policy_verdicts(list(twins))
+    return {"plant": [(t, assets, verdicts[t.pk]) for t, assets in twins.items()]}
 
 
 def _home_queue(request) -> dict:
-    return {"pending": selectors.approval_queue(request.user, PROPOSALS),
-            "expired": selectors.recently_expired(request.user, PROPOSALS),
+    return {"pending": selectors.approval_queue(request.user, LISTED),
+            "expired": selectors.recently_expired(request.user, LISTED),
             "critical_open": selectors.open_anomaly_counts(request.user)["critical"]}
 
 
 def _home_recent(request) -> dict:
-    return {"recent": scoped(PROPOSALS, request.user).exclude(
+    return {"recent": scoped(LISTED, request.user).exclude(
         status__in=[ProposalStatus.PENDING_APPROVAL, ProposalStatus.EXPIRED])[:20]}
 
 
@@ -98,8 +102,9 @@ def dashboard(request):
     context = {"feed_cursor": selectors.feed_cursor()}
     for build in HOME_FRAGMENTS.values():
         context |= build(request)
-    twins = visible_twins(request.user)
-    context |= {"policies": [(t, services.active_policy(t)) for t in twins[:20]],
+    twins = list(visible_twins(request.user)[:20])
+    verdicts = selectors.policy_verdicts(twins)
+    context |= {"policies": [(t, verdicts[t.pk]) for t in twins],
                 "audit_tip": AuditEntry.objects.order_by("-seq").first(),
                 "anchor": latest_anchor()}
     return render(request, "policy/dashboard.html", context)
