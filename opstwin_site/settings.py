@@ -214,9 +214,8 @@ REST_FRAMEWORK = {
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
     # Overflowing numbers and over-deep nesting in JSON are 400s, not 500s
     # (opstwin_site/parsers.py).
-    "DEFAULT_PARSER_CLASSES": ["opstwin_site.parsers.StrictJSONParser",
-                               "rest_framework.parsers.FormParser",
-                               "rest_framework.parsers.MultiPartParser"],
+    # JSON only (issue 13 item 3): a form body cannot say null, and the OpenAPI names none.
+    "DEFAULT_PARSER_CLASSES": ["opstwin_site.parsers.StrictJSONParser"],
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "OpsTwin API",

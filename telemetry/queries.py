@@ -93,8 +93,8 @@ def select_series(user, twin: str, asset: str | None = None,
 
 
 def _check_range(start: datetime, end: datetime, max_days: int, what: str) -> None:
-    if end <= start:
-        raise QueryError("end must be after start")
+    if end < start:  # [start, end) is half-open: start == end is an empty range, not an error
+        raise QueryError("end must not be before start")
     if end - start > timedelta(days=max_days):
         raise QueryError(f"{what} spans at most {max_days} days; got {end - start}")
 

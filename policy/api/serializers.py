@@ -54,13 +54,14 @@ class ActionRequestSerializer(serializers.Serializer):
     twin = serializers.SlugField()
     asset = serializers.SlugField()
     action = serializers.CharField(
-        max_length=64, help_text="An action of the catalogue (GET /actions) for the asset's kind.")
-    parameters = serializers.JSONField(
+        min_length=1, max_length=64,
+        help_text="An action of the catalogue (GET /actions) for the asset's kind.")
+    parameters = serializers.DictField(
         required=False, default=dict,
         help_text="Valid against the action's parameters schema in the catalogue.")
     anomaly = serializers.IntegerField(required=False, allow_null=True, default=None)
     metrics = serializers.ListField(child=serializers.CharField(max_length=64), required=False,
-                                    allow_empty=False, default=None)
+                                    allow_empty=False, min_length=1, default=None)
 
 
 def check_action(asset, action: str, parameters) -> None:

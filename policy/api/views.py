@@ -27,6 +27,7 @@ from policy.api.serializers import (
     RollbackSerializer,
     check_action,
 )
+from policy.filtersets import ProposalFilterSet
 from policy.models import Proposal
 from policy.services.common import require
 from telemetry.models import Anomaly
@@ -75,7 +76,7 @@ class ProposalViewSet(TwinScopedViewSetMixin, mixins.ListModelMixin,
     queryset = Proposal.objects.select_related(
         "twin", "asset", "proposed_by", "decided_by").prefetch_related("approvals__approver")
     serializer_class = ProposalSerializer
-    filterset_fields = ["status", "decision", "risk_level", "action"]
+    filterset_class = ProposalFilterSet
 
     def _act(self, fn, *, accepted: bool = False, **kwargs) -> Response:
         proposal = self.get_object()  # 404 outside the caller's scope
@@ -86,32 +87,46 @@ class ProposalViewSet(TwinScopedViewSetMixin, mixins.ListModelMixin,
         return Response(ProposalSerializer(proposal).data, status=status.HTTP_202_ACCEPTED,
                         headers={"Location": location})
 
-    @extend_schema(request=ActionRequestSerializer, responses={201: ProposalSerializer})
+    @extend_schema(summary="List the proposals of the twins the caller may see",
+                   responses=ProposalSerializer(many=True))
+    def list(self, request, *args, **kwargs):
+        return super().list(request, *args, **kwargs)
+
+    @extend_schema(summary="Read one proposal", responses=ProposalSerializer)
+    def retrieve(self, request, *args, **kwargs):
+        return super().retrieve(request, *args, **kwargs)
+
+    @extend_schema(summary="Propose an action on an asset (simulated, then decided)",
+                   request=ActionRequestSerializer, responses={201: ProposalSerializer})
     def create(self, request):
         """Propose an action: it is simulated on the asset's current state, then decided."""
         data = resolve_action_request(request)
         proposal = services.propose_action(actor=request.user, request=request, **data)
         return Response(ProposalSerializer(proposal).data, status=status.HTTP_201_CREATED)
 
-    @extend_schema(request=None, responses=ProposalSerializer)
+    @extend_schema(summary="Approve a pending proposal (four-eyes: not the proposer's own)",
+                   request=None, responses=ProposalSerializer)
     @action(detail=True, methods=["post"])
     def approve(self, request, pk=None):
         return self._act(services.approve_proposal)
 
-    @extend_schema(request=RejectSerializer, responses=ProposalSerializer)
+    @extend_schema(summary="Reject a pending proposal, with a reason",
+                   request=RejectSerializer, responses=ProposalSerializer)
     @action(detail=True, methods=["post"])
     def reject(self, request, pk=None):
         body = RejectSerializer(data=request.data)
         body.is_valid(raise_exception=True)
         return self._act(services.reject_proposal, reason=body.validated_data["reason"])
 
-    @extend_schema(request=None, responses={202: ACCEPTED}, parameters=[LOCATION],
+    @extend_schema(summary="Execute an approved proposal: claim it and queue its command",
+                   request=None, responses={202: ACCEPTED}, parameters=[LOCATION],
                    description=EXECUTE_DOC)
     @action(detail=True, methods=["post"])
     def execute(self, request, pk=None):
         return self._act(services.start_execution, accepted=True)
 
-    @extend_schema(request=RollbackSerializer, responses={202: ACCEPTED}, parameters=[LOCATION],
+    @extend_schema(summary="Roll back an executed proposal, with a reason",
+                   request=RollbackSerializer, responses={202: ACCEPTED}, parameters=[LOCATION],
                    description=ROLLBACK_DOC)
     @action(detail=True, methods=["post"])
     def rollback(self, request, pk=None):
@@ -120,7 +135,8 @@ class ProposalViewSet(TwinScopedViewSetMixin, mixins.ListModelMixin,
         return self._act(services.start_rollback, accepted=True,
                          reason=body.validated_data["reason"])
 
-    @extend_schema(request=None, responses=ProposalSerializer)
+    @extend_schema(summary="Re-simulate a proposal on the asset's current state",
+                   request=None, responses=ProposalSerializer)
     @action(detail=True, methods=["post"])
     def resimulate(self, request, pk=None):
         return self._act(services.resimulate_proposal)
@@ -129,7 +145,8 @@ class ProposalViewSet(TwinScopedViewSetMixin, mixins.ListModelMixin,
 class EvaluateView(APIView):
     """POST /policy/evaluate: what would happen if I proposed this? Changes nothing."""
 
-    @extend_schema(request=ActionRequestSerializer, responses={200: dict})
+    @extend_schema(summary="Dry run: what the policy would decide for this action",
+                   request=ActionRequestSerializer, responses={200: dict})
     def post(self, request):
         data = resolve_action_request(request)
         require(request.user, "policy.add_proposal", data["asset"].twin)

@@ -33,33 +33,35 @@ class SimulationRequestSerializer(serializers.Serializer):
     offending part in a 400 problem. Give exactly one of ``inputs`` or ``pump``.
     """
 
-    asset = serializers.CharField(required=False, help_text=(
+    asset = serializers.RegexField(r"^[^/]+/[^/]+$", required=False, help_text=(
         "'twin-slug/asset-slug': the run belongs to this asset (scope, feed). For a 'pump' "
         "request, a missing pump.model is the asset's fitted what-if model and a missing "
         "pump.state its state calibrated on its newest readings."))
     inputs = serializers.DictField(required=False, help_text=(
         'name -> {"dist": "normal"|"uniform"|"triangular"|"lognormal"|"empirical" or any '
         'scipy.stats continuous distribution, "params": {...}}'))
-    outputs = serializers.DictField(required=False, help_text=(
+    outputs = serializers.DictField(required=False, allow_null=True, help_text=(
         'name -> {"terms": {input: coefficient}, "intercept": number}; default: the inputs'))
-    correlation = serializers.DictField(required=False, help_text=(
+    correlation = serializers.DictField(required=False, allow_null=True, help_text=(
         '{"names": [...], "matrix": [[...]]}: Gaussian copula over some inputs'))
     pump = serializers.DictField(required=False, help_text=(
         '{"action": "hold"|"reduce_load"|"emergency_stop"|"open_valve", "params": '
         '{"fraction": f}, "model": <PumpModel state>, "state": <calibrated state>}'))
     constraints = serializers.ListField(child=serializers.DictField(), required=False,
+                                        allow_null=True,
                                         help_text='[{"metric", "op": ">"|"<", "limit"}]')
     engine = serializers.ChoiceField(choices=ENGINES, required=False, default="auto")
     n_samples = serializers.IntegerField(required=False, min_value=2)
     max_samples = serializers.IntegerField(required=False, min_value=2)
     rse_target = serializers.FloatField(required=False)
-    seed = serializers.IntegerField(required=False, min_value=0,
-                                    help_text="drawn (and stored) when absent")
+    seed = serializers.IntegerField(required=False, min_value=0, allow_null=True,
+                                    help_text="drawn (and stored) when absent or null")
     method = serializers.ChoiceField(choices=METHODS, required=False)
     bins = serializers.IntegerField(required=False, min_value=1)
     epsilon = serializers.FloatField(required=False)
     alpha = serializers.FloatField(required=False)
     num_qubits = serializers.IntegerField(required=False, min_value=1)
-    shots = serializers.IntegerField(required=False, allow_null=True)
-    p_hint = serializers.FloatField(required=False, allow_null=True)
+    shots = serializers.IntegerField(required=False, allow_null=True, min_value=1)
+    p_hint = serializers.FloatField(required=False, allow_null=True, min_value=0.0,
+                                    max_value=1.0)
     cost_basis = serializers.ChoiceField(choices=["simulator", "hardware"], required=False)

@@ -55,7 +55,8 @@ class RangeParamsSerializer(SeriesParamsSerializer):
     """A time range [start, end): RFC 3339 date-times with an offset."""
 
     start = serializers.DateTimeField()
-    end = serializers.DateTimeField()
+    end = serializers.DateTimeField(
+        help_text="not before start; start == end is an empty range (200, no samples)")
 
 
 class QueryParamsSerializer(RangeParamsSerializer):

@@ -113,9 +113,19 @@ def test_query_refuses_a_tampered_cursor(reader, pump):
     assert response.json()["detail"] == "cursor is not valid"
 
 
+@pytest.mark.parametrize("path", ["query", "aggregate"])
+def test_start_equal_to_end_is_an_empty_range_not_an_error(reader, pump, path):
+    """[start, end) is half-open: start == end selects nothing (issue 13 item 3)."""
+    response = get(reader, path, twin="plant", start=iso(0), end=iso(0), bucket="1m")
+    assert response.status_code == 200, response.content
+    body = response.json()
+    assert body.get("results", []) == [] and body.get("series", []) == []
+    assert body.get("next_cursor") is None
+
+
 @pytest.mark.parametrize(("params", "fragment"), [
     ({"start": iso(0), "end": iso(40 * 86400)}, "at most 31 days"),
-    ({"start": iso(10), "end": iso(0)}, "end must be after start"),
+    ({"start": iso(10), "end": iso(0)}, "end must not be before start"),
     ({"start": iso(0), "end": iso(10), "limit": 10_001}, "limit must be between"),
 ])
 def test_query_answers_400_problems_for_requests_over_the_limits(reader, pump, params, fragment):
