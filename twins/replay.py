@@ -1,4 +1,5 @@
-"""Replaying SKAB files as telemetry.v1 events over MQTT, like sensors would publish them."""
+"""Replaying SKAB files (and NAB files, ``twins.nab_demo.NabRun``) as telemetry.v1 events over
+MQTT, like sensors would publish them."""
 
 from __future__ import annotations
 
@@ -17,18 +18,24 @@ from twins.skab import METRIC_NAMES, SkabRun
 EVENT_NAMESPACE = uuid.UUID("6f1c3a2e-5b7d-4e8f-9a0b-1c2d3e4f5a6b")
 
 
-def event_id(run_name: str, row: int) -> uuid.UUID:
+def event_id(run_name: str, row: int, source: str = "skab") -> uuid.UUID:
     """Deterministic event id of a row: replaying the same file twice stores it once."""
-    return uuid.uuid5(EVENT_NAMESPACE, f"skab:{run_name}:{row}")
+    return uuid.uuid5(EVENT_NAMESPACE, f"{source}:{run_name}:{row}")
 
 
 def to_event(twin_slug: str, run: SkabRun, row: int) -> dict:
-    """telemetry.v1 event of one row (timestamps taken as UTC). Labels are not included."""
+    """telemetry.v1 event of one row (timestamps taken as UTC). Labels are not included.
+
+    A run names its metrics and source with ``metric_names`` and ``source`` when it has them
+    (a NAB run: ``("value",)``, ``"nab"``); a SkabRun uses SKAB's eight metrics.
+    """
+    source = getattr(run, "source", "skab")
+    names = getattr(run, "metric_names", METRIC_NAMES)
     return {
-        "event_id": str(event_id(run.name, row)), "twin_id": twin_slug,
+        "event_id": str(event_id(run.name, row, source)), "twin_id": twin_slug,
         "asset_id": run.asset_slug, "ts": f"{run.ts[row]}Z",
-        "metrics": {m: float(v) for m, v in zip(METRIC_NAMES, run.X[row], strict=True)},
-        "tags": {"source": "skab", "file": run.name}, "quality": "good",
+        "metrics": {m: float(v) for m, v in zip(names, run.X[row], strict=True)},
+        "tags": {"source": source, "file": run.name}, "quality": "good",
     }
 
 

@@ -1,4 +1,5 @@
-"""``manage.py demo`` / ``opstwin demo``: the whole OpsTwin loop on the SKAB pump data."""
+"""``manage.py demo`` / ``opstwin demo``: the whole OpsTwin loop on the SKAB pump data, and with
+``--dataset nab-dev`` a NAB file as a second, univariate twin beside the pump."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from opstwin_site.embedded import stop_embedded_database
 from policy.demo_policy import ensure_demo_policy
 from policy.roles import grant_twin_to_role_groups
 from policy.sweeper import PolicySweeper
-from twins import demo
+from twins import demo, nab_demo
 from twins.device import SimulatedDevice
 from twins.replay import AckWindow, publish_runs
 from twins.setup import create_demo_users, create_skab_twin
@@ -56,6 +57,17 @@ class Command(BaseCommand):
                             help="password for every demo user (default: random, printed)")
         parser.add_argument("--timeout", type=float, default=900.0,
                             help="seconds to wait for ingest and processing")
+        parser.add_argument("--dataset", action="append", choices=["skab", "nab-dev"],
+                            default=None,
+                            help="nab-dev: also replay a NAB development file as a second twin "
+                                 "(nab-dev, one generic asset) beside the SKAB pump")
+        parser.add_argument("--nab-data", default=None,
+                            help="NAB folder (default: $OPSTWIN_NAB_DIR, else "
+                                 "../shared/datasets/nab-dev)")
+        parser.add_argument("--nab-file", default=nab_demo.DEFAULT_FILE,
+                            help=f"NAB file to replay (default {nab_demo.DEFAULT_FILE})")
+        parser.add_argument("--nab-rows", type=int, default=nab_demo.DEFAULT_ROWS,
+                            help=f"rows of it to replay (default {nab_demo.DEFAULT_ROWS})")
 
     def handle(self, *args, **opts):
         # Stop what we start: the embedded PostgreSQL, if this process started it (the web
@@ -67,6 +79,7 @@ class Command(BaseCommand):
             names = list_files(root, opts["files"])
         except FileNotFoundError as exc:
             raise CommandError(str(exc)) from exc
+        nab_run = self._read_nab(opts) if "nab-dev" in (opts["dataset"] or []) else None
         if not _port_free(opts["port"]):
             raise CommandError(f"port {opts['port']} is taken; pass --port")
         if not settings.MQTT_URL and not _port_free(opts["broker_port"]):
@@ -82,6 +95,12 @@ class Command(BaseCommand):
         credentials = create_demo_users(opts["password"])
         grant_twin_to_role_groups(twin)  # roles act per twin: every role group gets SKAB
         self.stdout.write(ensure_demo_policy(twin))
+        self._nab = None
+        if nab_run is not None:
+            nab_twin = nab_demo.create_nab_twin(nab_run, reset=not opts["keep"])
+            grant_twin_to_role_groups(nab_twin)
+            self.stdout.write(ensure_demo_policy(nab_twin))
+            self._nab = (nab_twin, nab_run)
         broker = demo.start_broker(opts["broker_port"])
         self._line(broker.describe())
         try:
@@ -98,6 +117,14 @@ class Command(BaseCommand):
                 children.stop()
         finally:
             broker.stop()
+
+    def _read_nab(self, opts) -> nab_demo.NabRun:
+        root = (Path(opts["nab_data"]) if opts["nab_data"]
+                else nab_demo.default_data_dir(settings.BASE_DIR))
+        try:
+            return nab_demo.read_nab_run(root, opts["nab_file"], opts["nab_rows"])
+        except (FileNotFoundError, ValueError) as exc:
+            raise CommandError(str(exc)) from exc
 
     def _line(self, text: str) -> None:
         """Write one line to stdout now (it may be a file: progress must not sit in a buffer)."""
@@ -119,18 +146,18 @@ class Command(BaseCommand):
             window = AckWindow(lambda: demo.subscriber_committed(children))
             published = publish_runs(mqtt_url, twin.slug, runs, rate=opts["rate"],
                                      on_progress=progress.update, window=window)
-        with self._progress("committed", total=published) as progress:
-            committed = demo.wait_for_ingest(twin, published, children, opts["timeout"],
-                                             progress)
-        if committed < published:
-            self.stderr.write(f"only {committed} of {published} events committed in time")
-        self._line("waiting for detection, simulation and policy to finish...")
-        with self._progress("detection up to date", total=twin.assets.count(),
-                            unit="assets", rate=False) as progress:
-            settled = demo.wait_for_quiet(twin, children, opts["timeout"], progress=progress)
-        if not settled:
-            self.stderr.write("processing did not settle before --timeout; summary is partial")
+        self._wait(twin, published, children, opts)
+        if self._nab:
+            nab_twin, nab_run = self._nab
+            with self._progress(f"published {nab_twin.slug}", total=len(nab_run.ts)) as progress:
+                window = AckWindow(lambda: demo.subscriber_committed(children))
+                nab_published = publish_runs(mqtt_url, nab_twin.slug, [nab_run],
+                                             rate=opts["rate"], on_progress=progress.update,
+                                             window=window)
+            self._wait(nab_twin, nab_published, children, opts)
         self._print_summary(demo.summary(twin, runs, published), credentials, opts["port"])
+        if self._nab:
+            self._print_nab(nab_demo.nab_summary(*self._nab), *self._nab)
         if not opts["exit"]:
             self._line("Serving until interrupted (Ctrl-C or SIGTERM).")
             stop = threading.Event()
@@ -140,6 +167,30 @@ class Command(BaseCommand):
                     children.check()
             except KeyboardInterrupt:
                 pass
+
+    def _wait(self, twin, published: int, children, opts) -> None:
+        """Wait until ``published`` events of ``twin`` are committed and processing settled."""
+        with self._progress("committed", total=published) as progress:
+            committed = demo.wait_for_ingest(twin, published, children, opts["timeout"],
+                                             progress)
+        if committed < published:
+            self.stderr.write(f"only {committed} of {published} events committed in time")
+        self._line(f"waiting for detection, simulation and policy to finish on {twin.slug}...")
+        with self._progress("detection up to date", total=twin.assets.count(),
+                            unit="assets", rate=False) as progress:
+            settled = demo.wait_for_quiet(twin, children, opts["timeout"], progress=progress)
+        if not settled:
+            self.stderr.write("processing did not settle before --timeout; summary is partial")
+
+    def _print_nab(self, s: dict, twin, run) -> None:
+        w = self.stdout.write
+        w(f"\n=== second twin {twin.slug}: {run.name}, {len(run.ts)} rows, one metric ===")
+        w(f"events ingested {s['events']}; anomalies opened {len(s['onsets'])} "
+          f"(generic default detector at the file's own cadence)")
+        for onset in s["onsets"]:
+            w(f"  onset {onset:%Y-%m-%d %H:%M} UTC")
+        w(f"NAB labelled windows in these rows: {s['windows']}, with an onset inside: "
+          f"{s['detected']} (labels read by the summary only)")
 
     def _print_summary(self, s: dict, credentials: dict, port: int) -> None:
         w = self.stdout.write
