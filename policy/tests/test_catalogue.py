@@ -147,3 +147,15 @@ def client_of(users, django_user_model):
         return client
 
     return make
+
+
+@pytest.mark.parametrize(("metric", "severity", "value"), [
+    ("Volume Flow RateRMS", "high", 100.0), ("Accelerometer1RMS", "critical", 1.0),
+    ("Temperature", "critical", 99.0), ("Temperature", "high", 99.0),
+])
+def test_what_opstwin_proposes_by_itself_is_in_the_pump_catalogue(metric, severity, value):
+    from policy.actions import candidate_action
+
+    action, parameters = candidate_action(metric, severity, value, baseline=120.0)
+    assert action_errors("pump", action) == []
+    assert parameter_errors(action, parameters) == {}
