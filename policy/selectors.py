@@ -109,14 +109,21 @@ def _apply_timing(state: AssetState, received: datetime | None, stamps: list,
         state.silent = now > state.silent_at
 
 
-def asset_states(user, twins: QuerySet[Twin] | None = None,
-                 now: datetime | None = None) -> dict[Twin, list[AssetState]]:
-    """Each visible twin (or of ``twins``, narrowed to the visible ones) → its assets' states,
-    twins and assets in slug order. ``now`` defaults to the current time."""
-    now = now or timezone.now()
+def visible_assets(user, twins: QuerySet[Twin] | None = None) -> QuerySet[Asset]:
+    """Assets of the visible twins (or of ``twins``, narrowed to the visible ones), in twin
+    and asset slug order."""
     allowed = visible_twins(user) if twins is None else twins.filter(pk__in=visible_twins(user))
-    assets = list(Asset.objects.filter(twin__in=allowed).select_related("twin")
-                  .order_by("twin__slug", "slug"))
+    return Asset.objects.filter(twin__in=allowed).select_related("twin").order_by(
+        "twin__slug", "slug")
+
+
+def asset_states(user, twins: QuerySet[Twin] | None = None, now: datetime | None = None,
+                 assets: list[Asset] | None = None) -> dict[Twin, list[AssetState]]:
+    """Each visible twin (or of ``twins``) → its assets' states (``visible_assets``, or the
+    given page of them, ``assets``), twins and assets in slug order. ``now`` defaults to the
+    current time."""
+    now = now or timezone.now()
+    assets = list(visible_assets(user, twins)) if assets is None else list(assets)
     states = {a.pk: AssetState(a) for a in assets}
     open_rows = (Anomaly.objects.filter(asset_id__in=states, status=AnomalyStatus.OPEN)
                  .values_list("asset_id", "severity").annotate(n=Count("id")).order_by())

@@ -17,6 +17,7 @@ from django.core.paginator import Paginator
 from django.db.models import Q
 from django.http import Http404
 from django.shortcuts import redirect, render
+from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_POST
 
@@ -52,6 +53,9 @@ def _home_summary(request) -> dict:
 def _home_plant(request) -> dict:
     twins = selectors.asset_states(request.user)
     verdicts = selectors.policy_verdicts(list(twins))
+    for twin, states in twins.items():
+        for state in states:
+            state.href = reverse("asset-detail", args=[twin.slug, state.asset.slug])
     return {"plant": [(t, assets, verdicts[t.pk]) for t, assets in twins.items()]}
 
 

@@ -125,9 +125,12 @@ def _login(driver, base: str, user) -> None:
 
 
 def _wait_for(driver, condition, timeout: float = 30):
+    from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.support.ui import WebDriverWait
 
-    return WebDriverWait(driver, timeout, poll_frequency=0.2).until(condition)
+    # A fragment swapped in while the condition reads it leaves a stale element: read again.
+    return WebDriverWait(driver, timeout, poll_frequency=0.2,
+                         ignored_exceptions=[StaleElementReferenceException]).until(condition)
 
 
 def _tile_text(driver, name: str) -> str:
@@ -158,6 +161,33 @@ def test_a_supervisors_home_page_shows_a_new_anomaly_without_reloading(
         assert "1 critical" in summary
         browser.save_screenshot(str(shots / "overview-live.png"))
         _screenshots(browser, base, plant, shots)
+
+
+def test_a_run_page_follows_its_run_without_polling(browser, pump, users, tmp_path):
+    """GIVEN the page of a queued run, WHEN the run is cancelled elsewhere, THEN the page shows
+    it cancelled without a reload, and it never fetched the run's JSON endpoint."""
+    from simulation.models import SimulationRun, SimulationStatus
+    from simulation.services import cancel_run
+
+    run = SimulationRun.objects.create(asset=pump, status=SimulationStatus.QUEUED, seed=1,
+                                       request={"action": "reduce_load",
+                                                "parameters": {"fraction": 0.1}},
+                                       created_by=users["supervisor"])
+    port = int(os.environ.get("OPSTWIN_BROWSER_TEST_PORT", "0")) or None
+    with live_server_process(tmp_path / "daphne.log", port=port) as base:
+        _login(browser, base, users["supervisor"])
+        browser.get(f"{base}/sim/runs/{run.pk}/view")
+        _wait_for(browser, lambda d: d.find_element("id", "live-status").text == "Live")
+        browser.execute_script("window.__sameDocument = true;")
+        assert browser.find_element("id", "sim-status").text == "Queued"
+
+        cancel_run(run.pk, actor=users["supervisor"])
+
+        _wait_for(browser, lambda d: d.find_element("id", "sim-status").text == "Cancelled")
+        assert browser.execute_script("return window.__sameDocument === true;")
+        fetched = browser.execute_script(
+            "return performance.getEntriesByType('resource').map(e => e.name);")
+        assert not [url for url in fetched if url.endswith(f"/sim/runs/{run.pk}")]
 
 
 def _screenshots(driver, base: str, plant: dict, shots: Path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from django.contrib.auth.decorators import login_required
+from django.core.paginator import Paginator
 from django.db.models import Max, Min, Prefetch
 from django.shortcuts import render
 
@@ -13,15 +14,25 @@ from telemetry.models import Anomaly, AssetCalibration, DetectionState, Telemetr
 from telemetry.queries import QueryError, latest
 from twins.chart_data import RANGES, chart_series, choose_window
 from twins.models import Asset
-from twins.scoping import get_scoped_or_404, operable_twins
+from twins.scoping import get_scoped_or_404, operable_twins, visible_twins
+
+ASSETS_PER_PAGE = 200
 
 
 @login_required
 def twin_list(request):
-    """Every visible twin with its assets: state, open anomalies by severity, last receipt."""
+    """Every visible twin (or ``?twin=``) with its assets: state, open anomalies by severity,
+    last receipt; ``ASSETS_PER_PAGE`` assets a page."""
+    twins = visible_twins(request.user)
+    if request.GET.get("twin"):
+        twins = twins.filter(slug=request.GET["twin"])
+    page = Paginator(selectors.visible_assets(request.user, twins), ASSETS_PER_PAGE) \
+        .get_page(request.GET.get("page"))
+    query = request.GET.copy()
+    query.pop("page", None)
     return render(request, "twins/twin_list.html", {
-        "twins": selectors.asset_states(request.user).items(),
-        "feed_cursor": selectors.feed_cursor(),
+        "twins": selectors.asset_states(request.user, assets=page.object_list).items(),
+        "page": page, "query": query.urlencode(),
     })
 
 
