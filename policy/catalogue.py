@@ -147,3 +147,40 @@ def catalogue_document(twins) -> dict:
     return {"kinds": kinds_catalogue(),
             "twins": {twin.slug: twin_catalogue(twin, assets.get(twin.pk, []))
                       for twin in twins.order_by("slug")}}
+
+
+def openapi_schema(schema: dict) -> dict:
+    """A catalogue parameter schema in OpenAPI 3.0's dialect (what drf-spectacular emits):
+    numeric ``exclusiveMinimum``/``exclusiveMaximum`` become the bound plus ``true``, ``unit``
+    becomes ``x-unit`` and ``examples`` the first ``example``."""
+    out: dict = {}
+    for key, value in schema.items():
+        if key in ("exclusiveMinimum", "exclusiveMaximum"):
+            out[{"exclusiveMinimum": "minimum", "exclusiveMaximum": "maximum"}[key]] = value
+            out[key] = True
+        elif key == "unit":
+            out["x-unit"] = value
+        elif key == "examples":
+            out["example"] = value[0]
+        elif key == "properties":
+            out[key] = {name: openapi_schema(spec) for name, spec in value.items()}
+        else:
+            out[key] = value
+    return out
+
+
+def proposal_request_branches() -> list[dict]:
+    """One OpenAPI branch per proposable action for a proposal body's ``oneOf``: the action's
+    name and its parameters' schema (required when the action has required parameters)."""
+    branches = []
+    for name, spec in CATALOGUE.items():
+        if not spec.proposable:
+            continue
+        branch = {"type": "object", "title": name, "properties": {
+            # a pattern, not a one-value enum: drf-spectacular's enum hook would merge it
+            "action": {"type": "string", "pattern": f"^{name}$"},
+            "parameters": openapi_schema(spec.parameters)}}
+        if spec.parameters.get("required"):
+            branch["required"] = ["parameters"]
+        branches.append(branch)
+    return branches

@@ -1,8 +1,10 @@
 """API shapes of the policy app: proposal.v1, the request bodies, audit.v1."""
 
+from drf_spectacular.extensions import OpenApiSerializerExtension
 from rest_framework import serializers
 
-from policy.catalogue import action_errors, parameter_errors
+from policy.actions import CATALOGUE
+from policy.catalogue import action_errors, parameter_errors, proposal_request_branches
 from policy.models import Approval, AuditEntry, Proposal
 
 
@@ -62,6 +64,21 @@ class ActionRequestSerializer(serializers.Serializer):
     anomaly = serializers.IntegerField(required=False, allow_null=True, default=None)
     metrics = serializers.ListField(child=serializers.CharField(max_length=64), required=False,
                                     allow_empty=False, min_length=1, default=None)
+
+
+class ActionRequestScheme(OpenApiSerializerExtension):
+    """OpenAPI: the proposal body as the catalogue constrains it: ``action`` one of the
+    proposable actions, and ``oneOf`` branch per action giving its parameters' schema (the
+    asset kind's own list is at GET /actions)."""
+
+    target_class = ActionRequestSerializer
+
+    def map_serializer(self, auto_schema, direction) -> dict:
+        schema = super().map_serializer(auto_schema, direction)
+        schema["properties"]["action"]["enum"] = [n for n, s in CATALOGUE.items()
+                                                  if s.proposable]
+        schema["oneOf"] = proposal_request_branches()
+        return schema
 
 
 def check_action(asset, action: str, parameters) -> None:

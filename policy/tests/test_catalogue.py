@@ -159,3 +159,19 @@ def test_what_opstwin_proposes_by_itself_is_in_the_pump_catalogue(metric, severi
     action, parameters = candidate_action(metric, severity, value, baseline=120.0)
     assert action_errors("pump", action) == []
     assert parameter_errors(action, parameters) == {}
+
+
+def test_the_openapi_proposal_body_carries_the_catalogue(client):
+    document = client.get("/api/schema/", {"format": "json"}).json()
+    schemas = document["components"]["schemas"]
+    body = schemas["ActionRequest"]
+    [enum] = body["properties"]["action"]["allOf"]
+    assert schemas[enum["$ref"].rsplit("/", 1)[1]]["enum"] == [
+        "open_valve", "reduce_load", "hold", "emergency_stop"]
+    branches = {b["title"]: b for b in body["oneOf"]}
+    assert branches["reduce_load"]["properties"]["action"]["pattern"] == "^reduce_load$"
+    fraction = branches["reduce_load"]["properties"]["parameters"]["properties"]["fraction"]
+    assert (fraction["minimum"], fraction["exclusiveMinimum"], fraction["maximum"]) == (
+        0, True, 1)
+    assert fraction["x-unit"] == "1" and branches["reduce_load"]["required"] == ["parameters"]
+    assert branches["hold"]["properties"]["parameters"]["additionalProperties"] is False
