@@ -122,7 +122,7 @@ def test_every_proposal_state_validates_in_responses_and_on_the_feed(
         plant, pump, users, served, supervisor_client, executor_client, admin_client, settings):
     """GIVEN proposals driven along every path (approve → execute → verify → roll back;
     reject; expire; analysis; a refused command; a command given up on; a verification breach
-    that rolls back; an inconclusive verification),
+    that rolls back; an inconclusive verification; a refused rollback),
     WHEN each state is read from /proposals/{id} and the whole feed from /diff,
     THEN every response and every event validates against the served schemas, and together
     they show every status a proposal can have."""
@@ -181,8 +181,17 @@ def test_every_proposal_state_validates_in_responses_and_on_the_feed(
     services.verify_proposal(quiet.pk, now=quiet.verify_until + timedelta(seconds=1))
     assert read(quiet)["status"] == "executed"
 
+    # a rollback the asset refuses: failed, with the rollback's recorded outcome
+    unrolled = services.execute_proposal(
+        factories.approved(_pump(pump, 6), users["supervisor"], rollback_action="bogus").pk)
+    served.response(_post(supervisor_client, f"/proposals/{unrolled.pk}/rollback",
+                          {"reason": "undo it"}), "proposal.v1", 202)
+    complete_rollback(unrolled.pk)
+    assert read(unrolled)["status"] == "failed"
+    assert read(unrolled)["rollback"]["effect"]["status"] == "rejected"
+
     listed = admin_client.get("/proposals")
-    assert listed.status_code == 200 and len(listed.json()) == 8
+    assert listed.status_code == 200 and len(listed.json()) == 9
     for item in listed.json():
         served.check("proposal.v1", item, f"/proposals item {item['id']}")
     events = served.feed(admin_client)
