@@ -128,8 +128,13 @@ def _audit_entries(request):
     return entries
 
 
+def _may_verify(user) -> bool:
+    return user.is_staff or user.has_perm("policy.approve_proposal")
+
+
 def _chain_report(request, tip) -> tuple[object | None, float | None]:
-    wanted = request.GET.get("verify") == "1"
+    # Verifying reads the whole chain: on request only for supervisors and admins.
+    wanted = request.GET.get("verify") == "1" and _may_verify(request.user)
     if tip is None or not (wanted or tip.seq <= AUTO_VERIFY_MAX_ENTRIES):
         return None, None
     started = time.perf_counter()
@@ -156,7 +161,7 @@ def audit_log(request):
         "page": page, "tip": tip, "report": report, "verify_ms": verify_ms,
         "anchor": latest_anchor(), "filters": {n: request.GET.get(n, "") for n in AUDIT_FILTERS},
         "query": query.urlencode(), "feed_cursor": cursor,
-        "auto_verify_max": AUTO_VERIFY_MAX_ENTRIES,
+        "auto_verify_max": AUTO_VERIFY_MAX_ENTRIES, "may_verify": _may_verify(request.user),
     })
 
 

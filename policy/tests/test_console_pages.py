@@ -324,3 +324,14 @@ def test_the_proposal_fragment_renders_alone(supervisor_client, pump):
     response = supervisor_client.get(f"/dashboard/proposals/{proposal.pk}/?fragment=proposal")
     assert response["X-Feed-Cursor"] and "<html" not in response.content.decode()
     assert "Approve and execute" in response.content.decode()
+
+
+def test_only_supervisors_and_admins_may_ask_for_a_chain_verification(
+        viewer_client, supervisor_client, pump, monkeypatch):
+    from policy import views
+
+    anomaly(pump, "high")
+    monkeypatch.setattr(views, "AUTO_VERIFY_MAX_ENTRIES", 0)  # a chain too long to auto-verify
+    assert "Verified" not in text_of(viewer_client.get("/audit/?verify=1"))
+    assert "Verify the chain now" not in viewer_client.get("/audit/").content.decode()
+    assert "✔ Verified" in text_of(supervisor_client.get("/audit/?verify=1"))
