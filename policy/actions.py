@@ -93,14 +93,18 @@ def risk_of(action: str) -> str:
     return spec.risk_level if spec else RiskLevel.CRITICAL
 
 
-def candidate_action(metric: str, severity: str, value: float, baseline: float) -> tuple[str, dict]:
-    """The corrective action OpsTwin proposes for an anomaly on ``metric``.
+def candidate_action(metric: str, severity: str, value: float, baseline: float,
+                     kind: str = AssetKind.PUMP) -> tuple[str, dict]:
+    """The corrective action OpsTwin proposes for an anomaly on ``metric`` of a ``kind`` asset.
 
     A flow or pressure drop (value below its recent baseline) reads as a closing valve, so the
     valve is reopened; strong vibration at critical severity, or any other excursion, asks the
-    pump for less load (20 % at critical severity, 10 % otherwise).
+    pump for less load (20 % at critical severity, 10 % otherwise). Always an action of the
+    kind's catalogue: a valve is reopened (it has no load), and an asset without the loop valve
+    gets the load reduction.
     """
-    if metric in FLOW_METRICS and value < baseline:
+    reopens = (metric in FLOW_METRICS and value < baseline) or kind == VALVE
+    if reopens and kind in CATALOGUE["open_valve"].kinds:
         return "open_valve", {"fraction": 0.5}
     if metric in VIBRATION_METRICS and severity == "critical":
         return "reduce_load", {"fraction": 0.3}

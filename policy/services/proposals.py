@@ -146,7 +146,8 @@ def respond_to_anomaly(anomaly_id: int) -> Proposal | None:
     features = anomaly.features
     action, parameters = candidate_action(anomaly.metric, anomaly.severity,
                                           features.get("value", 0.0),
-                                          features.get("baseline_mean", 0.0))
+                                          features.get("baseline_mean", 0.0),
+                                          kind=anomaly.asset.kind)
     run = run_what_if(asset=anomaly.asset, action=action, parameters=parameters,
                       metrics=[anomaly.metric], at=anomaly.last_seen_at, anomaly=anomaly)
     return propose(asset=anomaly.asset, action=action, parameters=parameters, anomaly=anomaly,

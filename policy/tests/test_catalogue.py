@@ -149,15 +149,17 @@ def client_of(users, django_user_model):
     return make
 
 
+@pytest.mark.parametrize("kind", ["pump", "valve", "motor", "generic"])
 @pytest.mark.parametrize(("metric", "severity", "value"), [
     ("Volume Flow RateRMS", "high", 100.0), ("Accelerometer1RMS", "critical", 1.0),
-    ("Temperature", "critical", 99.0), ("Temperature", "high", 99.0),
+    ("Temperature", "critical", 99.0), ("Temperature", "high", 99.0), ("value", "high", 1.0),
 ])
-def test_what_opstwin_proposes_by_itself_is_in_the_pump_catalogue(metric, severity, value):
+def test_what_opstwin_proposes_by_itself_is_in_the_kinds_catalogue(metric, severity, value,
+                                                                   kind):
     from policy.actions import candidate_action
 
-    action, parameters = candidate_action(metric, severity, value, baseline=120.0)
-    assert action_errors("pump", action) == []
+    action, parameters = candidate_action(metric, severity, value, baseline=120.0, kind=kind)
+    assert action_errors(kind, action) == []
     assert parameter_errors(action, parameters) == {}
 
 
