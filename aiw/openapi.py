@@ -3,6 +3,8 @@ operation, and the SSE endpoint (an async Django view that drf-spectacular canno
 
 from __future__ import annotations
 
+import copy
+
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 
 PROBLEM_REF = {"$ref": "#/components/schemas/Problem"}
@@ -15,7 +17,7 @@ PROBLEM_SCHEMA = {
     },
     "additionalProperties": True,
 }
-SECURITY = [{"agentToken": []}, {"cookieAuth": []}, {"basicAuth": []}]
+SECURITY = [{"agentToken": []}, {"cookieAuth": []}]
 
 
 class AgentTokenScheme(OpenApiAuthenticationExtension):
@@ -60,15 +62,59 @@ SUBSCRIBE = {
 }
 
 
+#: Why each error status is answered; views add statuses of their own (409, 413, ...) with
+#: ``extend_schema(extensions={PROBLEMS_EXTENSION: [409]})``.
+PROBLEM_REASONS = {
+    400: "Invalid request: a parameter or body field outside its schema (named in `errors`), "
+         "or a rule across fields.",
+    401: "No credentials, or an unknown, revoked or expired token.",
+    403: "The caller may not do this (role, per-twin grant, or token scope).",
+    404: "No such object, or one on a twin outside the caller's scope.",
+    409: "The object's state does not allow this now (e.g. not pending, already executing).",
+    410: "Gone.",
+    413: "The body is larger than the server reads.",
+    415: "The body is not `application/json`.",
+    429: "Rate limit of the token exceeded; `Retry-After` says when to retry.",
+}
+PROBLEMS_EXTENSION = "x-problems"
+
+
+def _statuses(operation: dict) -> set[int]:
+    """The error statuses ``operation`` can answer, from what it takes and who may call it."""
+    statuses = set(operation.pop(PROBLEMS_EXTENSION, []))
+    security = operation.get("security", [])
+    statuses |= {401, 429} | (set() if {} in security else {403})
+    params = operation.get("parameters", [])
+    body = operation.get("requestBody", {}).get("content", {})
+    if body:
+        statuses.add(400)
+    if set(body) == {"application/json"}:  # DRF parses it: any other media type is a 415
+        statuses.add(415)
+    if any(p["in"] == "query" for p in params):
+        statuses.add(400)
+    if any(p["in"] == "path" for p in params):
+        statuses.add(404)
+    return statuses
+
+
+def _problem(status: int) -> dict:
+    return {"description": PROBLEM_REASONS.get(status, "An error."),
+            "content": {"application/problem+json": {"schema": PROBLEM_REF}}}
+
+
 def add_streams_and_problems(result: dict, generator, request, public) -> dict:
-    """Postprocessing hook: add /subscribe, the Problem component and a problem+json
-    ``default`` response to every operation that lacks one."""
-    result.setdefault("paths", {})["/subscribe"] = SUBSCRIBE
+    """Postprocessing hook: add /subscribe and the Problem component; give every operation a
+    problem+json response for each error status it can answer (``_statuses``: 401/403/429 by
+    its security, 400/415 for a body, 400 for query parameters, 404 for path parameters, plus
+    the view's ``x-problems``) and a problem+json ``default`` for anything else."""
+    result.setdefault("paths", {})["/subscribe"] = copy.deepcopy(SUBSCRIBE)
     components = result.setdefault("components", {})
     components.setdefault("schemas", {})["Problem"] = PROBLEM_SCHEMA
     for path_item in result["paths"].values():
         for operation in path_item.values():
             responses = operation.setdefault("responses", {})
+            for status in sorted(_statuses(operation)):
+                responses.setdefault(str(status), _problem(status))
             responses.setdefault("default", {
                 "description": "An error (RFC 9457 problem details).",
                 "content": {"application/problem+json": {"schema": PROBLEM_REF}},

@@ -62,8 +62,9 @@ class ActionRequestSerializer(serializers.Serializer):
         required=False, default=dict,
         help_text="Valid against the action's parameters schema in the catalogue.")
     anomaly = serializers.IntegerField(required=False, allow_null=True, default=None)
-    metrics = serializers.ListField(child=serializers.CharField(max_length=64), required=False,
-                                    allow_empty=False, min_length=1, default=None)
+    metrics = serializers.ListField(child=serializers.CharField(min_length=1, max_length=64),
+                                    required=False, allow_empty=False, min_length=1,
+                                    default=None)
 
 
 class ActionRequestScheme(OpenApiSerializerExtension):

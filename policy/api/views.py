@@ -19,6 +19,7 @@ from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from aiw.openapi import PROBLEMS_EXTENSION
 from policy import services
 from policy.api.serializers import (
     ActionRequestSerializer,
@@ -65,6 +66,7 @@ ROLLBACK_DOC = (
     "`rollback_started_at` set; the outcome (rolled_back, or failed) follows on the change "
     "feed and at `Location`. Refusals: 403, 409 (wrong state, already rolling back, no "
     "rollback action, interlock blocked).")
+CONFLICT = {PROBLEMS_EXTENSION: [409]}  # the proposal's state does not allow the transition
 LOCATION = OpenApiParameter("Location", str, OpenApiParameter.HEADER, response=[202],
                             description="The proposal: /proposals/{id}")
 
@@ -97,7 +99,8 @@ class ProposalViewSet(TwinScopedViewSetMixin, mixins.ListModelMixin,
         return super().retrieve(request, *args, **kwargs)
 
     @extend_schema(summary="Propose an action on an asset (simulated, then decided)",
-                   request=ActionRequestSerializer, responses={201: ProposalSerializer})
+                   request=ActionRequestSerializer, responses={201: ProposalSerializer},
+                   extensions={PROBLEMS_EXTENSION: [404]})
     def create(self, request):
         """Propose an action: it is simulated on the asset's current state, then decided."""
         data = resolve_action_request(request)
@@ -105,13 +108,13 @@ class ProposalViewSet(TwinScopedViewSetMixin, mixins.ListModelMixin,
         return Response(ProposalSerializer(proposal).data, status=status.HTTP_201_CREATED)
 
     @extend_schema(summary="Approve a pending proposal (four-eyes: not the proposer's own)",
-                   request=None, responses=ProposalSerializer)
+                   request=None, responses=ProposalSerializer, extensions=CONFLICT)
     @action(detail=True, methods=["post"])
     def approve(self, request, pk=None):
         return self._act(services.approve_proposal)
 
     @extend_schema(summary="Reject a pending proposal, with a reason",
-                   request=RejectSerializer, responses=ProposalSerializer)
+                   request=RejectSerializer, responses=ProposalSerializer, extensions=CONFLICT)
     @action(detail=True, methods=["post"])
     def reject(self, request, pk=None):
         body = RejectSerializer(data=request.data)
@@ -120,14 +123,14 @@ class ProposalViewSet(TwinScopedViewSetMixin, mixins.ListModelMixin,
 
     @extend_schema(summary="Execute an approved proposal: claim it and queue its command",
                    request=None, responses={202: ACCEPTED}, parameters=[LOCATION],
-                   description=EXECUTE_DOC)
+                   description=EXECUTE_DOC, extensions=CONFLICT)
     @action(detail=True, methods=["post"])
     def execute(self, request, pk=None):
         return self._act(services.start_execution, accepted=True)
 
     @extend_schema(summary="Roll back an executed proposal, with a reason",
                    request=RollbackSerializer, responses={202: ACCEPTED}, parameters=[LOCATION],
-                   description=ROLLBACK_DOC)
+                   description=ROLLBACK_DOC, extensions=CONFLICT)
     @action(detail=True, methods=["post"])
     def rollback(self, request, pk=None):
         body = RollbackSerializer(data=request.data)
@@ -136,7 +139,7 @@ class ProposalViewSet(TwinScopedViewSetMixin, mixins.ListModelMixin,
                          reason=body.validated_data["reason"])
 
     @extend_schema(summary="Re-simulate a proposal on the asset's current state",
-                   request=None, responses=ProposalSerializer)
+                   request=None, responses=ProposalSerializer, extensions=CONFLICT)
     @action(detail=True, methods=["post"])
     def resimulate(self, request, pk=None):
         return self._act(services.resimulate_proposal)
@@ -146,7 +149,8 @@ class EvaluateView(APIView):
     """POST /policy/evaluate: what would happen if I proposed this? Changes nothing."""
 
     @extend_schema(summary="Dry run: what the policy would decide for this action",
-                   request=ActionRequestSerializer, responses={200: dict})
+                   request=ActionRequestSerializer, responses={200: dict},
+                   extensions={PROBLEMS_EXTENSION: [404]})
     def post(self, request):
         data = resolve_action_request(request)
         require(request.user, "policy.add_proposal", data["asset"].twin)

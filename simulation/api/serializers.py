@@ -33,7 +33,7 @@ class SimulationRequestSerializer(serializers.Serializer):
     offending part in a 400 problem. Give exactly one of ``inputs`` or ``pump``.
     """
 
-    asset = serializers.RegexField(r"^[^/]+/[^/]+$", required=False, help_text=(
+    asset = serializers.RegexField(r"^[^/]+/[^/]+$", required=False, allow_null=True, help_text=(
         "'twin-slug/asset-slug': the run belongs to this asset (scope, feed). For a 'pump' "
         "request, a missing pump.model is the asset's fitted what-if model and a missing "
         "pump.state its state calibrated on its newest readings."))
@@ -54,14 +54,15 @@ class SimulationRequestSerializer(serializers.Serializer):
     n_samples = serializers.IntegerField(required=False, min_value=2)
     max_samples = serializers.IntegerField(required=False, min_value=2)
     rse_target = serializers.FloatField(required=False)
-    seed = serializers.IntegerField(required=False, min_value=0, allow_null=True,
+    seed = serializers.IntegerField(required=False, min_value=0, max_value=2**63 - 1,
+                                    allow_null=True,
                                     help_text="drawn (and stored) when absent or null")
     method = serializers.ChoiceField(choices=METHODS, required=False)
     bins = serializers.IntegerField(required=False, min_value=1)
     epsilon = serializers.FloatField(required=False)
     alpha = serializers.FloatField(required=False)
     num_qubits = serializers.IntegerField(required=False, min_value=1)
-    shots = serializers.IntegerField(required=False, allow_null=True, min_value=1)
+    shots = serializers.IntegerField(required=False, min_value=1)
     p_hint = serializers.FloatField(required=False, allow_null=True, min_value=0.0,
                                     max_value=1.0)
     cost_basis = serializers.ChoiceField(choices=["simulator", "hardware"], required=False)

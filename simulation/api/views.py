@@ -16,6 +16,7 @@ from rest_framework.generics import RetrieveAPIView
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from aiw.openapi import PROBLEMS_EXTENSION
 from aiw.problems import PROBLEM_CONTENT_TYPE, problem_body
 from simulation import services
 from simulation.api.serializers import SimulationRequestSerializer, SimulationRunSerializer
@@ -76,6 +77,7 @@ class SimulationRunCreateView(APIView):
     @extend_schema(
         summary="Run a simulation", description=RUN_DESCRIPTION,
         request=SimulationRequestSerializer, examples=EXAMPLES,
+        extensions={PROBLEMS_EXTENSION: [404]},  # an asset outside the caller's scope
         responses={200: SimulationRunSerializer,
                    202: OpenApiResponse(SimulationRunSerializer,
                                         description="Queued; Location: /sim/runs/{id}")})
@@ -122,6 +124,7 @@ class SimulationRunCancelView(APIView):
         description=("A queued run ends `cancelled` at once (200). A running run is flagged "
                      "(`cancel_requested_at`) and ends `cancelled` at the engine's next check "
                      "(202). A finished run: 409."),
+        extensions={PROBLEMS_EXTENSION: [409]},
         responses={200: SimulationRunSerializer, 202: SimulationRunSerializer})
     def post(self, request, pk: int):
         run = get_object_or_404(visible_runs(request.user), pk=pk)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from django.conf import settings
 from drf_spectacular.utils import OpenApiResponse, extend_schema
-from rest_framework.exceptions import PermissionDenied
+from rest_framework.exceptions import PermissionDenied, ValidationError
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
@@ -34,7 +34,15 @@ PROBLEMS = {400: OpenApiResponse(description="invalid parameters or over a limit
 
 
 def _params(serializer_class, request) -> dict:
+    """Validated query parameters; 400 naming each invalid one. A parameter given empty
+    (``?source=``) is invalid like any value outside its schema: DRF would quietly use the
+    field's default instead."""
     serializer = serializer_class(data=request.query_params)
+    empty = {name: ["An empty value is not allowed; leave the parameter out instead."]
+             for name, values in request.query_params.lists()
+             if name in serializer.fields and "" in values}
+    if empty:
+        raise ValidationError(empty)
     serializer.is_valid(raise_exception=True)
     return serializer.validated_data
 

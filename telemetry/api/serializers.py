@@ -38,8 +38,8 @@ class _CommaList(serializers.ListField):
     """A query parameter given repeated and/or comma-separated (``fn=avg,max&fn=p95``)."""
 
     def to_internal_value(self, data):
-        items = [part.strip() for item in data for part in str(item).split(",")]
-        return super().to_internal_value([item for item in items if item])
+        return super().to_internal_value(
+            [part.strip() for item in data for part in str(item).split(",")])
 
 
 class SeriesParamsSerializer(serializers.Serializer):
@@ -47,7 +47,7 @@ class SeriesParamsSerializer(serializers.Serializer):
 
     twin = serializers.SlugField(max_length=64)
     asset = serializers.SlugField(max_length=64, required=False)
-    metric = _CommaList(child=serializers.CharField(max_length=64), required=False,
+    metric = _CommaList(child=serializers.CharField(min_length=1, max_length=64), required=False,
                         help_text="metric names (no commas in them); default: all")
 
 
@@ -76,7 +76,8 @@ class AggregateParamsSerializer(RangeParamsSerializer):
                     help_text="functions; default avg")
     fill = serializers.ChoiceField(choices=list(FILLS), default="none",
                                    help_text="empty buckets: omit, null (count 0), or previous")
-    source = serializers.ChoiceField(choices=list(SOURCES), default="auto")
+    source = serializers.ChoiceField(choices=list(SOURCES), default="auto", help_text=(
+        "rollup needs a bucket of whole minutes and no percentiles (else 400)"))
 
 
 class LatestParamsSerializer(serializers.Serializer):

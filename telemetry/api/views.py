@@ -11,7 +11,9 @@ from rest_framework.parsers import BaseParser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from aiw.openapi import PROBLEMS_EXTENSION
 from aiw.problems import problem
+from aiw.schemas import load_schema
 from telemetry.api.serializers import IngestResultSerializer
 from telemetry.choices import IngestSource
 from telemetry.services import RawPayload, ingest_batch
@@ -43,6 +45,16 @@ def split_body(body: bytes, content_type: str) -> list[RawPayload]:
     return [RawPayload(body=item if isinstance(item, dict) else json.dumps(item)) for item in items]
 
 
+def _event_schema() -> dict:
+    """telemetry.v1 without its JSON Schema keywords that OpenAPI 3.0 lacks ($schema, $id)."""
+    return {k: v for k, v in load_schema("telemetry.v1").items() if not k.startswith("$")}
+
+
+#: The JSON body: one telemetry.v1 event or a non-empty array of them.
+INGEST_BODY = {"oneOf": [_event_schema(),
+                         {"type": "array", "minItems": 1, "items": _event_schema()}]}
+
+
 class IngestView(APIView):
     """POST /telemetry/ingest: telemetry.v1 events over HTTP.
 
@@ -57,9 +69,12 @@ class IngestView(APIView):
     parser_classes = [RawBodyParser]
 
     @extend_schema(
-        request={"application/json": dict, "application/x-ndjson": str},
+        request={"application/json": INGEST_BODY, "application/x-ndjson": str},
         responses={201: IngestResultSerializer},
-        examples=[OpenApiExample("one event", request_only=True, value={
+        extensions={PROBLEMS_EXTENSION: [413]},
+        examples=[OpenApiExample("one event", request_only=True, description=(
+            "Names the SKAB demo's twin and asset: elsewhere, use a twin and asset the "
+            "caller may operate, and metrics the asset declares."), value={
             "event_id": "7b0e8f1e-2a47-4c53-9f7e-5d0f3f1b2c11", "twin_id": "skab",
             "asset_id": "valve1-0", "ts": "2020-03-09T10:14:33Z",
             "metrics": {"Pressure": 0.05, "Current": 1.33},

@@ -430,3 +430,17 @@ def test_celery_beat_runs_the_registered_rollup_task_which_folds_dirty_ranges(pu
     ingest(pump, series(20))
     result = refresh_rollups.delay().get()
     assert result["ranges"] == 1 and result["minute_rows"] == 2 * 4  # 200 s: minutes 0..3
+
+
+@pytest.mark.parametrize("query", ["source=", "fill=", "fn=", "fn=avg,", "metric=", "asset=",
+                                   "limit="])
+def test_a_query_parameter_given_empty_is_a_400_naming_it(reader, pump, query):
+    """An empty value is outside every parameter's schema; it is not "use the default"."""
+    name = query.split("=")[0]
+    response = reader.get(f"/telemetry/aggregate?twin=plant&start={iso(0)}&end={iso(60)}"
+                          f"&bucket=1m&{query}".replace("+", "%2B"))
+    if name == "limit":
+        response = reader.get(f"/telemetry/query?twin=plant&start={iso(0)}&end={iso(60)}"
+                              f"&{query}".replace("+", "%2B"))
+    assert response.status_code == 400, response.content
+    assert name in response.json()["errors"]
