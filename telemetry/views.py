@@ -46,7 +46,7 @@ def _filtered(request):
 
 
 def _list_context(request) -> dict:
-    page = Paginator(_filtered(request), 100).get_page(request.GET.get("page"))
+    page = Paginator(_filtered(request), 50).get_page(request.GET.get("page"))
     query = request.GET.copy()
     for name in ("page", "fragment"):
         query.pop(name, None)
@@ -60,7 +60,7 @@ def _list_context(request) -> dict:
 
 @login_required
 def anomaly_list(request):
-    """``/anomalies/``: anomalies of the user's twins, newest first, 100 per page, filtered by
+    """``/anomalies/``: anomalies of the user's twins, newest first, 50 per page, filtered by
     status, severity, twin, asset and time; Acknowledge on open ones for those who may."""
     from policy.selectors import feed_cursor
 

@@ -66,8 +66,7 @@ def _charts(request, asset: Asset, interval_s: float | None) -> dict:
 
 
 def _asset_context(request, asset: Asset) -> dict:
-    received, stamps = selectors.telemetry_timing([asset.pk]).get(asset.pk, (None, []))
-    interval_s = selectors.cadence(stamps)
+    received, interval_s = selectors.telemetry_timing([asset.pk]).get(asset.pk, (None, None))
     return {
         "asset": asset, "anomalies": _anomalies(asset),
         "latest": latest(asset), "last_received": received, "interval_s": interval_s,

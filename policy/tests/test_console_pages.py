@@ -335,3 +335,18 @@ def test_only_supervisors_and_admins_may_ask_for_a_chain_verification(
     assert "Verified" not in text_of(viewer_client.get("/audit/?verify=1"))
     assert "Verify the chain now" not in viewer_client.get("/audit/").content.decode()
     assert "✔ Verified" in text_of(supervisor_client.get("/audit/?verify=1"))
+
+
+def test_the_sampling_interval_is_the_median_positive_gap_like_the_detectors(pump):
+    import numpy as np
+
+    from policy.selectors import telemetry_timing
+    from telemetry.detectors.streaming import sampling_interval
+
+    start = timezone.now() - timedelta(hours=1)
+    offsets = [0, 2, 4, 4, 6.5, 9, 11, 60, 62, 64]  # a repeated stamp and a hole
+    for s in offsets:
+        factories.reading(pump, {"Pressure": 1.0}, ts=start + timedelta(seconds=s))
+    stamps = np.array([np.datetime64(int(s * 1e6), "us") for s in offsets])
+    _, interval = telemetry_timing([pump.pk])[pump.pk]
+    assert interval == pytest.approx(sampling_interval(stamps)) == 2.0
