@@ -158,4 +158,5 @@
 
   armSilence(document);
   if (cursor && feedUrl && window.EventSource && fragments().length) { open(); }
+  else if (status) { status.hidden = true; }  // nothing on this page follows the feed
 })();
