@@ -149,7 +149,7 @@ def test_a_supervisors_home_page_shows_a_new_anomaly_without_reloading(
         _login(browser, base, users["supervisor"])
         browser.get(base + "/")
         _wait_for(browser, lambda d: d.find_element("id", "live-status").text == "Live")
-        assert "Normal" in _tile_text(browser, "Inlet valve")
+        _wait_for(browser, lambda d: "Normal" in _tile_text(d, "Inlet valve"))
         browser.execute_script("window.__sameDocument = true;")
         browser.save_screenshot(str(shots / "overview.png"))
 
@@ -157,8 +157,8 @@ def test_a_supervisors_home_page_shows_a_new_anomaly_without_reloading(
 
         _wait_for(browser, lambda d: "Anomalous: critical" in _tile_text(d, "Inlet valve"))
         assert browser.execute_script("return window.__sameDocument === true;")  # no reload
-        summary = browser.find_element("css selector", "section.summary").text
-        assert "1 critical" in summary
+        _wait_for(browser, lambda d: "1 critical" in d.find_element(
+            "css selector", "section.summary").text)
         browser.save_screenshot(str(shots / "overview-live.png"))
         _screenshots(browser, base, plant, shots)
 
