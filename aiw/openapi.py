@@ -4,6 +4,7 @@ operation, and the SSE endpoint (an async Django view that drf-spectacular canno
 from __future__ import annotations
 
 import copy
+import re
 
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 
@@ -97,6 +98,15 @@ def _statuses(operation: dict) -> set[int]:
     return statuses
 
 
+def _summary(operation: dict) -> str:
+    """The first sentence of the view's docstring without its ``GET /path:`` prefix."""
+    text = (operation.get("description") or "").strip()
+    first = re.split(r"(?<=\.)\s|\n\n", text, maxsplit=1)[0].replace("\n", " ")
+    first = re.sub(r"^(GET|POST|PUT|PATCH|DELETE) \S+: ", "", first).rstrip(".")
+    word = first.split(" ", 1)[0]
+    return first[:1].upper() + first[1:] if word.isalpha() else first  # not "Telemetry.v1"
+
+
 def _problem(status: int) -> dict:
     return {"description": PROBLEM_REASONS.get(status, "An error."),
             "content": {"application/problem+json": {"schema": PROBLEM_REF}}}
@@ -104,6 +114,7 @@ def _problem(status: int) -> dict:
 
 def add_streams_and_problems(result: dict, generator, request, public) -> dict:
     """Postprocessing hook: add /subscribe and the Problem component; give every operation a
+    summary (its view's first docstring sentence unless ``extend_schema`` names one) and a
     problem+json response for each error status it can answer (``_statuses``: 401/403/429 by
     its security, 400/415 for a body, 400 for query parameters, 404 for path parameters, plus
     the view's ``x-problems``) and a problem+json ``default`` for anything else."""
@@ -112,6 +123,8 @@ def add_streams_and_problems(result: dict, generator, request, public) -> dict:
     components.setdefault("schemas", {})["Problem"] = PROBLEM_SCHEMA
     for path_item in result["paths"].values():
         for operation in path_item.values():
+            if not operation.get("summary") and _summary(operation):
+                operation["summary"] = _summary(operation)
             responses = operation.setdefault("responses", {})
             for status in sorted(_statuses(operation)):
                 responses.setdefault(str(status), _problem(status))
