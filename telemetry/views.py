@@ -95,12 +95,17 @@ def anomaly_url(anomaly: Anomaly) -> str:
 @login_required
 @require_POST
 def acknowledge(request, pk: int):
-    """Acknowledge an anomaly with a comment (404 outside the user's scope), then back to
-    ``next`` (a page of this site) or the asset page."""
+    """Acknowledge an anomaly with a comment (404 outside the user's scope; refused without
+    ``twins.operate_twin`` on its twin), then back to ``next`` (a page of this site) or the
+    asset page."""
     anomaly = get_object_or_404(
         scoped(Anomaly.objects, request.user, "asset__twin").select_related("asset__twin"),
         pk=pk,
     )
+    if not operable_twins(request.user).filter(pk=anomaly.asset.twin_id).exists():
+        messages.error(request, f"You may not operate {anomaly.asset.twin.slug}: anomaly "
+                                f"#{pk} was not acknowledged.")
+        return redirect(_back(request, anomaly))
     try:
         acknowledge_anomaly(anomaly.pk, actor=request.user,
                             comment=request.POST.get("comment", ""), request=request)

@@ -350,3 +350,17 @@ def test_the_sampling_interval_is_the_median_positive_gap_like_the_detectors(pum
     stamps = np.array([np.datetime64(int(s * 1e6), "us") for s in offsets])
     _, interval = telemetry_timing([pump.pk])[pump.pk]
     assert interval == pytest.approx(sampling_interval(stamps)) == 2.0
+
+
+def test_a_supervisor_who_may_only_view_a_twin_cannot_acknowledge_there(
+        django_user_model, pump):
+    made = anomaly(pump, "critical")
+    user = django_user_model.objects.create_user(username="watching-supervisor", password="pw")
+    user.groups.add(Group.objects.get(name="supervisor"))
+    grant_twin(pump.twin, to=user, role="viewer")  # sees the plant, may not operate it
+    client = Client()
+    client.force_login(user)
+    assert "Acknowledge</button>" not in client.get("/anomalies/").content.decode()
+    client.post(f"/telemetry/anomalies/{made.pk}/acknowledge", {"comment": "not my plant"})
+    made.refresh_from_db()
+    assert made.status == "open"
