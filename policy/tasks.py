@@ -95,3 +95,6 @@ def anchor_audit() -> int | None:
 def recover_commands() -> int:
     """Re-send or give up commands left in flight past their lease; how many settled."""
     return services.recover_commands()
+
+
+from policy.alerts import notify_escalations  # noqa: E402,F401  (register the task)

@@ -18,9 +18,13 @@ def detect_anomalies(asset_id: int) -> list[int]:
 @shared_task
 def escalate_anomalies() -> list[int]:
     """Beat job: escalate unacknowledged critical anomalies (``telemetry.anomalies``)."""
+    from policy.tasks import notify_escalations  # the documented hand-off up, as detection's
     from telemetry.anomalies import escalate_unacknowledged
 
-    return escalate_unacknowledged()
+    escalated = escalate_unacknowledged()
+    if escalated:  # policy.alerts e-mails each one to the twin's supervisors, audited
+        notify_escalations.delay(escalated)
+    return escalated
 
 
 from telemetry.rollup_tasks import refresh_rollups  # noqa: E402,F401  (register the task)
