@@ -2,8 +2,9 @@
 
 The schemathesis CLI runs against a daphne process serving the test database, once with an
 admin token and once with an agent token: the OpenAPI examples, the coverage phase (boundary
-values, every enum, missing and wrong-typed parameters; admin only, see ``PHASES``) and
-fuzzing, each in positive and negative mode. Deterministic generation, so every run sends the
+values, every enum, missing and wrong-typed parameters), fuzzing, each in positive and
+negative mode, and stateful sequences following the OpenAPI links (coverage and stateful as
+admin only, see ``PHASES``). Deterministic generation, so every run sends the
 same requests. Every check is on (schemathesis's default): no 5xx, responses and their content
 types as documented, schema-violating requests refused with a 4xx, schema-valid requests
 accepted, auth not ignored, unsupported methods refused.
@@ -79,9 +80,10 @@ include-path-regex = "^/telemetry/(query|aggregate)$"
 checks.positive_data_acceptance.expected-statuses = ["2xx", "400", "401", "403", "404", "429"]
 """
 MAX_EXAMPLES = 8  # per operation, mode and phase
-#: The coverage phase (~1,400 requests) runs as admin, who may call every operation; the agent,
-#: refused most writes by role, gets the examples and fuzzing: ~3 minutes for the module.
-PHASES = {"admin": "examples,coverage,fuzzing", "agent": "examples,fuzzing"}
+#: The coverage phase (~1,400 requests) and stateful runs are the admin's, who may call every
+#: operation; the agent, refused most writes by role, gets the examples and fuzzing. The
+#: module takes about 2 minutes on a loaded 2-core machine.
+PHASES = {"admin": "examples,coverage,fuzzing,stateful", "agent": "examples,fuzzing"}
 
 
 @pytest.fixture
