@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import re
 from datetime import timedelta
 
 import pytest
@@ -110,8 +112,10 @@ def test_the_asset_page_charts_metrics_and_acknowledges(supervisor_client, pump)
     anomaly = _critical(pump)
     ingest_matrix(pump, normal_pump_matrix(50))
     page = supervisor_client.get(f"/twins/{pump.twin.slug}/{pump.slug}/").content.decode()
-    assert page.count("<svg") == 8  # one chart per metric
-    assert 'class="episode"' in page  # the anomaly is shaded
+    assert page.count('class="uplot-box"') == 8  # one chart per metric
+    data = json.loads(re.search(r'<script id="chart-data" type="application/json">(.*?)</script>',
+                                page, re.S).group(1))
+    assert [severity for _, _, severity in data["episodes"]] == ["critical"]  # shaded
     response = supervisor_client.post(f"/telemetry/anomalies/{anomaly.pk}/acknowledge",
                                       {"comment": "checking the inlet valve"})
     assert response.status_code == 302
