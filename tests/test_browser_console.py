@@ -204,10 +204,14 @@ def _screenshots(driver, base: str, plant: dict, shots: Path) -> None:
     driver.set_window_size(390, 1400)
     driver.get(base + "/")
     driver.save_screenshot(str(shots / "overview-phone.png"))
-    review = driver.find_element("link text", "Review")
-    right = driver.execute_script("const r = arguments[0].getBoundingClientRect(); "
-                                  "return r.right;", review)
-    assert right <= driver.execute_script("return window.innerWidth;")  # on screen
+    # Find and measure in one script: a live fragment swap between two WebDriver calls would
+    # leave a stale element behind.
+    measure = ("const a = [...document.querySelectorAll('a')]"
+               ".find(e => e.textContent.trim() === 'Review'); "
+               "return a ? [a.getBoundingClientRect().right, window.innerWidth] : null;")
+    _wait_for(driver, lambda d: d.execute_script(measure) is not None)
+    right, width = driver.execute_script(measure)
+    assert right <= width  # on screen
     if os.environ.get("OPSTWIN_DOCS_SCREENSHOTS"):
         docs = Path(settings.BASE_DIR) / "docs" / "screenshots"
         docs.mkdir(parents=True, exist_ok=True)

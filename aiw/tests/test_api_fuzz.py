@@ -115,8 +115,12 @@ def _schemathesis(url: str, token: str, config: Path, phases: str) -> subprocess
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.parametrize("role", ["admin", "agent"])
 def test_schemathesis_finds_no_server_error_and_no_schema_violation(
-        fresh_server, make_token, plant, users, role, tmp_path):
-    """GIVEN the API serving a twin, an asset, a pending proposal and a simulation run
+        redis_url, fresh_server, make_token, plant, users, role, tmp_path):
+    """Needs Redis (skips on the embedded default, fails without it in CI): with eager Celery
+    a queued job runs inside the web process, which is not the deployment the contract
+    describes (and a queued quantum run there once took the test server down; see the note).
+
+    GIVEN the API serving a twin, an asset, a pending proposal and a simulation run
     WHEN schemathesis sends positive and negative requests to every operation as ``role``
     THEN no answer is a 5xx and every answer, and every refusal, is as the OpenAPI says."""
     target = proposal(plant, proposed_by=users["agent"])
