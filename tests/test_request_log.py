@@ -84,11 +84,14 @@ def test_a_task_published_during_a_request_carries_its_id(redis_url):
     THEN its message has the id in a request_id header."""
     queue = Queue(f"request-id-test-{uuid.uuid4().hex[:8]}")
     token = request_id.set("trace-task")
+    # The broker named explicitly: other tests may leave the app on its in-memory transport.
     try:
-        celery_app.send_task("opstwin.no_such_task", queue=queue.name, declare=[queue])
+        with celery_app.connection_for_write(redis_url) as conn:
+            celery_app.send_task("opstwin.no_such_task", queue=queue.name, declare=[queue],
+                                 connection=conn)
     finally:
         request_id.reset(token)
-    with celery_app.connection_for_read() as conn:
+    with celery_app.connection_for_read(redis_url) as conn:
         simple = conn.SimpleQueue(queue)
         try:
             message = simple.get(timeout=10)
