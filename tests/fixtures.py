@@ -10,6 +10,7 @@ import os
 import socket
 import uuid
 from datetime import UTC, datetime, timedelta
+from typing import NoReturn
 from urllib.parse import urlsplit
 
 import numpy as np
@@ -37,14 +38,19 @@ def _reachable(url: str, default_port: int) -> bool:
         return False
 
 
+def missing(message: str) -> NoReturn:
+    """Something a test needs is missing: fail under OPSTWIN_REQUIRE_SERVICES=1 (CI), where
+    it must be there; skip otherwise (a developer's laptop)."""
+    if REQUIRE_SERVICES:
+        pytest.fail(f"{message} and OPSTWIN_REQUIRE_SERVICES=1")
+    pytest.skip(message)
+
+
 def _service(env: str, default_port: int) -> str:
     url = os.environ.get(env)
     if url and _reachable(url, default_port):
         return url
-    message = f"{env} is {'unreachable' if url else 'not set'}"
-    if REQUIRE_SERVICES:
-        pytest.fail(f"{message} and OPSTWIN_REQUIRE_SERVICES=1")
-    pytest.skip(message)
+    missing(f"{env} is {'unreachable' if url else 'not set'}")
 
 
 @pytest.fixture

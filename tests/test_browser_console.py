@@ -28,6 +28,7 @@ from policy.choices import ProposalStatus
 from policy.tests import factories
 from telemetry.detection import serialize
 from telemetry.models import Anomaly, TelemetryEvent, TelemetrySample
+from tests.fixtures import missing
 from twins.models import Asset
 
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
@@ -36,10 +37,8 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 def _browser():
     if not (Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists()):
-        if os.environ.get("OPSTWIN_REQUIRE_SERVICES") == "1":
-            pytest.fail("Debian's chromium and chromium-driver are required: "
-                        "apt-get install -y chromium chromium-driver")
-        pytest.skip("chromium is not installed")
+        missing("Debian's chromium and chromium-driver are not installed "
+                "(apt-get install -y chromium chromium-driver)")
     webdriver = pytest.importorskip("selenium.webdriver")
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM

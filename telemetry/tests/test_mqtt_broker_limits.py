@@ -28,7 +28,7 @@ import pytest
 from telemetry.models import TelemetryEvent
 from telemetry.subscriber import IngestSubscriber
 from telemetry.tests.harness import REPO, free_port, wait_for
-from tests.fixtures import REQUIRE_SERVICES, T0, event
+from tests.fixtures import T0, event, missing
 
 pytestmark = [pytest.mark.services, pytest.mark.django_db(transaction=True)]
 PUBLISHED = 1_200  # Mosquitto's default max_queued_messages is 1,000
@@ -50,10 +50,7 @@ def _port() -> int:
 def _broker(tmp_path: Path, *, opstwin_settings: bool, port: int | None = None):
     """Start Mosquitto with its defaults or with docker/mosquitto.conf's settings."""
     if shutil.which("mosquitto") is None:
-        message = "the mosquitto binary is not installed"
-        if REQUIRE_SERVICES:
-            pytest.fail(f"{message} and OPSTWIN_REQUIRE_SERVICES=1")
-        pytest.skip(message)
+        missing("the mosquitto binary is not installed")
     port = port or _port()
     user = pwd.getpwuid(os.getuid()).pw_name
     config = f"user {user}\nlistener {port} 127.0.0.1\nallow_anonymous true\nsys_interval 1\n"

@@ -8,7 +8,6 @@ the test fails under ``OPSTWIN_REQUIRE_SERVICES=1`` (CI) and skips on a develope
 
 from __future__ import annotations
 
-import os
 from datetime import UTC, datetime
 
 import numpy as np
@@ -18,7 +17,7 @@ from django.test import TestCase
 from benchmarks.nab_eval import default_data_dir, onsets
 from telemetry.models import DetectorConfig
 from telemetry.scoring import nab
-from tests.fixtures import event
+from tests.fixtures import event, missing
 from twins.choices import AssetKind
 from twins.models import Asset
 
@@ -34,10 +33,7 @@ def nab_rows(name: str) -> tuple[np.ndarray, np.ndarray]:
     """The first ``ROWS`` timestamps (datetime64[s], UTC) and values of one NAB file."""
     path = default_data_dir() / "data" / name
     if not path.exists():
-        message = f"NAB development split missing: {path}"
-        if os.environ.get("OPSTWIN_REQUIRE_SERVICES") == "1":
-            pytest.fail(message)
-        pytest.skip(message)
+        missing(f"NAB development split missing: {path}")
     ts, values = nab.read_csv(path)
     return ts[:ROWS], values[:ROWS]
 

@@ -35,7 +35,7 @@ from telemetry.tests.harness import (
     skab_event,
     wait_for,
 )
-from tests.fixtures import REQUIRE_SERVICES
+from tests.fixtures import missing
 from twins.models import Asset, Twin
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -61,10 +61,7 @@ def broker(tmp_path):
     """A private Mosquitto; skips where none is installed (fails with
     OPSTWIN_REQUIRE_SERVICES=1, as in CI)."""
     if shutil.which("mosquitto") is None:
-        message = "the mosquitto binary is not installed"
-        if REQUIRE_SERVICES:
-            pytest.fail(f"{message} and OPSTWIN_REQUIRE_SERVICES=1")
-        pytest.skip(message)
+        missing("the mosquitto binary is not installed")
     mosquitto = Mosquitto(tmp_path).start()
     yield mosquitto
     mosquitto.stop()

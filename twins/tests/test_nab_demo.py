@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -11,6 +10,7 @@ from django.test import TestCase
 
 from telemetry.models import Anomaly
 from telemetry.services import RawPayload, ingest_batch
+from tests.fixtures import missing
 from twins import nab_demo
 from twins.models import Asset
 from twins.replay import to_event
@@ -23,9 +23,7 @@ NAME = "realTraffic/TravelTime_451.csv"
 def run() -> nab_demo.NabRun:
     root = nab_demo.default_data_dir(Path(settings.BASE_DIR))
     if not (root / "data" / NAME).exists():
-        if os.environ.get("OPSTWIN_REQUIRE_SERVICES") == "1":
-            pytest.fail(f"NAB development split missing: {root}")
-        pytest.skip(f"NAB development split missing: {root}")
+        missing(f"NAB development split missing: {root}")
     return nab_demo.read_nab_run(root, NAME, rows=1500)
 
 
