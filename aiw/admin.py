@@ -8,8 +8,9 @@ from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 
 from aiw import services
-from aiw.models import AgentToken, ChangeEvent, TokenScope
+from aiw.models import AgentToken, TokenScope
 from policy.admin import ReadOnlyAdmin
+from twins.models import ChangeEvent
 
 
 @admin.register(ChangeEvent)

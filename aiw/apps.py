@@ -7,3 +7,7 @@ class AiwConfig(AppConfig):
 
     def ready(self) -> None:
         from aiw import openapi  # noqa: F401 - registers the bearer scheme with drf-spectacular
+        from aiw.feed import announce_committed
+        from twins.feed import change_committed
+
+        change_committed.connect(announce_committed, dispatch_uid="aiw.feed.announce_committed")

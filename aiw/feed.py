@@ -7,68 +7,34 @@ in-process hub all read through :func:`read_events`, so every channel serves the
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 import logging
 import os
 import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from functools import cached_property, partial
+from functools import cached_property
 
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
-from django.db import connection, transaction
+from django.db import connection
 from django.db.models import QuerySet
 
-from aiw.models import ChangeEvent, FeedRetention
+from aiw.models import FeedRetention
 from aiw.scope import FeedFilter, Scope
+from twins.feed import InvalidCursor, encode_cursor, newest_event_id, parse_cursor
+from twins.models import ChangeEvent
+
+__all__ = ["InvalidCursor", "encode_cursor", "newest_event_id", "parse_cursor"]
 
 log = logging.getLogger(__name__)
 FEED_GROUP = "aiw.feed"
-CURSOR_PREFIX = "v1:"
 EVENT_FIELDS = ("id", "type", "resource_type", "resource_id", "operation", "twin_id",
                 "twin__slug", "actor", "created_at")
 
 
-class InvalidCursor(ValueError):
-    """The cursor is unknown or expired (HTTP 410 with resync instructions).
-
-    ``reason`` is ``"unknown"`` (not issued by this server, or past the newest event) or
-    ``"expired"`` (the events after it were pruned).
-    """
-
-    def __init__(self, message: str, reason: str = "unknown") -> None:
-        super().__init__(message)
-        self.reason = reason
 
 
-def encode_cursor(event_id: int) -> str:
-    """Opaque cursor for 'after event ``event_id``' (url-safe base64 of ``v1:<id>``)."""
-    return base64.urlsafe_b64encode(f"{CURSOR_PREFIX}{event_id}".encode()).decode().rstrip("=")
-
-
-def parse_cursor(cursor: str) -> int:
-    """The event id inside ``cursor`` without any database check (``"0"``/``""`` → 0).
-
-    Raises ``InvalidCursor`` when ``cursor`` does not decode to ``v1:<digits>``.
-    """
-    if cursor in ("", "0"):
-        return 0
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-    except (binascii.Error, UnicodeDecodeError, ValueError) as exc:
-        raise InvalidCursor("cursor is not valid base64") from exc
-    digits = raw[len(CURSOR_PREFIX):]
-    if not raw.startswith(CURSOR_PREFIX) or not digits.isdigit() or len(digits) > 19:
-        raise InvalidCursor("cursor was not issued by this server")
-    return int(digits)
-
-
-def newest_event_id() -> int:
-    """Id of the newest committed event visible to this transaction (0 for an empty feed)."""
-    return ChangeEvent.objects.order_by("-id").values_list("id", flat=True).first() or 0
 
 
 def feed_bounds() -> tuple[int, int]:
@@ -139,21 +105,6 @@ class FeedNotifier:
                 self._send(event_id)
 
 
-def append_event(
-    *, type: str, resource_type: str, resource_id: str, operation: str, twin, actor: str,
-    data: dict, at: datetime,
-) -> ChangeEvent:
-    """Write one ChangeEvent in the current transaction and notify live subscribers on commit.
-
-    Call through ``policy.audit.record_change``, which holds the sequencing lock.
-    """
-    event = ChangeEvent.objects.create(
-        type=type, resource_type=resource_type, resource_id=resource_id, operation=operation,
-        twin=twin, actor=actor, data=data, created_at=at,
-    )
-    transaction.on_commit(partial(notifier.announce, event.id))
-    return event
-
 
 def notify_subscribers(event_id: int) -> None:
     """Tell live-stream hubs that events up to ``event_id`` are committed.
@@ -170,8 +121,13 @@ def notify_subscribers(event_id: int) -> None:
         log.exception("could not notify feed subscribers of event %s", event_id)
 
 
-#: The process's notifier; ``append_event`` announces through it on commit.
+#: The process's notifier; it hears every commit through ``twins.feed.change_committed``.
 notifier = FeedNotifier(notify_subscribers)
+
+
+def announce_committed(sender, event_id: int, **_kwargs) -> None:
+    """``change_committed`` receiver (connected in ``AiwConfig.ready``): wake the notifier."""
+    notifier.announce(event_id)
 
 
 def events_after(after_id: int, queryset: QuerySet[ChangeEvent], limit: int) -> list[ChangeEvent]:

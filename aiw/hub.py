@@ -10,7 +10,7 @@ Scope and FeedFilter) into a bounded queue; a full queue marks the subscriber ``
 
 Guarantee: after ``subscribe()`` returns, the subscriber is offered every event with an id
 above ``last_id`` at that moment, in order (ids become visible in commit order; see
-``policy.audit.record_change``).
+``twins.ledger.record_change``).
 """
 
 from __future__ import annotations

@@ -15,7 +15,8 @@ from django.db import transaction
 from django.utils import timezone
 
 from aiw import tokens
-from aiw.models import AgentToken, ChangeEvent, FeedRetention, IdempotencyKey, TokenScope
+from aiw.models import AgentToken, FeedRetention, IdempotencyKey, TokenScope
+from twins.models import ChangeEvent
 
 log = logging.getLogger(__name__)
 

@@ -56,10 +56,10 @@ def _plant(prefix: str, sizes: dict) -> dict:
     from django.db import transaction
     from django.utils import timezone
 
-    from policy.audit import record_change
     from policy.models import Proposal
     from simulation.models import SimulationRun
     from telemetry.models import Anomaly, TelemetryEvent
+    from twins.ledger import record_change
     from twins.models import Asset, Twin
 
     now = timezone.now()

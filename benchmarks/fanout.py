@@ -2,7 +2,7 @@
 
 One daphne process serves SUBSCRIBERS SSE streams (each following one of TWINS twins, so
 every event goes to SUBSCRIBERS / TWINS streams, plus FIREHOSE streams that follow every
-twin) while a producer process commits RATE events/s through ``policy.audit.record_change``
+twin) while a producer process commits RATE events/s through ``twins.ledger.record_change``
 (the production write path: audit entry + change event under the sequencing lock) for
 SECONDS seconds. During the run, RECONNECTS streams are cut at random moments and resume
 with ``Last-Event-ID``. Afterwards each stream's received ids are compared with the feed in
@@ -149,7 +149,7 @@ def _audited_batch(twin_rows: list) -> list[int]:
     """The production path: record_change per event (audit entry + change event)."""
     from django.db import transaction
 
-    from policy.audit import record_change
+    from twins.ledger import record_change
 
     with transaction.atomic():
         return [record_change(actor="bench", action="twin.touch", resource_type="twin",
@@ -164,8 +164,8 @@ def _outbox_batch(twin_rows: list) -> list[int]:
     from django.utils import timezone
 
     from aiw.feed import notify_subscribers
-    from aiw.models import ChangeEvent
-    from policy.audit import AUDIT_LOCK_KEY
+    from twins.ledger import AUDIT_LOCK_KEY
+    from twins.models import ChangeEvent
 
     now = timezone.now()
     with transaction.atomic():
@@ -303,7 +303,7 @@ def percentile(values: list[float], q: float) -> float:
 
 def verify(streams: list[Stream], after: int) -> tuple[int, int, int]:
     """(gaps, duplicates, out-of-order) over every stream, against the database."""
-    from aiw.models import ChangeEvent
+    from twins.models import ChangeEvent
 
     by_twin: dict[str, list[int]] = {}
     for event_id, slug in ChangeEvent.objects.filter(id__gt=after).order_by("id") \

@@ -386,7 +386,7 @@ CELERY_BEAT_SCHEDULE["policy-expire-proposals"] = {
 CELERY_BEAT_SCHEDULE["policy-verify-executions"] = {
     "task": "policy.tasks.verify_executions", "schedule": 10.0}
 CELERY_BEAT_SCHEDULE["policy-anchor-audit"] = {
-    "task": "policy.tasks.anchor_audit", "schedule": 300.0}
+    "task": "twins.tasks.anchor_audit", "schedule": 300.0}
 # Commands left in flight by a dead process: re-sent under their command id once their lease
 # lapses, failed after POLICY_COMMAND_MAX_ATTEMPTS attempts (policy/services/attempts.py).
 POLICY_COMMAND_MAX_ATTEMPTS = env_int("POLICY_COMMAND_MAX_ATTEMPTS", 3, minimum=1)

@@ -6,11 +6,12 @@ from __future__ import annotations
 from django import forms
 from django.contrib import admin, messages
 
-from policy.models import Approval, AuditAnchor, AuditEntry, PolicyDocument, Proposal
+from policy.models import Approval, PolicyDocument, Proposal
 from policy.rules import PolicyInvalid, parse_body
 from policy.services import publish_policy
 from policy.services.documents import next_version
 from policy.signing import verify
+from twins.models import AuditAnchor, AuditEntry
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):

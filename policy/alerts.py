@@ -18,9 +18,9 @@ from django.core.mail import send_mail
 from django.db import transaction
 from django.urls import reverse
 
-from policy.audit import record_change
 from telemetry.detection import serialize
 from telemetry.models import Anomaly
+from twins.ledger import record_change
 
 
 def recipients(twin) -> list[str]:

@@ -25,8 +25,8 @@ from policy.choices import Role
 READ = [
     "twins.view_asset", "telemetry.view_telemetrysample", "telemetry.view_anomaly",
     "telemetry.view_deadletter", "simulation.view_simulationrun", "policy.view_proposal",
-    "policy.view_approval", "policy.view_policydocument", "policy.view_auditentry",
-    "aiw.view_changeevent",
+    "policy.view_approval", "policy.view_policydocument", "twins.view_auditentry",
+    "twins.view_changeevent",
 ]
 ROLE_PERMISSIONS: dict[str, list[str]] = {
     Role.VIEWER: READ,

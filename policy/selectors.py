@@ -18,14 +18,13 @@ from django.db import connection
 from django.db.models import Count, Q, QuerySet
 from django.utils import timezone
 
-from aiw.feed import encode_cursor, newest_event_id
 from aiw.scope import scope_for
 from policy.choices import ProposalStatus
-from policy.models import AuditEntry, PolicyDocument, PolicyHighWater, Proposal
+from policy.models import PolicyDocument, PolicyHighWater, Proposal
 from policy.trust import ActivePolicy, assess
 from telemetry.choices import AnomalyStatus, Severity
 from telemetry.models import Anomaly, TelemetryEvent
-from twins.models import Asset, Twin
+from twins.models import Asset, AuditEntry, Twin
 from twins.scoping import scoped, visible_twins
 
 #: An asset is silent when nothing was received from it for more than this many of its own
@@ -182,12 +181,6 @@ def visible_audit(user) -> QuerySet[AuditEntry]:
         where |= Q(twin_slug="", actor=scope.actor)
     return AuditEntry.objects.filter(where)
 
-
-def feed_cursor() -> str:
-    """The change feed's cursor now. A page takes it before reading its data and follows the
-    feed from there, so no change between the read and the subscription is missed (one
-    already shown may arrive again: the page only refreshes)."""
-    return encode_cursor(newest_event_id())
 
 
 def policy_verdicts(twins: list[Twin]) -> dict[int, ActivePolicy]:

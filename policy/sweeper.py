@@ -13,7 +13,7 @@ import threading
 from django.db import close_old_connections, connection
 
 from policy import services
-from policy.audit_chain import write_anchor
+from twins.audit_chain import write_anchor
 
 log = logging.getLogger(__name__)
 

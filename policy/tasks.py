@@ -1,9 +1,9 @@
 """Celery tasks of the policy app: take ids, call ``policy.services``.
 
 Beat schedule (settings, issue 6 block): ``expire_proposals`` (default deny for stale
-approvals), ``verify_executions`` (judge complete verification windows), ``anchor_audit``
-(copy the audit chain's tip to the anchor table and file), ``recover_commands`` (commands
-left in flight by a process that died).
+approvals), ``verify_executions`` (judge complete verification windows),
+``recover_commands`` (commands left in flight by a process that died). The audit chain's
+anchoring task is ``twins.tasks.anchor_audit``.
 
 Every task is safe to run again (``acks_late``: a worker killed mid-task gets its message
 redelivered): the command tasks send nothing unless the command is still in flight without
@@ -13,7 +13,6 @@ a live lease, and then re-send it under its stable command id.
 from celery import shared_task
 
 from policy import services
-from policy.audit_chain import write_anchor
 from policy.choices import ProposalStatus
 from policy.errors import PolicyError, ProposalConflict
 from policy.models import Proposal
@@ -82,13 +81,6 @@ def expire_proposals() -> int:
 def verify_executions() -> int:
     """Judge every verifying proposal whose window is complete."""
     return services.verify_due()
-
-
-@shared_task
-def anchor_audit() -> int | None:
-    """Anchor the audit chain's tip; returns the anchored seq (None for an empty chain)."""
-    anchor = write_anchor()
-    return anchor.seq if anchor else None
 
 
 @shared_task

@@ -22,12 +22,14 @@ from django.utils import timezone
 from django.views.decorators.http import require_POST
 
 from policy import selectors, services
-from policy.audit_chain import latest_anchor, verify_chain
 from policy.choices import ProposalStatus
 from policy.errors import PolicyError
 from policy.forms import ReasonForm
-from policy.models import AuditEntry, PolicyDocument, Proposal
+from policy.models import PolicyDocument, Proposal
 from simulation.charts import histogram_svg
+from twins.audit_chain import latest_anchor, verify_chain
+from twins.feed import feed_cursor
+from twins.models import AuditEntry
 from twins.scoping import get_scoped_or_404, scoped, visible_twins
 
 PROPOSALS = Proposal.objects.select_related(
@@ -88,7 +90,7 @@ def render_fragment(request, fragments: dict, template_dir: str):
         return None
     if name not in fragments:
         raise Http404("no such fragment")
-    cursor = selectors.feed_cursor()
+    cursor = feed_cursor()
     response = render(request, f"{template_dir}/_partials/{name}.html", fragments[name](request))
     response["X-Feed-Cursor"] = cursor
     response["Cache-Control"] = "no-store"
@@ -103,7 +105,7 @@ def dashboard(request):
     fragment = render_fragment(request, HOME_FRAGMENTS, "policy")
     if fragment is not None:
         return fragment
-    context = {"feed_cursor": selectors.feed_cursor()}
+    context = {"feed_cursor": feed_cursor()}
     for build in HOME_FRAGMENTS.values():
         context |= build(request)
     twins = list(visible_twins(request.user)[:20])
@@ -145,9 +147,9 @@ def _chain_report(request, tip) -> tuple[object | None, float | None]:
 @login_required
 def audit_log(request):
     """The audit log the user may read (filters: actor, action, resource type and id, twin;
-    newest first, 100 per page), the chain's verification (``policy.audit_chain``) and the
+    newest first, 100 per page), the chain's verification (``twins.audit_chain``) and the
     newest anchor."""
-    cursor = selectors.feed_cursor()
+    cursor = feed_cursor()
     page = Paginator(_audit_entries(request), 100).get_page(request.GET.get("page"))
     if request.GET.get("fragment") == "entries":
         response = render(request, "policy/_partials/entries.html", {"page": page})
@@ -212,7 +214,7 @@ def available_actions(proposal: Proposal, user) -> set[str]:
 def proposal_detail(request, pk: int):
     """One proposal: anomaly, evidence, simulation, decision, approvals, execution, audit.
     Follows the change feed: the proposal's own events re-render it (``?fragment=proposal``)."""
-    cursor = selectors.feed_cursor()
+    cursor = feed_cursor()
     proposal = get_scoped_or_404(PROPOSALS, request.user, pk=pk)
     context = {
         "proposal": proposal, "charts": _charts(proposal), "audit": audit_trail(proposal),

@@ -14,6 +14,7 @@ from simulation import services
 from simulation.charts import histogram_svg
 from simulation.models import SimulationRun, SimulationStatus
 from simulation.scoping import visible_runs
+from twins.feed import feed_cursor
 
 COST_ROWS = ("monte_carlo", "quantum_iae")
 
@@ -30,18 +31,12 @@ def _timing(run: SimulationRun) -> dict:
             "engine_s": (run.result or {}).get("elapsed_s")}
 
 
-def _feed_cursor() -> str:
-    from policy.selectors import feed_cursor  # dashboard page: policy sits above simulation
-
-    return feed_cursor()
-
-
 @login_required
 def run_page(request, pk: int):
     """One run: status and progress, engine requested/used and why, the distribution of
     each metric with its percentiles and constraint lines, P(breach), timing. The page
     follows the feed: the run's lifecycle events re-render it (``?fragment=run``)."""
-    cursor = _feed_cursor()
+    cursor = feed_cursor()
     run = get_object_or_404(visible_runs(request.user), pk=pk)
     result = run.result or {}
     context = {
@@ -72,7 +67,7 @@ def _filtered_runs(request):
 def run_list(request):
     """``/simulations/``: the runs the user may see, newest first, 50 per page; running ones
     show their progress, finished ones their outcome. Follows the feed (``?fragment=list``)."""
-    cursor = _feed_cursor()
+    cursor = feed_cursor()
     page = Paginator(_filtered_runs(request), 50).get_page(request.GET.get("page"))
     query = request.GET.copy()
     for name in ("page", "fragment"):

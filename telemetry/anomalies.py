@@ -33,7 +33,7 @@ class WrongState(AnomalyError):
 
 
 def _publish(anomaly: Anomaly, action: str, *, actor, reason: str = "", request=None) -> None:
-    from policy.audit import record_change
+    from twins.ledger import record_change
 
     record_change(actor=actor, action=action, resource_type="anomaly", resource_id=anomaly.pk,
                   operation="updated", twin=anomaly.asset.twin, after=serialize(anomaly),

@@ -15,7 +15,6 @@ import numpy as np
 from django.conf import settings
 from django.db import transaction
 
-from policy.audit import record_change
 from telemetry.detectors import (
     DETECTORS,
     BaseDetector,
@@ -26,6 +25,7 @@ from telemetry.detectors import (
 from telemetry.models import AssetCalibration, DetectorConfig
 from telemetry.series import load_series
 from twins.api.serializers import AssetSerializer
+from twins.ledger import record_change
 from twins.models import Asset
 
 FIT_FREE = "zscore"

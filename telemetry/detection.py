@@ -27,7 +27,6 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
-from policy.audit import record_change
 from telemetry.calibration import Watch, watch_for
 from telemetry.choices import AnomalyStatus
 from telemetry.consensus import consensus_on_open
@@ -35,6 +34,7 @@ from telemetry.detectors import score_to_severity
 from telemetry.models import Anomaly, DetectionState
 from telemetry.series import Series, load_series
 from telemetry.streaming import episode_gap, stream_onsets
+from twins.ledger import record_change
 from twins.models import Asset
 
 log = logging.getLogger(__name__)

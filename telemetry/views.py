@@ -16,6 +16,7 @@ from django.views.decorators.http import require_POST
 from telemetry.anomalies import AnomalyError, acknowledge_anomaly
 from telemetry.choices import AnomalyStatus, Severity
 from telemetry.models import Anomaly
+from twins.feed import feed_cursor
 from twins.scoping import operable_twins, scoped, visible_twins
 
 #: The time filter's choices (``since``): label and how far back from now.
@@ -62,8 +63,6 @@ def _list_context(request) -> dict:
 def anomaly_list(request):
     """``/anomalies/``: anomalies of the user's twins, newest first, 50 per page, filtered by
     status, severity, twin, asset and time; Acknowledge on open ones for those who may."""
-    from policy.selectors import feed_cursor
-
     cursor = feed_cursor()
     if request.GET.get("fragment") == "list":
         response = render(request, "telemetry/_partials/anomaly_rows.html",

@@ -23,12 +23,12 @@ from django.test import Client
 from django.utils import timezone
 
 from aiw.tests.conftest import live_server_process
-from policy.audit import record_change
 from policy.choices import ProposalStatus
 from policy.tests import factories
 from telemetry.detection import serialize
 from telemetry.models import Anomaly, TelemetryEvent, TelemetrySample
 from tests.fixtures import missing
+from twins.ledger import record_change
 from twins.models import Asset
 
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"

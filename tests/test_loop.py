@@ -6,13 +6,13 @@ import pytest
 from django.conf import settings
 from django.test import TestCase
 
-from aiw.models import ChangeEvent
-from policy.models import AuditEntry, Proposal
+from policy.models import Proposal
 from simulation.models import SimulationRun
 from telemetry.choices import IngestSource
 from telemetry.models import Anomaly, TelemetrySample
 from telemetry.services import RawPayload, ingest_batch
 from twins import demo
+from twins.models import AuditEntry, ChangeEvent
 from twins.replay import interleave, to_event
 from twins.setup import create_skab_twin
 from twins.skab import default_data_dir, list_files, read_run

@@ -17,11 +17,11 @@ from pathlib import Path
 import numpy as np
 from django.db import transaction
 
-from policy.audit import record_change
 from telemetry.models import Anomaly, TelemetryEvent
 from telemetry.scoring import nab
 from twins.api.serializers import AssetSerializer, TwinSerializer
 from twins.choices import AssetKind
+from twins.ledger import record_change
 from twins.models import Asset, Twin
 
 NAB_TWIN = "nab-dev"

@@ -8,10 +8,10 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 from django.db import transaction
 
-from policy.audit import record_change
 from policy.choices import Role
 from twins.api.serializers import AssetSerializer, TwinSerializer
 from twins.choices import AssetKind
+from twins.ledger import record_change
 from twins.models import Asset, Twin
 from twins.skab import METRICS, asset_slug
 

@@ -13,6 +13,7 @@ from telemetry.calibration import config_for
 from telemetry.models import Anomaly, AssetCalibration, DetectionState, TelemetryEvent
 from telemetry.queries import QueryError, latest
 from twins.chart_data import RANGES, chart_series, choose_window
+from twins.feed import feed_cursor
 from twins.models import Asset
 from twins.scoping import get_scoped_or_404, operable_twins, visible_twins
 
@@ -85,7 +86,7 @@ def asset_detail(request, twin: str, asset: str):
     """An asset: each metric charted over a chosen range (min/max/mean per bucket, anomaly
     episodes shaded, gaps left open), its current reported state, what-if model and
     anomalies. The anomalies table follows the feed (``?fragment=anomalies``)."""
-    cursor = selectors.feed_cursor()
+    cursor = feed_cursor()
     obj = get_scoped_or_404(Asset.objects.select_related("twin"), request.user, "twin",
                             twin__slug=twin, slug=asset)
     if request.GET.get("fragment") == "anomalies":

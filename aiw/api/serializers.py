@@ -6,7 +6,7 @@ from __future__ import annotations
 from rest_framework import serializers
 
 from aiw.feed import encode_cursor, iso_utc
-from aiw.models import ChangeEvent
+from twins.models import ChangeEvent
 
 
 class ChangeEventSerializer(serializers.ModelSerializer):

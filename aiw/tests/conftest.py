@@ -21,8 +21,8 @@ from guardian.shortcuts import assign_perm
 
 from aiw import services
 from opstwin_site.env import database_url_of
-from policy.audit import record_change
 from twins.api.serializers import TwinSerializer
+from twins.ledger import record_change
 from twins.models import Twin
 
 SERVER_ENV = {  # small bounds so tests reach them quickly

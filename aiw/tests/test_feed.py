@@ -18,11 +18,10 @@ from aiw import services
 from aiw.api import views
 from aiw.api.serializers import ChangeEventSerializer
 from aiw.feed import InvalidCursor, decode_cursor, encode_cursor, parse_cursor
-from aiw.models import ChangeEvent
 from aiw.tests.conftest import bearer, touch
-from policy.audit import record_change
 from twins.api.serializers import TwinSerializer
-from twins.models import Twin
+from twins.ledger import record_change
+from twins.models import ChangeEvent, Twin
 
 pytestmark = pytest.mark.django_db
 MANIFEST = "/.well-known/aiw-manifest.json"
@@ -42,7 +41,7 @@ def test_the_manifest_lists_endpoints_schemas_limits_and_the_callers_permissions
     assert body["resources"]["proposal"] == "proposal.v1"
     assert body["limits"]["diff_max_limit"] == 1000
     assert [a["type"] for a in body["auth"]] == ["bearer", "session"]
-    assert "aiw.view_changeevent" in body["caller"]["permissions"]
+    assert "twins.view_changeevent" in body["caller"]["permissions"]
     assert body["caller"]["role"] == "viewer" and body["caller"]["auth"] == "session"
     everywhere = users["viewer"].has_perm("twins.view_twin")  # a global grant, or per twin
     assert body["caller"]["twins"]["view"] == (["*"] if everywhere else ["plant"])

@@ -12,7 +12,7 @@ from aiw.feed import read_events
 from aiw.hub import FeedHub, Subscriber
 from aiw.scope import FeedFilter, Scope
 from aiw.tests.conftest import touch
-from policy.audit import record_change
+from twins.ledger import record_change
 from twins.models import Twin
 
 

@@ -14,10 +14,10 @@ from django.test import TestCase
 from jsonschema import Draft202012Validator
 
 from aiw.api.serializers import ChangeEventSerializer
-from aiw.models import ChangeEvent
 from aiw.schemas import RESOURCE_SCHEMAS, errors, load_schema, schema_names
 from aiw.tests.conftest import touch
 from tests.fixtures import T0, event, ingest_matrix, normal_pump_matrix
+from twins.models import ChangeEvent
 
 pytestmark = pytest.mark.django_db
 PRESSURE = 3
@@ -87,12 +87,13 @@ def test_every_event_type_of_a_real_loop_validates_against_its_schema(loop_event
 
 def test_current_serializer_output_validates_against_each_resource_schema(loop_events, pump):
     from policy.api.serializers import AuditEntrySerializer, ProposalSerializer
-    from policy.models import AuditEntry, Proposal
+    from policy.models import Proposal
     from simulation.api.serializers import SimulationRunSerializer
     from simulation.models import SimulationRun
     from telemetry.api.serializers import AnomalySerializer
     from telemetry.models import Anomaly
     from twins.api.serializers import AssetSerializer, TwinSerializer
+    from twins.models import AuditEntry
 
     cases = [
         ("twin.v1", TwinSerializer(pump.twin).data),

@@ -7,7 +7,7 @@ import pytest
 from django.db import transaction
 
 from aiw.tests.conftest import touch
-from policy.audit import record_change
+from twins.ledger import record_change
 
 pytestmark = pytest.mark.django_db
 

@@ -21,7 +21,7 @@ from aiw.schemas import errors
 from aiw.tests import raw
 from aiw.tests.conftest import bearer, touch
 from opstwin_site.asgi import application
-from policy.audit import record_change
+from twins.ledger import record_change
 from twins.models import Twin
 
 pytestmark = pytest.mark.django_db(transaction=True)

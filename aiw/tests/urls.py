@@ -6,7 +6,7 @@ from django.urls import include, path
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from aiw.models import ChangeEvent
+from twins.models import ChangeEvent
 
 
 class CountingView(APIView):

@@ -5,7 +5,8 @@ from rest_framework import serializers
 
 from policy.actions import CATALOGUE
 from policy.catalogue import action_errors, parameter_errors, proposal_request_branches
-from policy.models import Approval, AuditEntry, Proposal
+from policy.models import Approval, Proposal
+from twins.models import AuditEntry
 
 
 class ApprovalSerializer(serializers.ModelSerializer):

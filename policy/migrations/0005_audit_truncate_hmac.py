@@ -2,7 +2,7 @@
 
 1. ``AuditEntry.key_id``: which scheme produced an entry's ``hash`` (empty = audit.v1, unkeyed
    SHA-256, every entry written before this migration; otherwise the id of the HMAC-SHA256 key,
-   audit.v2; see ``policy.audit``). Existing entries keep their hashes and keep verifying.
+   audit.v2; see ``twins.ledger``). Existing entries keep their hashes and keep verifying.
 2. Statement-level ``BEFORE TRUNCATE`` triggers on the append-only tables (audit entries,
    audit anchors, policy documents): row triggers (migrations 0002, 0004) never fire on
    TRUNCATE, which is how a tail after the newest anchor was rewritten (issue 10, item 7).
@@ -11,7 +11,7 @@
    there sets ``opstwin.strict_truncate = on`` to get the production behaviour.
 3. A non-empty chain is sealed: one ``audit.keyed`` entry, HMAC'd with the server's key, whose
    ``prev_hash`` is the tip's hash. It authenticates the whole unkeyed prefix under the key, so
-   a chain whose tip is unkeyed is a forgery (``policy.audit_chain``).
+   a chain whose tip is unkeyed is a forgery (``twins.audit_chain``).
 """
 
 from django.db import migrations, models
@@ -44,7 +44,7 @@ def seal_legacy_chain(apps, schema_editor):
     tip = entry_model.objects.order_by("-seq").first()
     if tip is None:
         return
-    from policy.audit import AUDIT_LOCK_KEY, SYSTEM_ACTOR, seal
+    from twins.ledger import AUDIT_LOCK_KEY, SYSTEM_ACTOR, seal
 
     with schema_editor.connection.cursor() as cursor:
         cursor.execute("SELECT pg_advisory_xact_lock(%s)", [AUDIT_LOCK_KEY])

@@ -5,9 +5,9 @@ from __future__ import annotations
 from django.db import connection
 from django.db.models import F
 
-from policy.audit import record_change
 from policy.errors import NotPermitted, ProposalConflict
 from policy.models import Proposal
+from twins.ledger import record_change
 
 ASSET_LOCK_NAMESPACE = 0x0475_7432  # advisory locks per asset: one proposal in flight
 

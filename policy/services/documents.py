@@ -10,10 +10,10 @@ from __future__ import annotations
 from django.db import connection, transaction
 from django.utils import timezone
 
-from policy.audit import record_change
 from policy.models import PolicyDocument, PolicyHighWater
 from policy.rules import PolicyInvalid, parse_body
 from policy.trust import ActivePolicy, assess, body_sha256
+from twins.ledger import record_change
 
 RAISE_MARK = """
 INSERT INTO policy_policyhighwater (twin_id, version, body_sha256, accepted_at)

@@ -11,9 +11,9 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.db import DatabaseError, connection, transaction
 
-from policy.audit import audit_key, entry_mac, record_change
-from policy.audit_chain import verify_chain, write_anchor
-from policy.models import AuditAnchor, AuditEntry
+from twins.audit_chain import verify_chain, write_anchor
+from twins.ledger import audit_key, entry_mac, record_change
+from twins.models import AuditAnchor, AuditEntry
 
 pytestmark = pytest.mark.django_db
 

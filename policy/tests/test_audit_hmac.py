@@ -18,16 +18,10 @@ from django.core.management.base import CommandError
 from django.db import DatabaseError, connection, transaction
 from django.utils import timezone
 
-from policy.audit import (
-    GENESIS_HASH,
-    audit_key,
-    entry_hash,
-    entry_mac,
-    key_id_of,
-    record_change,
-)
-from policy.audit_chain import verify_chain, write_anchor
-from policy.models import AuditAnchor, AuditEntry, PolicyDocument
+from policy.models import PolicyDocument
+from twins.audit_chain import verify_chain, write_anchor
+from twins.ledger import GENESIS_HASH, audit_key, entry_hash, entry_mac, key_id_of, record_change
+from twins.models import AuditAnchor, AuditEntry
 
 APPEND_ONLY_TABLES = ("policy_auditentry", "policy_auditanchor", "policy_policydocument")
 
@@ -271,7 +265,7 @@ def settings_in_subprocess(tmp_path, **env) -> tuple[int, str]:
     base = {k: v for k, v in os.environ.items() if not k.startswith("AUDIT_HMAC_KEY")}
     base |= {"OPSTWIN_DATA_DIR": str(tmp_path / "data"), "SECRET_KEY": "s" * 50,
              "DJANGO_SETTINGS_MODULE": "opstwin_site.settings"} | env
-    code = ("import django; django.setup(); from policy.audit import audit_key; "
+    code = ("import django; django.setup(); from twins.ledger import audit_key; "
             "print(audit_key()[1])")
     done = subprocess.run([sys.executable, "-c", code], env=base, capture_output=True,
                           text=True, timeout=120)

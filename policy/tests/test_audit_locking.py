@@ -8,9 +8,8 @@ import time
 import pytest
 from django.db import connection, transaction
 
-from policy.audit import record_change
-from policy.models import AuditEntry
-from twins.models import Twin
+from twins.ledger import record_change
+from twins.models import AuditEntry, Twin
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -15,8 +15,9 @@ import pytest
 
 from aiw.services import issue_token
 from policy.choices import ProposalStatus
-from policy.models import AuditEntry, Proposal
+from policy.models import Proposal
 from policy.tests import factories
+from twins.models import AuditEntry
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

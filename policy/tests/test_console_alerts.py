@@ -9,9 +9,9 @@ import pytest
 from django.core import mail
 from django.utils import timezone
 
-from policy.models import AuditEntry
 from telemetry.models import Anomaly
 from telemetry.tasks import escalate_anomalies
+from twins.models import AuditEntry
 
 pytestmark = pytest.mark.django_db
 

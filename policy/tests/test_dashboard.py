@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from policy.audit_chain import write_anchor
 from policy.choices import ProposalStatus
 from policy.tests import factories
+from twins.audit_chain import write_anchor
 
 pytestmark = pytest.mark.django_db
 

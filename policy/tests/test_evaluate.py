@@ -6,12 +6,12 @@ from __future__ import annotations
 import pytest
 from django.test import Client
 
-from aiw.models import ChangeEvent
-from policy.models import AuditEntry, PolicyDocument, PolicyHighWater, Proposal
+from policy.models import PolicyDocument, PolicyHighWater, Proposal
 from policy.signing import sign
 from policy.tests import factories
 from simulation.models import SimulationRun
 from tests.fixtures import T0, ingest_matrix, normal_pump_matrix
+from twins.models import AuditEntry, ChangeEvent
 from twins.skab import METRIC_NAMES
 
 pytestmark = pytest.mark.django_db

@@ -17,8 +17,9 @@ from policy.errors import (
     ProposalConflict,
     StaleEvidence,
 )
-from policy.models import Approval, AuditEntry, Proposal
+from policy.models import Approval, Proposal
 from policy.tests import factories
+from twins.models import AuditEntry
 
 pytestmark = pytest.mark.django_db
 TEMP = {"id": "motor-temp", "metric": "Temperature", "op": "<", "value": 95, "max_age_s": 60,

@@ -28,10 +28,11 @@ from opstwin_site.celery import app as celery_app
 from opstwin_site.env import database_url_of
 from policy import services, tasks
 from policy.choices import ProposalStatus
-from policy.models import AuditEntry, Proposal
+from policy.models import Proposal
 from policy.signing import public_key_b64
 from policy.tests import factories
 from telemetry.models import Anomaly
+from twins.models import AuditEntry
 
 pytestmark = pytest.mark.django_db(transaction=True)
 SETTLE_S = 90  # generous: two worker start-ups and one lapsed lease on a loaded machine

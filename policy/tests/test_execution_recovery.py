@@ -14,9 +14,10 @@ from opstwin_site.celery import app as celery_app
 from policy import services, tasks
 from policy.choices import ProposalStatus
 from policy.commands import send_command
-from policy.models import AuditEntry, Proposal
+from policy.models import Proposal
 from policy.services.attempts import EXECUTION, ROLLBACK, take_attempt
 from policy.tests import factories
+from twins.models import AuditEntry
 
 pytestmark = pytest.mark.django_db
 

@@ -15,12 +15,13 @@ from django.utils import timezone
 from policy import interlocks, services
 from policy.choices import Decision, ProposalStatus
 from policy.errors import InterlockBlocked, StaleEvidence
-from policy.models import AuditEntry, Proposal
+from policy.models import Proposal
 from policy.state import MAX_CLOCK_SKEW_S, drift, evidence_snapshot, latest_reading
 from policy.tests import factories
 from telemetry.choices import IngestSource
 from telemetry.services import RawPayload, ingest_batch
 from tests.fixtures import T0, event, normal_pump_matrix
+from twins.models import AuditEntry
 from twins.skab import METRIC_NAMES
 
 pytestmark = pytest.mark.django_db

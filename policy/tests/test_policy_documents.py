@@ -10,13 +10,13 @@ from django.core.exceptions import ImproperlyConfigured
 from django.db import DatabaseError, transaction
 from django.utils import timezone
 
-from aiw.models import ChangeEvent
 from policy.choices import Decision, ProposalStatus
-from policy.models import AuditEntry, PolicyDocument, PolicyHighWater
+from policy.models import PolicyDocument, PolicyHighWater
 from policy.rules import PolicyInvalid
 from policy.services import active_policy, propose, publish_policy
 from policy.signing import public_key_b64, sign, verify
 from policy.tests import factories
+from twins.models import AuditEntry, ChangeEvent
 
 pytestmark = pytest.mark.django_db
 

@@ -10,8 +10,8 @@ from django.utils.dateparse import parse_datetime
 from policy import services
 from policy.choices import ProposalStatus
 from policy.errors import NoRollback, NotPermitted, ProposalConflict
-from policy.models import AuditEntry
 from policy.tests import factories
+from twins.models import AuditEntry
 
 pytestmark = pytest.mark.django_db
 FLOW = "Volume Flow RateRMS"

@@ -15,8 +15,9 @@ from policy.errors import (
     SelfApproval,
     StaleEvidence,
 )
-from policy.models import Approval, AuditEntry, Proposal
+from policy.models import Approval, Proposal
 from policy.tests import factories
+from twins.models import AuditEntry
 
 pytestmark = pytest.mark.django_db
 

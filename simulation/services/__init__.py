@@ -1,7 +1,7 @@
 """The only code that changes simulation state: runs (jobs) and what-if models.
 
 Views, the API, admin actions and Celery tasks call these; every change goes through
-``policy.audit.record_change`` in the same transaction (see :mod:`.runs` for the run
+``twins.ledger.record_change`` in the same transaction (see :mod:`.runs` for the run
 lifecycle and :mod:`.whatif` for models).
 """
 

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from policy.audit import record_change
 from simulation.errors import RunNotPermitted
 from simulation.models import SimulationRun
+from twins.ledger import record_change
 
 ACTOR = "simulator"
 RUN_PERMISSION = "simulation.add_simulationrun"

@@ -22,7 +22,6 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from policy.audit import record_change
 from simulation.engine import (
     DRIVERS,
     GenericModel,
@@ -37,6 +36,7 @@ from simulation.models import SimulationRun, SimulationStatus, WhatIfModel
 from simulation.services.common import ACTOR, audit_run, is_user
 from telemetry.series import load_series
 from twins.choices import AssetKind
+from twins.ledger import record_change
 from twins.models import Asset
 
 BAND_SIGMAS = 3.0

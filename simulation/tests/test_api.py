@@ -6,13 +6,11 @@ import json
 
 import pytest
 
-from aiw.models import ChangeEvent
 from aiw.schemas import errors as schema_errors
-from policy.models import AuditEntry
 from simulation.models import SimulationRun, SimulationStatus
 from simulation.tests.factories import linear_request, stored_run, tail_request, user_on_twin
 from tests.fixtures import _client_for, ingest_matrix, normal_pump_matrix
-from twins.models import Twin
+from twins.models import AuditEntry, ChangeEvent, Twin
 
 pytestmark = pytest.mark.django_db
 

@@ -8,12 +8,11 @@ import threading
 
 import pytest
 
-from aiw.models import ChangeEvent
-from policy.models import AuditEntry
 from simulation import services
 from simulation.models import SimulationRun, SimulationStatus
 from simulation.services.progress import CancelFlag, ProgressWriter
 from simulation.tests.factories import linear_request, stored_run, tail_request, wait_until
+from twins.models import AuditEntry, ChangeEvent
 
 FINISHED = ("succeeded", "failed", "cancelled")
 

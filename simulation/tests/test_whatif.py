@@ -11,13 +11,12 @@ from datetime import timedelta
 import numpy as np
 import pytest
 
-from aiw.models import ChangeEvent
-from policy.models import AuditEntry
 from simulation import services
 from simulation.engine import SimulationError
 from simulation.errors import RunNotPermitted
 from simulation.models import SimulationStatus, WhatIfModel
 from tests.fixtures import T0, ingest_matrix, normal_pump_matrix
+from twins.models import AuditEntry, ChangeEvent
 
 pytestmark = pytest.mark.django_db
 FLOW = "Volume Flow RateRMS"

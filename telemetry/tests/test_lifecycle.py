@@ -9,7 +9,6 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from policy.models import AuditEntry
 from telemetry.anomalies import (
     NotAllowed,
     WrongState,
@@ -19,6 +18,7 @@ from telemetry.anomalies import (
 from telemetry.calibration import calibrate
 from telemetry.models import Anomaly, AssetCalibration, DetectorConfig
 from tests.fixtures import T0, ingest_matrix, normal_pump_matrix
+from twins.models import AuditEntry
 
 pytestmark = pytest.mark.django_db
 PRESSURE = 3

@@ -17,7 +17,7 @@ is the hash of the last v1 entry seals the whole v1 prefix under the key (migrat
 writes such an ``audit.keyed`` entry when it upgrades a non-empty chain).
 
 ``manage.py verify_audit`` recomputes the chain and compares its tip with the anchors
-(``policy.audit_chain``: seq + hash copied periodically to the append-only ``AuditAnchor``
+(``twins.audit_chain``: seq + hash copied periodically to the append-only ``AuditAnchor``
 table and ``POLICY_AUDIT_ANCHOR_FILE``), which is what reveals truncation.
 Timestamps are ISO 8601 with offset; ``before``/``after`` are the resource's JSON states.
 
@@ -39,9 +39,8 @@ from django.core.serializers.json import DjangoJSONEncoder
 from django.db import connection, transaction
 from django.utils import timezone
 
-from aiw.feed import append_event
-from aiw.models import ChangeEvent
-from policy.models import AuditEntry
+from twins.feed import append_event
+from twins.models import AuditEntry, ChangeEvent
 
 AUDIT_LOCK_KEY = 0x0475_7431  # any constant unique to this lock
 GENESIS_HASH = "0" * 64

@@ -5,7 +5,7 @@
 - ``deleted``: a gap in ``seq`` (an entry was removed from the middle);
 - ``reordered``: ``prev_hash`` names an entry that exists but is not the previous one;
 - ``relinked``: ``prev_hash`` names no stored entry (the previous entry was rewritten);
-- ``tampered``: the stored hash (or HMAC) does not match the entry's fields (``policy.audit``);
+- ``tampered``: the stored hash (or HMAC) does not match the entry's fields (``twins.ledger``);
 - ``unknown_key``: the entry claims an HMAC key this server does not hold (key mismatch: the
   server runs with another ``AUDIT_HMAC_KEY``, or the entry was forged with a made-up key id);
 - ``downgraded``: an unkeyed SHA-256 entry follows a keyed one (written without the key);
@@ -35,7 +35,7 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
-from policy.audit import (
+from twins.ledger import (
     AUDIT_LOCK_KEY,
     GENESIS_HASH,
     LEGACY_KEY_ID,
@@ -43,7 +43,7 @@ from policy.audit import (
     entry_hash,
     entry_mac,
 )
-from policy.models import AuditAnchor, AuditEntry
+from twins.models import AuditAnchor, AuditEntry
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.core.management.base import BaseCommand, CommandError
 
-from policy.audit_chain import verify_chain, write_anchor
+from twins.audit_chain import verify_chain, write_anchor
 
 
 class Command(BaseCommand):
