@@ -1,4 +1,4 @@
-"""Admin: the change feed (read-only) and agent tokens (created and revoked here)."""
+"""Admin: agent tokens (issued, updated and revoked here through ``aiw.services``, audited)."""
 
 from __future__ import annotations
 
@@ -9,14 +9,6 @@ from django.template.response import TemplateResponse
 
 from aiw import services
 from aiw.models import AgentToken, TokenScope
-from policy.admin import ReadOnlyAdmin
-from twins.models import ChangeEvent
-
-
-@admin.register(ChangeEvent)
-class ChangeEventAdmin(ReadOnlyAdmin):
-    list_display = ["id", "type", "resource_type", "resource_id", "twin", "actor", "created_at"]
-    list_filter = ["resource_type", "type"]
 
 
 class AgentTokenForm(forms.ModelForm):
@@ -52,12 +44,14 @@ class AgentTokenAdmin(admin.ModelAdmin):
                                            "revoked_at"]
 
     def save_model(self, request: HttpRequest, obj: AgentToken, form, change: bool) -> None:
+        """Through ``aiw.services`` (audited, on the feed), never a plain save."""
         if change:
-            obj.save(update_fields=["expires_at", "rate"])
+            services.update_token(obj, expires_at=obj.expires_at, rate=obj.rate,
+                                  actor=request.user, request=request)
             return
         row, plaintext = services.issue_token(
             user=obj.user, name=obj.name, scopes=form.cleaned_data["scopes"],
-            expires_at=obj.expires_at, rate=obj.rate)
+            expires_at=obj.expires_at, rate=obj.rate, actor=request.user, request=request)
         obj.pk, obj.prefix = row.pk, row.prefix
         request.aiw_token_plaintext = plaintext
 
@@ -69,7 +63,11 @@ class AgentTokenAdmin(admin.ModelAdmin):
                    "title": "Agent token created"}
         return TemplateResponse(request, "aiw/admin/token_created.html", context)
 
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False  # revoke instead: the token's history stays on the audit chain
+
     @admin.action(description="Revoke selected tokens")
     def revoke(self, request: HttpRequest, queryset) -> None:
-        revoked = sum(services.revoke_token(pk) for pk in queryset.values_list("pk", flat=True))
+        revoked = sum(services.revoke_token(pk, actor=request.user, request=request)
+                      for pk in queryset.values_list("pk", flat=True))
         self.message_user(request, f"Revoked {revoked} token(s).", messages.SUCCESS)

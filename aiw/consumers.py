@@ -30,9 +30,9 @@ from aiw.db import run_db
 from aiw.feed import InvalidCursor, decode_cursor
 from aiw.flow import TransportFlow, flow_of
 from aiw.hub import get_hub
-from aiw.scope import FeedFilter, scope_for
 from aiw.streams import AccessRevoked, Follower, SlowConsumer, error_message, reconnect_message
 from aiw.throttling import retry_after
+from twins.feed_scope import FeedFilter, scope_for
 
 log = logging.getLogger(__name__)
 SLUG = re.compile(r"^[-a-zA-Z0-9_]{1,64}$")

@@ -21,8 +21,8 @@ from django.db import connection
 from django.db.models import QuerySet
 
 from aiw.models import FeedRetention
-from aiw.scope import FeedFilter, Scope
 from twins.feed import InvalidCursor, encode_cursor, newest_event_id, parse_cursor
+from twins.feed_scope import FeedFilter, Scope
 from twins.models import ChangeEvent
 
 __all__ = ["InvalidCursor", "encode_cursor", "newest_event_id", "parse_cursor"]

@@ -27,7 +27,7 @@ from django.conf import settings
 
 from aiw.db import run_db
 from aiw.feed import FEED_GROUP, FeedItem, newest_event_id, read_events
-from aiw.scope import FeedFilter, Scope
+from twins.feed_scope import FeedFilter, Scope
 
 log = logging.getLogger(__name__)
 READ_BATCH = 1000

@@ -29,7 +29,7 @@ from django.utils import timezone
 
 from aiw import tokens
 from aiw.models import IdempotencyKey
-from aiw.problems import is_api_request, problem
+from twins.problems import is_api_request, problem
 
 HEADER = "Idempotency-Key"
 UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})

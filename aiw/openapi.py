@@ -8,6 +8,8 @@ import re
 
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 
+from twins.problems import PROBLEMS_EXTENSION
+
 PROBLEM_REF = {"$ref": "#/components/schemas/Problem"}
 PROBLEM_SCHEMA = {
     "type": "object", "description": "RFC 9457 problem details.",
@@ -77,7 +79,6 @@ PROBLEM_REASONS = {
     415: "The body is not `application/json`.",
     429: "Rate limit of the token exceeded; `Retry-After` says when to retry.",
 }
-PROBLEMS_EXTENSION = "x-problems"
 
 
 def _statuses(operation: dict) -> set[int]:

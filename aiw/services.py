@@ -16,42 +16,86 @@ from django.utils import timezone
 
 from aiw import tokens
 from aiw.models import AgentToken, FeedRetention, IdempotencyKey, TokenScope
+from twins.ledger import record_change
 from twins.models import ChangeEvent
 
 log = logging.getLogger(__name__)
 
 
+def token_state(token: AgentToken) -> dict:
+    """agent-token.v1 of ``token``: what the feed and the audit log show (never the secret)."""
+    return {"id": token.pk, "name": token.name, "user": token.user.get_username(),
+            "prefix": token.prefix, "scopes": sorted(token.scopes), "rate": token.rate,
+            "created_at": token.created_at, "expires_at": token.expires_at,
+            "revoked_at": token.revoked_at}
+
+
+def _record_token(token: AgentToken, *, action: str, operation: str, before: dict | None,
+                  actor, request) -> None:
+    record_change(actor=actor, action=action, resource_type="agent_token",
+                  resource_id=token.pk, operation=operation, before=before,
+                  after=token_state(token), request=request)
+
+
 def issue_token(
     *, user, name: str, scopes: list[str] | None = None, expires_at: datetime | None = None,
-    rate: str = "",
+    rate: str = "", actor=None, request=None,
 ) -> tuple[AgentToken, str]:
     """Create an AgentToken for ``user``; returns ``(token_row, plaintext)``.
 
     The plaintext is shown once and never stored. ``scopes`` defaults to ``["read"]``; unknown
-    scopes raise ``ValueError``.
+    scopes raise ``ValueError``. Audited as ``agent_token.issue`` by ``actor`` (a user or a
+    component name; None: system) and on the feed (twin-less: admins and the actor see it).
     """
     scopes = sorted(set(scopes or [TokenScope.READ]))
     unknown = set(scopes) - set(TokenScope.values)
     if unknown:
         raise ValueError(f"unknown scopes: {', '.join(sorted(unknown))}")
     plaintext, prefix = tokens.generate()
-    row = AgentToken.objects.create(user=user, name=name, prefix=prefix,
-                                    digest=tokens.digest(plaintext), scopes=scopes,
-                                    expires_at=expires_at, rate=rate)
+    with transaction.atomic():
+        row = AgentToken.objects.create(user=user, name=name, prefix=prefix,
+                                        digest=tokens.digest(plaintext), scopes=scopes,
+                                        expires_at=expires_at, rate=rate)
+        _record_token(row, action="agent_token.issue", operation="created", before=None,
+                      actor=actor, request=request)
     log.info("issued agent token %s (aiw_%s_…) for %s", name, prefix, user)
     return row, plaintext
 
 
-def revoke_token(token_id: int) -> bool:
+def revoke_token(token_id: int, *, actor=None, request=None) -> bool:
     """Revoke the token; True if this call revoked it, False if it already was (or is gone).
 
-    A conditional UPDATE on ``revoked_at IS NULL``, so two revocations record one time.
+    A conditional UPDATE on ``revoked_at IS NULL``, so two revocations record one time; the
+    one that revokes is audited as ``agent_token.revoke``.
     """
-    changed = AgentToken.objects.filter(pk=token_id, revoked_at__isnull=True).update(
-        revoked_at=timezone.now())
+    with transaction.atomic():
+        token = AgentToken.objects.select_for_update().filter(
+            pk=token_id, revoked_at__isnull=True).select_related("user").first()
+        changed = 0
+        if token is not None:
+            before = token_state(token)
+            token.revoked_at = timezone.now()
+            changed = AgentToken.objects.filter(pk=token_id, revoked_at__isnull=True).update(
+                revoked_at=token.revoked_at)
+            _record_token(token, action="agent_token.revoke", operation="updated",
+                          before=before, actor=actor, request=request)
     if changed:
         log.info("revoked agent token %s", token_id)
     return changed == 1
+
+
+def update_token(token: AgentToken, *, expires_at: datetime | None, rate: str, actor=None,
+                 request=None) -> AgentToken:
+    """Change a token's expiry and rate limit (the only editable fields); audited as
+    ``agent_token.update``. Scopes, user and name are fixed at issue: issue a new token."""
+    with transaction.atomic():
+        stored = AgentToken.objects.select_for_update().select_related("user").get(pk=token.pk)
+        before = token_state(stored)
+        stored.expires_at, stored.rate = expires_at, rate
+        stored.save(update_fields=["expires_at", "rate"])
+        _record_token(stored, action="agent_token.update", operation="updated", before=before,
+                      actor=actor, request=request)
+    return stored
 
 
 def prune_feed(*, older_than: timedelta | None = None) -> int:

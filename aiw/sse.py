@@ -25,8 +25,6 @@ from aiw.db import run_db
 from aiw.feed import InvalidCursor, decode_cursor
 from aiw.flow import TransportFlow, flow_of
 from aiw.hub import get_hub
-from aiw.problems import problem
-from aiw.scope import FeedFilter, Scope, scope_for
 from aiw.streams import (
     AccessRevoked,
     Follower,
@@ -35,6 +33,8 @@ from aiw.streams import (
     reconnect_message,
 )
 from aiw.throttling import retry_after
+from twins.feed_scope import FeedFilter, Scope, scope_for
+from twins.problems import problem
 
 HEARTBEAT = b": keep-alive\n\n"
 SLUG = re.compile(r"^[-a-zA-Z0-9_]{1,64}$")

@@ -27,9 +27,9 @@ from aiw.db import run_db
 from aiw.feed import FeedItem, encode_cursor, read_events
 from aiw.flow import TransportFlow
 from aiw.hub import Subscriber, get_hub
-from aiw.problems import problem_body
-from aiw.scope import FeedFilter, Scope, scope_for
 from aiw.tokens import still_active
+from twins.feed_scope import FeedFilter, Scope, scope_for
+from twins.problems import problem_body
 
 PAGE = 500
 STALL_SECONDS = 60.0  # a client that reads nothing for this long is let go

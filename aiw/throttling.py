@@ -3,7 +3,7 @@
 Each agent token has its own budget: ``AgentToken.rate`` if set, else ``AIW_TOKEN_RATE``
 (e.g. ``"600/min"``). Requests without a token (sessions) are not limited here. A
 refused request is 429 with ``Retry-After`` and a problem+json body (the DRF exception
-handler in ``aiw.problems``).
+handler in ``twins.problems``).
 
 Algorithm: a fixed window counter per token, incremented atomically (Redis ``INCR``), so
 concurrent requests on several processes can never overspend a window. A fixed window allows

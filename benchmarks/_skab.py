@@ -1,4 +1,4 @@
-"""The labelled SKAB files for the detector benchmark, read by the product's ``twins.skab``.
+"""The labelled SKAB files for the detector benchmark, read by the product's ``demo.skab``.
 
 The data are not part of this repository. The default location is ``$OPSTWIN_SKAB_DIR`` or
 ``../shared/datasets/skab`` relative to the repository root.
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from twins import skab
+from demo import skab
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SENSORS = tuple(skab.METRIC_NAMES)

@@ -168,7 +168,7 @@ def _client():
     from django.contrib.auth.models import Group
     from django.test import Client
 
-    from policy.roles import grant_all_twins
+    from twins.roles import grant_all_twins
 
     user, _ = get_user_model().objects.get_or_create(username="bench-supervisor")
     user.groups.add(Group.objects.get(name="supervisor"))

@@ -58,10 +58,10 @@ def _setup(key, effect_timeout: float):
     from django.contrib.auth.models import Group, User
     from django.core.management import call_command
 
-    from policy.roles import grant_twin
     from policy.tests import factories
     from twins.choices import AssetKind
     from twins.models import Asset, Twin
+    from twins.roles import grant_twin
 
     call_command("migrate", verbosity=0)
     twin = Twin.objects.create(slug="bench", name="Bench")
@@ -138,7 +138,7 @@ def main() -> None:
     from django.test import Client
     from django.test.utils import setup_test_environment
 
-    from twins.device import SimulatedDevice
+    from demo.device import SimulatedDevice
 
     setup_test_environment()
     worker = _worker(env)

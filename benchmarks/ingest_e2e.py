@@ -54,7 +54,7 @@ TWIN = "bench"
 def _skab_rows(limit: int = 20_000) -> list[list[float]]:
     """SKAB sensor rows from the data folder, or SKAB-like synthetic rows without it."""
     try:
-        from twins.skab import default_data_dir, list_files, read_run
+        from demo.skab import default_data_dir, list_files, read_run
 
         root = default_data_dir(REPO)
         rows: list[list[float]] = []

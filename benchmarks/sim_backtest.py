@@ -29,8 +29,8 @@ import numpy as np
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
+from demo.skab import columns, default_data_dir, list_files, read_run  # noqa: E402
 from simulation.engine import PumpModel, calibrate_state, run_monte_carlo  # noqa: E402
-from twins.skab import columns, default_data_dir, list_files, read_run  # noqa: E402
 
 SKAB_DIR = default_data_dir(REPO_ROOT)
 TRAIN_ROWS = 400
@@ -38,7 +38,7 @@ GROUPS = ("anomaly-free", "valve1", "valve2", "other")
 
 
 def load(name: str) -> dict[str, np.ndarray]:
-    """One SKAB file (``valve1/0.csv``) as column arrays, read by ``twins.skab``."""
+    """One SKAB file (``valve1/0.csv``) as column arrays, read by ``demo.skab``."""
     return columns(read_run(SKAB_DIR, name))
 
 

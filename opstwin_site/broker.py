@@ -20,7 +20,7 @@ class EmbeddedBroker:
     amqtt waits at most 5 s (fixed) for a subscriber's PUBACK and has no per-client in-flight
     limit (MQTT 3.1.1 has no Receive Maximum): it sends every message on at once. A subscriber
     that acks after its commit must therefore never hold more than ~5 s of work; publishers
-    that can outrun it bound what they have in flight end to end (``twins.replay``).
+    that can outrun it bound what they have in flight end to end (``demo.replay``).
     """
 
     def __init__(self, host: str = "127.0.0.1", port: int = 1884) -> None:

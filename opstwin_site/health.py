@@ -112,7 +112,7 @@ def check_mqtt() -> dict:
     """Connect to the broker of ``MQTT_URL`` with this process's credentials; wait for CONNACK."""
     if not settings.MQTT_URL:
         return {"skipped": "MQTT_URL is not set"}
-    from opstwin_site.mqtt import connect_client, make_client
+    from twins.mqtt import connect_client, make_client
 
     outcome: dict = {}
     client = make_client(settings.MQTT_URL)

@@ -59,7 +59,8 @@ INSTALLED_APPS = [
     "telemetry",
     "simulation",
     "aiw",
-    "policy",  # last: its post_migrate hook needs every other app's permissions
+    "policy",  # last domain app: its post_migrate hook needs every other app's permissions
+    "demo",  # the top layer: SKAB/NAB replay and the simulated plant (manage.py demo)
 ]
 
 MIDDLEWARE = [
@@ -210,7 +211,7 @@ REST_FRAMEWORK = {
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
-    "EXCEPTION_HANDLER": "aiw.problems.problem_exception_handler",
+    "EXCEPTION_HANDLER": "twins.problems.problem_exception_handler",
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
     # Overflowing numbers and over-deep nesting in JSON are 400s, not 500s
     # (opstwin_site/parsers.py).
@@ -292,7 +293,7 @@ REST_FRAMEWORK["DEFAULT_AUTHENTICATION_CLASSES"] = [
     *REST_FRAMEWORK["DEFAULT_AUTHENTICATION_CLASSES"],
 ]
 REST_FRAMEWORK["DEFAULT_THROTTLE_CLASSES"] = ["aiw.throttling.AgentTokenThrottle"]
-MIDDLEWARE.insert(0, "aiw.problems.ProblemMiddleware")  # outermost: even DisallowedHost → problem
+MIDDLEWARE.insert(0, "twins.problems.ProblemMiddleware")  # outermost: even DisallowedHost → problem
 MIDDLEWARE.append("aiw.idempotency.IdempotencyMiddleware")
 # Rate-limit counters must be shared by every web process: Redis when there is one.
 CACHES = {

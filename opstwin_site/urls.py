@@ -23,6 +23,5 @@ urlpatterns = [
     path("", include("aiw.urls")),
     path("telemetry/", include("telemetry.urls")),
     path("sim/", include("simulation.urls")),
-    path("twins/", include("twins.urls")),
     path("", include("policy.urls")),
 ]

@@ -1,30 +1,21 @@
 """Django admin of the policy app: policy versions (add = publish a new version), read-only
-proposals, approvals, audit entries and anchors. Changes go through ``policy.services``."""
+proposals and approvals, and the twin list's signed-policy column. Changes go through
+``policy.services``."""
 
 from __future__ import annotations
 
 from django import forms
 from django.contrib import admin, messages
+from django.urls import reverse
+from django.utils.html import format_html
 
 from policy.models import Approval, PolicyDocument, Proposal
 from policy.rules import PolicyInvalid, parse_body
-from policy.services import publish_policy
+from policy.services import active_policy, publish_policy
 from policy.services.documents import next_version
 from policy.signing import verify
-from twins.models import AuditAnchor, AuditEntry
-
-
-class ReadOnlyAdmin(admin.ModelAdmin):
-    """History is written by services only: no add, change or delete here."""
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
+from twins.admin import ReadOnlyAdmin, TwinAdmin
+from twins.models import Twin
 
 
 @admin.register(Proposal)
@@ -37,19 +28,6 @@ class ProposalAdmin(ReadOnlyAdmin):
 @admin.register(Approval)
 class ApprovalAdmin(ReadOnlyAdmin):
     list_display = ["proposal", "approver", "role", "created_at", "expires_at", "invalidated_at"]
-
-
-@admin.register(AuditEntry)
-class AuditEntryAdmin(ReadOnlyAdmin):
-    """Read-only: the audit chain is append-only."""
-
-    list_display = ["seq", "at", "actor", "role", "action", "resource_type", "resource_id"]
-    list_filter = ["action", "resource_type"]
-
-
-@admin.register(AuditAnchor)
-class AuditAnchorAdmin(ReadOnlyAdmin):
-    list_display = ["seq", "hash", "at"]
 
 
 class PolicyDocumentForm(forms.ModelForm):
@@ -124,3 +102,21 @@ class PolicyDocumentAdmin(admin.ModelAdmin):
         obj.pk, obj.version, obj.created_at = document.pk, document.version, document.created_at
         level = messages.SUCCESS if verdict.trusted else messages.WARNING
         self.message_user(request, f"Stored as v{document.version}: {verdict.reason}", level)
+
+
+admin.site.unregister(Twin)
+
+
+@admin.register(Twin)
+class TwinPolicyAdmin(TwinAdmin):
+    """``twins.admin.TwinAdmin`` plus the state of each twin's signed policy (policy sits
+    above twins, so it extends the twin admin rather than twins importing policy)."""
+
+    list_display = [*TwinAdmin.list_display[:2], "policy", *TwinAdmin.list_display[2:]]
+
+    @admin.display(description="policy in force")
+    def policy(self, obj: Twin) -> str:
+        verdict = active_policy(obj)
+        url = reverse("admin:policy_policydocument_changelist") + f"?twin__id__exact={obj.pk}"
+        label = "trusted" if verdict.trusted else "UNTRUSTED (no automation)"
+        return format_html('<a href="{}">{}</a>: {}', url, label, verdict.reason)

@@ -4,9 +4,10 @@
 acknowledged in ``ANOMALY_ESCALATE_AFTER_SECONDS`` and hands their ids, by task name, to
 ``notify_escalations`` here (telemetry sits below policy). Each one is e-mailed through Django's
 mail framework (``EMAIL_BACKEND``) to every active user with an e-mail address who may
-acknowledge it (``policy.approve_proposal`` and operate rights on its twin), with a link to the
-anomaly list where they act; the notification is itself an audit entry (``alert.escalation``,
-the recipients and link in its reason), so the audit log shows who was told and when.
+acknowledge it (``twins.scoping.may`` with ``telemetry.acknowledge_anomaly`` on its twin), with a
+link to the anomaly list where they act; the notification is itself an audit entry
+(``alert.escalation``, the recipients and link in its reason), so the audit log shows who was
+told and when.
 """
 
 from __future__ import annotations
@@ -18,16 +19,17 @@ from django.core.mail import send_mail
 from django.db import transaction
 from django.urls import reverse
 
+from telemetry.anomalies import ACKNOWLEDGE_PERMISSION
 from telemetry.detection import serialize
 from telemetry.models import Anomaly
 from twins.ledger import record_change
+from twins.scoping import may
 
 
 def recipients(twin) -> list[str]:
     """E-mail addresses of active users who may acknowledge anomalies on ``twin``."""
     users = get_user_model().objects.filter(is_active=True).exclude(email="")
-    return sorted(u.email for u in users if u.has_perm("policy.approve_proposal")
-                  and (u.has_perm("twins.operate_twin") or u.has_perm("twins.operate_twin", twin)))
+    return sorted(u.email for u in users if may(u, ACKNOWLEDGE_PERMISSION, twin))
 
 
 def _message(anomaly: Anomaly, link: str) -> tuple[str, str]:

@@ -8,7 +8,7 @@ class PolicyConfig(AppConfig):
 
     def ready(self) -> None:
         from policy import checks  # noqa: F401 - registers the system checks
-        from policy.roles import ensure_roles
+        from twins.roles import ensure_roles
 
         # Runs once, after the last app migrated, when every permission row exists.
         post_migrate.connect(ensure_roles, sender=self, dispatch_uid="policy.ensure_roles")

@@ -47,11 +47,3 @@ class ProposalStatus(models.TextChoices):
     VERIFIED = "verified", "Verified"
     ROLLED_BACK = "rolled_back", "Rolled back"
     NEEDS_ANALYSIS = "needs_analysis", "Needs analysis"
-
-
-class Role(models.TextChoices):
-    VIEWER = "viewer", "Viewer"
-    AGENT = "agent", "Agent"
-    EXECUTOR = "executor", "Executor"
-    SUPERVISOR = "supervisor", "Supervisor"
-    ADMIN = "admin", "Admin"

@@ -29,7 +29,7 @@ import uuid
 from django.conf import settings
 from django.utils import timezone
 
-from opstwin_site.mqtt import connect_client, make_client, topic
+from twins.mqtt import connect_client, make_client, topic
 
 log = logging.getLogger(__name__)
 

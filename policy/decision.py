@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from policy.choices import Decision, RiskLevel
 from policy.interlocks import InterlockResult
 from policy.trust import ActivePolicy
+from twins.scoping import may
 
 
 @dataclass
@@ -45,9 +46,7 @@ def _rbac(result: DecisionResult, proposer, twin) -> bool:
     if proposer is None:
         result.step("rbac", True, "proposed by OpsTwin (system)")
         return True
-    allowed = proposer.has_perm("policy.add_proposal") and (
-        proposer.has_perm("twins.operate_twin") or proposer.has_perm("twins.operate_twin", twin)
-    )
+    allowed = may(proposer, "policy.add_proposal", twin)
     result.step("rbac", allowed, f"{proposer.get_username()} may propose on {twin.slug}: {allowed}")
     return allowed
 

@@ -1,7 +1,9 @@
 """Errors of the policy services. Each maps to an HTTP status in the problem+json handler."""
 
+from twins.errors import ServiceError
 
-class PolicyError(Exception):
+
+class PolicyError(ServiceError):
     """Base class: ``status`` is the HTTP status, ``title`` the problem title."""
 
     status = 400

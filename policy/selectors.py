@@ -1,7 +1,7 @@
 """Read-only queries of the supervisor console: the plant's state, what waits, what happened.
 
 Nothing here writes. Every query starts from ``twins.scoping`` (``visible_twins`` / ``scoped``)
-or, for audit entries, from the same rule the change feed uses (``aiw.scope.scope_for``), so
+or, for audit entries, from the same rule the change feed uses (``twins.feed_scope.scope_for``), so
 the console shows exactly what the API and the feed would show the same user.
 
 Query counts are bounded by the number of twins shown, never by assets, anomalies or samples:
@@ -18,12 +18,12 @@ from django.db import connection
 from django.db.models import Count, Q, QuerySet
 from django.utils import timezone
 
-from aiw.scope import scope_for
 from policy.choices import ProposalStatus
 from policy.models import PolicyDocument, PolicyHighWater, Proposal
 from policy.trust import ActivePolicy, assess
 from telemetry.choices import AnomalyStatus, Severity
 from telemetry.models import Anomaly, TelemetryEvent
+from twins.feed_scope import scope_for
 from twins.models import Asset, AuditEntry, Twin
 from twins.scoping import scoped, visible_twins
 
@@ -170,7 +170,7 @@ def recently_expired(user, proposals: QuerySet[Proposal], hours: int = 24,
 
 def visible_audit(user) -> QuerySet[AuditEntry]:
     """Audit entries ``user`` may read: those of visible twins, and twin-less ones under the
-    change feed's rule (``aiw.scope``: admins see all, others their own)."""
+    change feed's rule (``twins.feed_scope``: admins see all, others their own)."""
     if not user.is_authenticated:
         return AuditEntry.objects.none()
     scope = scope_for(user)

@@ -1,7 +1,7 @@
 from django.urls import path
 from rest_framework.routers import SimpleRouter
 
-from policy import views
+from policy import asset_views, views
 from policy.api.views import EvaluateView, ProposalViewSet
 from simulation.views import run_list
 from telemetry.views import anomaly_list
@@ -15,6 +15,8 @@ urlpatterns = [
     path("anomalies/", anomaly_list, name="anomaly-list"),
     path("simulations/", run_list, name="simulation-list"),
     path("audit/", views.audit_log, name="audit-log"),
+    path("twins/", asset_views.twin_list, name="twin-list"),
+    path("twins/<slug:twin>/<slug:asset>/", asset_views.asset_detail, name="asset-detail"),
     path("dashboard/proposals/<int:pk>/", views.proposal_detail, name="dashboard-proposal"),
     path("dashboard/proposals/<int:pk>/<str:verb>", views.act, name="dashboard-act"),
     path("policy/evaluate", EvaluateView.as_view(), name="policy-evaluate"),

@@ -26,6 +26,7 @@ from policy.choices import ProposalStatus
 from policy.errors import PolicyError
 from policy.forms import ReasonForm
 from policy.models import PolicyDocument, Proposal
+from policy.transitions import allowed_verbs
 from simulation.charts import histogram_svg
 from twins.audit_chain import latest_anchor, verify_chain
 from twins.feed import feed_cursor
@@ -191,24 +192,6 @@ def _charts(proposal: Proposal) -> list[dict]:
             for m in run.request.get("metrics", [])]
 
 
-def available_actions(proposal: Proposal, user) -> set[str]:
-    """The buttons to show: verbs the proposal's status allows and the user's role may use."""
-    status, verbs = proposal.status, set()
-    waiting = status in (ProposalStatus.PENDING_APPROVAL, ProposalStatus.APPROVED,
-                         ProposalStatus.NEEDS_ANALYSIS)
-    if status == ProposalStatus.PENDING_APPROVAL and user.has_perm("policy.approve_proposal"):
-        verbs.add("approve")
-    if waiting and user.has_perm("policy.approve_proposal"):
-        verbs.add("reject")
-    if waiting and user.has_perm("policy.add_proposal"):
-        verbs.add("resimulate")
-    if status == ProposalStatus.APPROVED and user.has_perm("policy.execute_proposal"):
-        verbs.add("execute")
-    if status in (ProposalStatus.EXECUTED, ProposalStatus.VERIFYING, ProposalStatus.VERIFIED) \
-            and proposal.rollback_started_at is None and user.has_perm("policy.rollback_proposal"):
-        verbs.add("rollback")
-    return verbs
-
 
 @login_required
 def proposal_detail(request, pk: int):
@@ -219,7 +202,7 @@ def proposal_detail(request, pk: int):
     context = {
         "proposal": proposal, "charts": _charts(proposal), "audit": audit_trail(proposal),
         "approvals": proposal.approvals.select_related("approver"),
-        "reason_form": ReasonForm(), "can": available_actions(proposal, request.user),
+        "reason_form": ReasonForm(), "can": allowed_verbs(proposal, request.user),
         "expired": proposal.expires_at is not None and proposal.expires_at <= timezone.now(),
         "feed_cursor": cursor,
     }

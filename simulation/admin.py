@@ -7,11 +7,11 @@ from django.contrib import admin, messages
 from django.contrib.admin import helpers
 from django.template.response import TemplateResponse
 
-from policy.errors import PolicyError
 from simulation import services
 from simulation.engine import SimulationError
 from simulation.forms import NormalPeriodForm
 from simulation.models import SimulationRun, WhatIfModel
+from twins.errors import ServiceError
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -38,7 +38,7 @@ class SimulationRunAdmin(ReadOnlyAdmin):
             try:
                 services.cancel_run(run.pk, actor=request.user, request=request)
                 self.message_user(request, f"{run}: cancellation requested", messages.SUCCESS)
-            except PolicyError as exc:
+            except ServiceError as exc:
                 self.message_user(request, f"{run}: {exc}", messages.ERROR)
 
 
@@ -57,7 +57,7 @@ class WhatIfModelAdmin(ReadOnlyAdmin):
                                                  actor=request.user, reason=data["reason"])
             self.message_user(request, f"{model.asset}: re-fitted on {fitted.n_rows} readings",
                               messages.SUCCESS)
-        except (SimulationError, PolicyError) as exc:
+        except (SimulationError, ServiceError) as exc:
             self.message_user(request, f"{model.asset}: {exc}", messages.ERROR)
 
     @admin.action(description="Re-fit on a declared normal period", permissions=["refit"])

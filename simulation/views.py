@@ -9,11 +9,12 @@ from django.core.paginator import Paginator
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
-from policy.errors import PolicyError
 from simulation import services
 from simulation.charts import histogram_svg
 from simulation.models import SimulationRun, SimulationStatus
 from simulation.scoping import visible_runs
+from simulation.services.common import may_run
+from twins.errors import ServiceError
 from twins.feed import feed_cursor
 
 COST_ROWS = ("monte_carlo", "quantum_iae")
@@ -42,8 +43,7 @@ def run_page(request, pk: int):
     context = {
         "run": run, "result": result, "charts": _charts(run), "timing": _timing(run),
         "cost": result.get("cost") or {}, "quantum": result.get("engine") == "quantum_iae",
-        "can_cancel": not run.is_finished and request.user.has_perm(
-            "simulation.add_simulationrun"),
+        "can_cancel": not run.is_finished and may_run(request.user, run.asset),
         "feed_cursor": cursor,
     }
     if request.GET.get("fragment") == "run":
@@ -89,6 +89,6 @@ def cancel_from_page(request, pk: int):
     try:
         services.cancel_run(run.pk, actor=request.user, request=request)
         messages.success(request, f"Cancellation of simulation {run.pk} requested.")
-    except PolicyError as exc:
+    except ServiceError as exc:
         messages.error(request, f"{exc.title}: {exc}")
     return redirect("simulation-run-page", pk=run.pk)

@@ -1,5 +1,6 @@
 from django.contrib import admin, messages
 
+from telemetry import detector_configs
 from telemetry.calibration import calibrate
 from telemetry.models import Anomaly, AssetCalibration, DeadLetter, DetectorConfig
 
@@ -29,9 +30,20 @@ class DeadLetterAdmin(admin.ModelAdmin):
 
 @admin.register(DetectorConfig)
 class DetectorConfigAdmin(admin.ModelAdmin):
-    """Which detector watches each asset kind; a change re-fits calibrations on next use."""
+    """Which detector watches each asset kind; a change re-fits calibrations on next use.
+    Saves and deletes go through ``telemetry.detector_configs`` (audited, on the feed)."""
 
     list_display = ["asset_kind", "detector", "params", "calibration_rows", "updated_at"]
+
+    def save_model(self, request, obj: DetectorConfig, form, change: bool) -> None:
+        detector_configs.save_config(obj, actor=request.user, request=request)
+
+    def delete_model(self, request, obj: DetectorConfig) -> None:
+        detector_configs.delete_config(obj, actor=request.user, request=request)
+
+    def delete_queryset(self, request, queryset) -> None:
+        for config in queryset:
+            detector_configs.delete_config(config, actor=request.user, request=request)
 
 
 @admin.register(AssetCalibration)

@@ -16,12 +16,16 @@ from django.utils import timezone
 from telemetry.choices import AnomalyStatus
 from telemetry.detection import serialize
 from telemetry.models import Anomaly
+from twins.errors import ServiceError
+from twins.scoping import refusal
+
+ACKNOWLEDGE_PERMISSION = "telemetry.acknowledge_anomaly"
 
 
-class AnomalyError(Exception):
+class AnomalyError(ServiceError):
     """Base of lifecycle errors; ``status`` is the HTTP status to answer with."""
 
-    status = 400
+    status, title = 400, "Anomaly error"
 
 
 class NotAllowed(AnomalyError):
@@ -43,14 +47,18 @@ def _publish(anomaly: Anomaly, action: str, *, actor, reason: str = "", request=
 def acknowledge_anomaly(anomaly_id: int, *, actor, comment: str, request=None) -> Anomaly:
     """Acknowledge an open anomaly with a comment; who and when are recorded.
 
-    Acknowledging is a supervisor's duty: the actor needs ``policy.approve_proposal`` (held by
-    supervisors and admins). Raises ValueError for a blank comment, NotAllowed, or WrongState
-    if the anomaly is not open (a conditional UPDATE closes the double-click race).
+    Acknowledging silences the anomaly's escalation, so it is a supervisor's duty on the
+    anomaly's own twin: ``twins.scoping.may(actor, "telemetry.acknowledge_anomaly", twin)``
+    (the role permission of supervisors and admins, and operate rights on the twin). Raises
+    ValueError for a blank comment, ``Anomaly.DoesNotExist``, NotAllowed, or WrongState if the
+    anomaly is not open (a conditional UPDATE closes the double-click race).
     """
     if not comment or not comment.strip():
         raise ValueError("a comment is required to acknowledge an anomaly")
-    if not actor.has_perm("policy.approve_proposal"):
-        raise NotAllowed(f"{actor.get_username()} may not acknowledge anomalies")
+    twin = Anomaly.objects.select_related("asset__twin").get(pk=anomaly_id).asset.twin
+    reason = refusal(actor, ACKNOWLEDGE_PERMISSION, twin)
+    if reason:
+        raise NotAllowed(reason)
     with transaction.atomic():
         updated = Anomaly.objects.filter(pk=anomaly_id, status=AnomalyStatus.OPEN).update(
             status=AnomalyStatus.ACKNOWLEDGED, acknowledged_by=actor,

@@ -27,6 +27,7 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
+from telemetry import handoff
 from telemetry.calibration import Watch, watch_for
 from telemetry.choices import AnomalyStatus
 from telemetry.consensus import consensus_on_open
@@ -203,7 +204,7 @@ def detect_anomalies(asset_id: int) -> list[int]:
     data) are stored but not scored.
 
     Returns the ids of anomalies that reached high or critical severity in this run; the policy
-    layer is told about them after commit (``policy.tasks.respond_to_anomaly``).
+    layer is told about them after commit (``telemetry.handoff``, stage ``RESPOND``).
     """
     with transaction.atomic():
         state = _locked_state(asset_id)
@@ -222,27 +223,9 @@ def detect_anomalies(asset_id: int) -> list[int]:
         state.scored_until = _to_datetime(series.ts[-1])
         state.save(update_fields=["scored_until", "updated_at"])
         _clear_quiet(state.asset, state.scored_until, gap)
-        transaction.on_commit(lambda: _enqueue_responses(needs_response))
+        transaction.on_commit(lambda: handoff.send(handoff.RESPOND, needs_response))
     return needs_response
 
-
-def _enqueue_responses(anomaly_ids: list[int]) -> None:
-    """Hand each anomaly to the policy layer; one failing hand-over does not stop the next.
-
-    With eager Celery (no broker) the response runs here, inside the detection run, so its
-    errors (simulation, consensus, policy) are recorded on the anomaly's asset.
-    """
-    from policy.tasks import respond_to_anomaly
-
-    for anomaly_id in anomaly_ids:
-        try:
-            respond_to_anomaly.delay(anomaly_id)
-        except Exception as exc:
-            log.exception("response to anomaly %s failed", anomaly_id)
-            asset_id = (Anomaly.objects.filter(pk=anomaly_id)
-                        .values_list("asset_id", flat=True).first())
-            if asset_id is not None:
-                record_failure(asset_id, exc, stage=f"response to anomaly {anomaly_id}")
 
 
 def record_failure(asset_id: int, error: BaseException | str, *, stage: str = "") -> None:

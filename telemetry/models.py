@@ -125,6 +125,8 @@ class Anomaly(models.Model):
         ordering = ["-started_at"]
         indexes = [models.Index(fields=["asset", "status"], name="anomaly_asset_status")]
         verbose_name_plural = "anomalies"
+        permissions = [("acknowledge_anomaly",
+                        "Acknowledge anomalies (with operate rights on the twin)")]
 
     def __str__(self) -> str:
         return f"{self.severity} {self.kind} on {self.asset} ({self.metric})"

@@ -15,10 +15,12 @@ import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from functools import partial
 
 from django.db import connection, transaction
 from django.utils import timezone
 
+from telemetry import handoff
 from telemetry.models import DeadLetter
 from telemetry.storage import mark_dirty
 from telemetry.validation import InvalidEvent, TelemetryEventIn, decode_json, parse_event
@@ -238,7 +240,8 @@ def ingest_batch(
     the dead-letter table with their reason in the same transaction, so the batch is stored
     whole or not at all (a caller that acks only after this returns loses nothing). After
     commit, detection is enqueued for every asset that received samples, each isolated
-    (``_enqueue_detection``): its failures are recorded on the asset, never raised here.
+    (``telemetry.handoff``, stage ``DETECT``): its failures are recorded on the asset, never
+    raised here.
     ``twins`` (slugs) limits which twins the caller may write to; others are rejected as
     unknown assets. ``after_commit``, if given, receives the sorted asset ids instead and
     becomes responsible for detection (the MQTT subscriber hands them to its detection thread,
@@ -255,12 +258,12 @@ def ingest_batch(
             store_dead_letters([(payloads[i], r) for i, r in report.rejected], source=source)
         if report.asset_ids:
             # robust: whatever detection does, the batch is stored and the caller is answered.
-            notify = after_commit or _enqueue_detection
+            notify = after_commit or partial(handoff.send, handoff.DETECT)
             transaction.on_commit(lambda: notify(sorted(report.asset_ids)), robust=True)
     return report
 
 
-def _enqueue_detection(asset_ids: list[int]) -> None:
+def enqueue_detection(asset_ids: list[int]) -> None:
     """Hand each asset to detection, one at a time; a failure never stops the next asset.
 
     With a broker each asset becomes a ``detect_anomalies`` task; with eager Celery the task

@@ -62,12 +62,12 @@ from django.db.utils import InterfaceError, OperationalError
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from opstwin_site.mqtt import make_client, protocol_for
-from telemetry import services
+from telemetry import handoff
 from telemetry.broker import SYS_TOPICS, BrokerWatch
 from telemetry.choices import IngestSource
 from telemetry.ingest_status import LagHistogram, read_status, write_status
 from telemetry.services import IngestReport, RawPayload, ingest_batch, store_dead_letters
+from twins.mqtt import make_client, protocol_for
 
 log = logging.getLogger(__name__)
 CONNECTION_ERRORS = (OperationalError, InterfaceError)
@@ -108,7 +108,7 @@ class DetectionHandoff:
     """A thread that runs detection for assets whose telemetry was committed.
 
     ``add(asset_ids)`` returns at once; the thread hands the pending assets (a set: an asset
-    added several times while waiting runs once) to ``telemetry.services._enqueue_detection``,
+    added several times while waiting runs once) to ``telemetry.handoff`` (stage ``DETECT``),
     which isolates each asset's failures. ``stop(timeout)`` finishes what is pending, up to
     ``timeout`` seconds.
     """
@@ -150,7 +150,7 @@ class DetectionHandoff:
                     asset_ids, self._pending = sorted(self._pending), set()
                 close_old_connections()
                 try:
-                    services._enqueue_detection(asset_ids)
+                    handoff.send(handoff.DETECT, asset_ids)
                 except Exception:  # never let one round end the thread
                     log.exception("detection of assets %s failed", asset_ids)
         finally:

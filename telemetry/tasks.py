@@ -2,7 +2,7 @@
 
 from celery import shared_task
 
-from telemetry import detection
+from telemetry import detection, handoff
 
 
 @shared_task(acks_late=True)
@@ -18,12 +18,11 @@ def detect_anomalies(asset_id: int) -> list[int]:
 @shared_task
 def escalate_anomalies() -> list[int]:
     """Beat job: escalate unacknowledged critical anomalies (``telemetry.anomalies``)."""
-    from policy.tasks import notify_escalations  # the documented hand-off up, as detection's
     from telemetry.anomalies import escalate_unacknowledged
 
     escalated = escalate_unacknowledged()
-    if escalated:  # policy.alerts e-mails each one to the twin's supervisors, audited
-        notify_escalations.delay(escalated)
+    if escalated:  # the documented hand-off up: policy.alerts e-mails the twin's supervisors
+        handoff.send(handoff.ESCALATE, escalated)
     return escalated
 
 

@@ -24,7 +24,7 @@ from datetime import UTC, datetime, timedelta
 from django.conf import settings
 from django.utils import timezone
 
-from aiw.schemas import load_schema, validator
+from twins.schemas import load_schema, validator
 
 log = logging.getLogger(__name__)
 

@@ -18,13 +18,12 @@ import pytest
 from django.contrib.auth.models import Group
 from django.test import Client, TestCase
 
+from demo.skab import METRICS
 from opstwin_site.celery import app as celery_app
-from policy.choices import Role
-from policy.roles import grant_all_twins
 from telemetry.services import RawPayload, ingest_batch
-from twins.choices import AssetKind
+from twins.choices import AssetKind, Role
 from twins.models import Asset, Twin
-from twins.skab import METRICS
+from twins.roles import grant_all_twins
 
 REQUIRE_SERVICES = os.environ.get("OPSTWIN_REQUIRE_SERVICES") == "1"
 

@@ -8,6 +8,7 @@ import pytest
 from celery.contrib.testing.worker import start_worker
 
 from opstwin_site.celery import app as celery_app
+from telemetry import handoff
 from telemetry.models import Anomaly, DetectionState, DetectorConfig
 from telemetry.tasks import detect_anomalies
 from tests.fixtures import ingest_matrix, normal_pump_matrix
@@ -22,9 +23,9 @@ def test_a_detection_task_runs_on_a_worker_through_redis(redis_url, pump, monkey
     pump.save()
     X = normal_pump_matrix(200)
     X[150, 3] += 1.0
-    monkeypatch.setattr("telemetry.services._enqueue_detection", lambda ids: None)
+    monkeypatch.setitem(handoff.DIVERTED, handoff.DETECT, [])
     ingest_matrix(pump, X)
-    monkeypatch.setattr("telemetry.detection._enqueue_responses", lambda ids: None)
+    monkeypatch.setitem(handoff.DIVERTED, handoff.RESPOND, [])
     celery_app.conf.update(broker_url=redis_url, task_always_eager=False)
     try:
         with start_worker(celery_app, queues=["detect"], perform_ping_check=False,

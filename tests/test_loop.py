@@ -6,16 +6,16 @@ import pytest
 from django.conf import settings
 from django.test import TestCase
 
+from demo import runner
+from demo.provision import create_skab_twin
+from demo.replay import interleave, to_event
+from demo.skab import default_data_dir, list_files, read_run
 from policy.models import Proposal
 from simulation.models import SimulationRun
 from telemetry.choices import IngestSource
 from telemetry.models import Anomaly, TelemetrySample
 from telemetry.services import RawPayload, ingest_batch
-from twins import demo
 from twins.models import AuditEntry, ChangeEvent
-from twins.replay import interleave, to_event
-from twins.setup import create_skab_twin
-from twins.skab import default_data_dir, list_files, read_run
 
 pytestmark = pytest.mark.django_db
 SKAB_FILE = "valve1/1.csv"
@@ -55,7 +55,7 @@ def test_one_skab_file_runs_the_whole_loop(skab_root, settings):
     assert 0.0 <= proposal.confidence <= 1.0
     assert ChangeEvent.objects.filter(resource_type="proposal").exists()
     assert AuditEntry.objects.filter(action="proposal.create").count() == Proposal.objects.count()
-    rows, overall = demo.label_agreement(twin, [run])
+    rows, overall = runner.label_agreement(twin, [run])
     assert overall.tp > 0 and overall.recall > 0 and overall.precision > 0
 
 

@@ -167,7 +167,7 @@ def close_connection() -> None:
 @pytest.mark.django_db(transaction=True)
 async def test_open_feed_streams_are_counted():
     from aiw.hub import Subscriber, get_hub
-    from aiw.scope import FeedFilter, Scope
+    from twins.feed_scope import FeedFilter, Scope
 
     hub = get_hub()
     subscriber = Subscriber(Scope(all_twins=True), FeedFilter(), limit=10, key="metrics-test")

@@ -134,7 +134,7 @@ def actor_label(actor) -> tuple[str, str]:
         return SYSTEM_ACTOR, "system"
     if isinstance(actor, str):
         return actor, "system"
-    from policy.roles import role_of
+    from twins.roles import role_of
 
     return actor.get_username(), role_of(actor)
 

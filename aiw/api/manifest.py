@@ -17,7 +17,7 @@ from rest_framework.views import APIView
 
 from aiw.api.serializers import ManifestSerializer
 from aiw.models import AgentToken
-from aiw.schemas import CATALOGUE_SCHEMA, PROBLEM_SCHEMA, RESOURCE_SCHEMAS, schema_names
+from twins.schemas import CATALOGUE_SCHEMA, PROBLEM_SCHEMA, RESOURCE_SCHEMAS, schema_names
 from twins.scoping import operable_twins, visible_twins
 
 AIW_VERSION = "1.0"
@@ -93,7 +93,7 @@ def _auth_kind(request: Request) -> str | None:
 
 def caller(request: Request) -> dict:
     """The caller's identity, role, token, permissions and twins."""
-    from policy.roles import role_of
+    from twins.roles import role_of
 
     user = request.user
     signed_in = user.is_authenticated

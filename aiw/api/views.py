@@ -33,9 +33,9 @@ from aiw.feed import (
     newest_event_id,
     read_events,
 )
-from aiw.problems import problem
-from aiw.schemas import CATALOGUE_SCHEMA, schema_names, served
-from aiw.scope import FeedFilter, Scope, scope_for
+from twins.feed_scope import FeedFilter, Scope, scope_for
+from twins.problems import problem
+from twins.schemas import CATALOGUE_SCHEMA, schema_names, served
 
 TERMINAL_PROPOSAL_STATUSES = ["rejected", "executed", "verified", "rolled_back"]
 

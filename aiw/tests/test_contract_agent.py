@@ -15,11 +15,11 @@ from jsonschema import Draft202012Validator
 
 from aiw.tests.conftest import bearer
 from aiw.tests.test_contract_states import Served
+from demo.device import SimulatedDevice
 from policy import services
 from policy.signing import public_key_b64
 from policy.tests import factories
 from tests.fixtures import ingest_matrix, normal_pump_matrix
-from twins.device import SimulatedDevice
 
 pytestmark = pytest.mark.django_db
 MANIFEST = "/.well-known/aiw-manifest.json"

@@ -19,12 +19,12 @@ from django.utils.dateparse import parse_datetime
 from jsonschema import Draft202012Validator, FormatChecker
 from referencing import Registry, Resource
 
+from demo.device import SimulatedDevice
 from policy import services
 from policy.choices import Decision, ProposalStatus
 from policy.services.execution import claim_execution, complete_execution, complete_rollback
 from policy.signing import public_key_b64
 from policy.tests import factories
-from twins.device import SimulatedDevice
 
 pytestmark = pytest.mark.django_db
 FLOW = "Volume Flow RateRMS"
@@ -211,11 +211,11 @@ def test_every_other_resource_state_validates_in_responses_and_on_the_feed(
     failed,
     WHEN the responses and the whole feed are read,
     THEN all validate against the served schemas and show each of those states."""
+    from demo.provision import create_skab_twin
     from simulation.services import execute_run, run_what_if
     from telemetry.anomalies import acknowledge_anomaly
     from telemetry.models import Anomaly
     from tests.fixtures import T0, ingest_matrix, normal_pump_matrix
-    from twins.setup import create_skab_twin
 
     with TestCase.captureOnCommitCallbacks(execute=True):
         create_skab_twin(["valve1/0.csv"], reset=False)

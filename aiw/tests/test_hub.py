@@ -10,8 +10,8 @@ from django.db import transaction
 
 from aiw.feed import read_events
 from aiw.hub import FeedHub, Subscriber
-from aiw.scope import FeedFilter, Scope
 from aiw.tests.conftest import touch
+from twins.feed_scope import FeedFilter, Scope
 from twins.ledger import record_change
 from twins.models import Twin
 

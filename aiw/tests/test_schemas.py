@@ -1,7 +1,7 @@
 """Every AIW schema is valid JSON Schema 2020-12, and real objects built through the services
 validate against it, so a serializer that drifts from its published schema fails here.
 
-When a serializer grows a field on purpose, add it to ``aiw/schemas/<name>.json`` (and bump
+When a serializer grows a field on purpose, add it to ``twins/schemas/<name>.json`` (and bump
 the schema's version if the change is breaking for agents).
 """
 
@@ -14,17 +14,17 @@ from django.test import TestCase
 from jsonschema import Draft202012Validator
 
 from aiw.api.serializers import ChangeEventSerializer
-from aiw.schemas import RESOURCE_SCHEMAS, errors, load_schema, schema_names
 from aiw.tests.conftest import touch
 from tests.fixtures import T0, event, ingest_matrix, normal_pump_matrix
 from twins.models import ChangeEvent
+from twins.schemas import RESOURCE_SCHEMAS, errors, load_schema, schema_names
 
 pytestmark = pytest.mark.django_db
 PRESSURE = 3
 EXPECTED = {"telemetry.v1", "anomaly.v1", "simulation.v1", "proposal.v1", "decision.v1",
             "action.v1", "audit.v1", "twin.v1", "asset.v1", "change-event.v1",
             "stream-control.v1", "whatif-model.v1", "policy.v1", "problem.v1",
-            "action-catalogue.v1"}
+            "action-catalogue.v1", "detector-config.v1", "agent-token.v1"}
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))
@@ -62,7 +62,7 @@ def _loop(pump, settings) -> None:
 
 @pytest.fixture
 def loop_events(pump, settings, twin) -> list[ChangeEvent]:
-    from twins.setup import create_skab_twin
+    from demo.provision import create_skab_twin
 
     with TestCase.captureOnCommitCallbacks(execute=True):
         create_skab_twin(["valve1/0.csv"], reset=False)
@@ -121,8 +121,8 @@ def test_a_telemetry_event_as_sensors_send_it_validates(pump):
 def test_a_command_outcome_validates_as_action_v1(mqtt_url, settings, twin, pump):
     """GIVEN a simulated device on the real broker, WHEN a command is sent the way an
     execution sends it, THEN the recorded outcome is valid action.v1."""
+    from demo.device import SimulatedDevice
     from policy.commands import send_command
-    from twins.device import SimulatedDevice
 
     settings.MQTT_TOPIC_PREFIX = f"t{uuid.uuid4().hex[:8]}"
     device = SimulatedDevice(mqtt_url, twin.slug).start()

@@ -16,10 +16,10 @@ from httpx_sse import connect_sse
 from aiw import services
 from aiw.feed import encode_cursor
 from aiw.models import AgentToken
-from aiw.schemas import errors
 from aiw.tests import raw
 from aiw.tests.conftest import bearer, touch
 from twins.models import Twin
+from twins.schemas import errors
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

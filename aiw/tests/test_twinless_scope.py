@@ -1,5 +1,5 @@
 """Events without a twin reach their actor and admins only: on /diff, SSE and WebSocket alike
-(the streams share ``aiw.scope.Scope.allows`` with /diff's SQL, proved in test_hub)."""
+(the streams share ``twins.feed_scope.Scope.allows`` with /diff's SQL, proved in test_hub)."""
 
 from __future__ import annotations
 

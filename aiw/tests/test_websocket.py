@@ -17,12 +17,12 @@ from websockets.sync.client import connect
 from aiw import services
 from aiw.feed import encode_cursor
 from aiw.models import AgentToken
-from aiw.schemas import errors
 from aiw.tests import raw
 from aiw.tests.conftest import bearer, touch
 from opstwin_site.asgi import application
 from twins.ledger import record_change
 from twins.models import Twin
+from twins.schemas import errors
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -19,7 +19,6 @@ from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from aiw.openapi import PROBLEMS_EXTENSION
 from policy import services
 from policy.api.serializers import (
     ActionRequestSerializer,
@@ -33,6 +32,7 @@ from policy.models import Proposal
 from policy.services.common import require
 from telemetry.models import Anomaly
 from twins.models import Asset
+from twins.problems import PROBLEMS_EXTENSION
 from twins.scoping import TwinScopedViewSetMixin, get_scoped_or_404
 
 

@@ -11,14 +11,14 @@ from django.utils import timezone
 from policy.choices import ProposalStatus
 from policy.errors import ProposalConflict, ProposalExpired, SelfApproval, StaleEvidence
 from policy.models import Approval, Proposal
-from policy.roles import role_of
 from policy.services.common import audit, load, require, serialize, transition, update
 from policy.services.proposals import enqueue_execution
 from policy.state import drift
+from policy.transitions import VERBS
+from twins.roles import role_of
 
 EXPIRABLE = [ProposalStatus.PENDING_APPROVAL, ProposalStatus.APPROVED]
-REJECTABLE = [ProposalStatus.PENDING_APPROVAL, ProposalStatus.APPROVED,
-              ProposalStatus.NEEDS_ANALYSIS]
+REJECTABLE = list(VERBS["reject"].from_)
 
 
 def live_approvals(proposal: Proposal, now=None):
@@ -113,15 +113,15 @@ def approve_proposal(proposal_id: int, *, actor, request=None) -> Proposal:
     user), ProposalExpired or StaleEvidence.
     """
     proposal = load(proposal_id)
-    require(actor, "policy.approve_proposal", proposal.twin)
+    require(actor, VERBS["approve"].permission, proposal.twin)
     if proposal.proposed_by_id == actor.pk:
         raise SelfApproval(f"{actor.get_username()} proposed #{proposal_id}")
     now, error = timezone.now(), None
     with transaction.atomic():
         proposal = load(proposal_id, lock=True)
-        if proposal.status != ProposalStatus.PENDING_APPROVAL:
+        if proposal.status not in VERBS["approve"].from_:
             raise ProposalConflict(f"proposal {proposal_id} is {proposal.status}, expected "
-                                   f"{ProposalStatus.PENDING_APPROVAL}")
+                                   f"{'/'.join(VERBS['approve'].from_)}")
         error = _blocker(proposal, actor, now, request)
         if error is None:
             proposal = _approve_locked(proposal, actor, now, request)
@@ -156,7 +156,7 @@ def reject_proposal(proposal_id: int, *, actor, reason: str, request=None) -> Pr
     if not reason or not reason.strip():
         raise ValueError("a reason is required to reject a proposal")
     proposal = load(proposal_id)
-    require(actor, "policy.approve_proposal", proposal.twin)
+    require(actor, VERBS["reject"].permission, proposal.twin)
     with transaction.atomic():
         before = serialize(proposal)
         proposal = transition(proposal_id, REJECTABLE, status=ProposalStatus.REJECTED,

@@ -33,9 +33,10 @@ from django.utils.dateparse import parse_datetime
 from policy.choices import ProposalStatus
 from policy.models import Proposal
 from policy.services.common import audit, load, serialize, transition, update
+from policy.transitions import VERBS
 
 log = logging.getLogger(__name__)
-ROLLBACK_FROM = [ProposalStatus.EXECUTED, ProposalStatus.VERIFYING, ProposalStatus.VERIFIED]
+ROLLBACK_FROM = list(VERBS["rollback"].from_)
 FAULT_POINTS = ("after_claim", "after_send")
 
 

@@ -8,6 +8,7 @@ from django.db.models import F
 from policy.errors import NotPermitted, ProposalConflict
 from policy.models import Proposal
 from twins.ledger import record_change
+from twins.scoping import refusal
 
 ASSET_LOCK_NAMESPACE = 0x0475_7432  # advisory locks per asset: one proposal in flight
 
@@ -54,11 +55,11 @@ def update(proposal_id: int, **changes) -> Proposal:
 
 
 def require(actor, perm: str, twin) -> None:
-    """Raise NotPermitted unless ``actor`` has ``perm`` and may operate ``twin``."""
-    if not actor.has_perm(perm):
-        raise NotPermitted(f"{actor.get_username()} lacks {perm}")
-    if not (actor.has_perm("twins.operate_twin") or actor.has_perm("twins.operate_twin", twin)):
-        raise NotPermitted(f"{actor.get_username()} may not operate twin {twin.slug}")
+    """Raise NotPermitted unless ``actor`` has ``perm`` and may operate ``twin``
+    (``twins.scoping.may``, the one rule the dashboard and the API ask too)."""
+    reason = refusal(actor, perm, twin)
+    if reason:
+        raise NotPermitted(reason)
 
 
 def audit(proposal: Proposal, *, actor, action: str, before: dict | None = None,

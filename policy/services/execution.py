@@ -43,6 +43,7 @@ from policy.services.attempts import (
 from policy.services.common import audit, load, require, serialize, transition, update
 from policy.services.documents import active_policy
 from policy.services.verification import start_verification
+from policy.transitions import VERBS
 
 Then = Callable[[int], None] | None
 
@@ -88,13 +89,13 @@ def claim_execution(proposal_id: int, *, actor=None, request=None, then: Then = 
     InterlockBlocked; refusals are audited and committed before they are raised.
     """
     if actor is not None:
-        require(actor, "policy.execute_proposal", load(proposal_id).twin)
+        require(actor, VERBS["execute"].permission, load(proposal_id).twin)
     now, error = timezone.now(), None
     with transaction.atomic():
         proposal = load(proposal_id, lock=True)
-        if proposal.status != ProposalStatus.APPROVED:
+        if proposal.status not in VERBS["execute"].from_:
             raise ProposalConflict(f"proposal {proposal_id} is {proposal.status}, expected "
-                                   f"{ProposalStatus.APPROVED}")
+                                   f"{'/'.join(VERBS['execute'].from_)}")
         error = _blocker(proposal, actor, now, request) or _authorised(proposal, now, request)
         if error is None:
             checks, error = _interlocked(proposal, proposal.action, actor, now, request)
@@ -184,7 +185,7 @@ def claim_rollback(proposal_id: int, *, actor=None, reason: str, request=None,
     ProposalConflict, NoRollback, InterlockBlocked.
     """
     if actor is not None:
-        require(actor, "policy.rollback_proposal", load(proposal_id).twin)
+        require(actor, VERBS["rollback"].permission, load(proposal_id).twin)
     now, error = timezone.now(), None
     with transaction.atomic():
         proposal = load(proposal_id, lock=True)

@@ -19,6 +19,7 @@ from policy.models import Approval, Proposal
 from policy.services.common import audit, load, lock_asset, require, serialize, update
 from policy.services.documents import active_policy
 from policy.state import evidence_snapshot, newest_event_ts
+from policy.transitions import VERBS
 from policy.trust import ActivePolicy
 from simulation.models import SimulationRun
 from simulation.services import breach_probability, run_what_if
@@ -33,8 +34,7 @@ STATUS_FOR = {
 }
 OPEN_STATUSES = [ProposalStatus.PENDING_APPROVAL, ProposalStatus.APPROVED,
                  ProposalStatus.EXECUTING, ProposalStatus.VERIFYING]
-RESIMULATABLE = [ProposalStatus.PENDING_APPROVAL, ProposalStatus.APPROVED,
-                 ProposalStatus.NEEDS_ANALYSIS]
+RESIMULATABLE = list(VERBS["resimulate"].from_)
 
 
 @dataclass
@@ -218,7 +218,7 @@ def resimulate_proposal(proposal_id: int, *, actor=None, request=None) -> Propos
     """
     proposal = load(proposal_id)
     if actor is not None:
-        require(actor, "policy.add_proposal", proposal.twin)
+        require(actor, VERBS["resimulate"].permission, proposal.twin)
     if proposal.status not in RESIMULATABLE:
         raise ProposalConflict(f"proposal {proposal_id} is {proposal.status}; only "
                                f"{'/'.join(RESIMULATABLE)} can be re-simulated")

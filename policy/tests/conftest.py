@@ -7,9 +7,9 @@ import uuid
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from demo.device import SimulatedDevice
 from policy.signing import public_key_b64
 from policy.tests import factories
-from twins.device import SimulatedDevice
 
 
 @pytest.fixture(scope="session")

@@ -8,12 +8,12 @@ import threading
 import pytest
 
 from aiw.feed import notifier
-from opstwin_site.mqtt import connect_client, make_client
 from policy import commands
 from policy.choices import ProposalStatus
 from policy.models import Proposal
 from policy.tests import factories
 from twins.models import ChangeEvent
+from twins.mqtt import connect_client, make_client
 
 pytestmark = pytest.mark.django_db
 TEMP = {"id": "motor-temp", "metric": "Temperature", "op": "<", "value": 95, "max_age_s": 60,

@@ -136,7 +136,7 @@ def client_of(users, django_user_model):
     """A logged-in client of ``role`` whose twin grants cover only 'plant'."""
     from django.test import Client
 
-    from policy.roles import grant_twin
+    from twins.roles import grant_twin
 
     def make(role: str) -> Client:
         user = users[role]

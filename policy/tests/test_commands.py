@@ -8,12 +8,12 @@ import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
 
+from demo.device import SimulatedDevice
+from demo.policy_document import ensure_demo_policy
 from policy.checks import policy_keys_configured
-from policy.demo_policy import ensure_demo_policy
 from policy.models import PolicyDocument
 from policy.services import active_policy
 from policy.tests import factories
-from twins.device import SimulatedDevice
 from twins.models import AuditEntry
 
 pytestmark = pytest.mark.django_db

@@ -17,13 +17,13 @@ from django.test import Client
 from django.utils import timezone
 
 from policy.choices import ProposalStatus
-from policy.roles import grant_twin
 from policy.tests import factories
 from telemetry.detection import serialize
 from telemetry.models import Anomaly
 from twins.audit_chain import write_anchor
 from twins.ledger import record_change
 from twins.models import Asset, Twin
+from twins.roles import grant_twin
 
 pytestmark = pytest.mark.django_db
 

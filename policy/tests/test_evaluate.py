@@ -6,13 +6,14 @@ from __future__ import annotations
 import pytest
 from django.test import Client
 
+from demo.skab import METRIC_NAMES
 from policy.models import PolicyDocument, PolicyHighWater, Proposal
 from policy.signing import sign
 from policy.tests import factories
 from simulation.models import SimulationRun
+from telemetry import handoff
 from tests.fixtures import T0, ingest_matrix, normal_pump_matrix
 from twins.models import AuditEntry, ChangeEvent
-from twins.skab import METRIC_NAMES
 
 pytestmark = pytest.mark.django_db
 BODY = {"twin": "plant", "asset": "pump-1", "action": "reduce_load",
@@ -23,7 +24,7 @@ BODY = {"twin": "plant", "asset": "pump-1", "action": "reduce_load",
 def running_pump(pump, settings, monkeypatch, signing_key):
     """400 s of normal operation ingested (detection off), a signed but not yet used policy."""
     settings.SIMULATION_SAMPLES = 1000
-    monkeypatch.setattr("telemetry.services._enqueue_detection", lambda ids: None)
+    monkeypatch.setitem(handoff.DIVERTED, handoff.DETECT, [])
     ingest_matrix(pump, normal_pump_matrix(400), start=T0)
     body = factories.policy_body(pump.twin, version=1)
     PolicyDocument.objects.create(twin=pump.twin, version=1, body=body, key_id="test",

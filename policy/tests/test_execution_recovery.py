@@ -179,7 +179,7 @@ def test_the_sweep_is_on_the_beat_schedule():
 def test_every_state_of_a_command_is_valid_proposal_v1(trusted, pump, users, device, settings):
     """Claimed (in flight), recorded, rolling back, rolled back and given up: each form of
     ``execution``/``rollback`` an agent can read validates against the served schema."""
-    from aiw.schemas import errors
+    from twins.schemas import errors
 
     def check(proposal_id: int) -> None:
         document = services.serialize(Proposal.objects.get(pk=proposal_id))

@@ -12,6 +12,7 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
+from demo.skab import METRIC_NAMES
 from policy import interlocks, services
 from policy.choices import Decision, ProposalStatus
 from policy.errors import InterlockBlocked, StaleEvidence
@@ -22,7 +23,6 @@ from telemetry.choices import IngestSource
 from telemetry.services import RawPayload, ingest_batch
 from tests.fixtures import T0, event, normal_pump_matrix
 from twins.models import AuditEntry
-from twins.skab import METRIC_NAMES
 
 pytestmark = pytest.mark.django_db
 LOW_PRESSURE = {"id": "low-pressure", "metric": "Pressure", "op": "<", "value": 5,

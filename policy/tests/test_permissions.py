@@ -11,10 +11,10 @@ import pytest
 from django.test import Client
 
 from policy.choices import ProposalStatus
-from policy.roles import grant_twin
 from policy.tests import factories
 from twins.choices import AssetKind
 from twins.models import Asset, Twin
+from twins.roles import grant_twin
 
 pytestmark = pytest.mark.django_db
 ROLES = ["viewer", "agent", "executor", "supervisor", "admin", "outsider"]

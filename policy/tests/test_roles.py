@@ -3,7 +3,7 @@
 import pytest
 from django.contrib.auth.models import Group
 
-from policy.roles import grant_twin, role_of
+from twins.roles import grant_twin, role_of
 from twins.scoping import operable_twins, visible_twins
 
 pytestmark = pytest.mark.django_db

@@ -2,7 +2,7 @@
 
 Scope: a run whose asset is on a twin outside the caller's scope is 404 (``visible_runs``);
 running or cancelling on a visible twin the caller may not operate is 403 (from the
-services). Errors are problem+json (``aiw.problems``): a SimulationError is 400.
+services). Errors are problem+json (``twins.problems``): a SimulationError is 400.
 """
 
 from __future__ import annotations
@@ -16,14 +16,13 @@ from rest_framework.generics import RetrieveAPIView
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from aiw.openapi import PROBLEMS_EXTENSION
-from aiw.problems import PROBLEM_CONTENT_TYPE, problem_body
 from simulation import services
 from simulation.api.serializers import SimulationRequestSerializer, SimulationRunSerializer
 from simulation.engine import SimulationError
 from simulation.models import SimulationRun, SimulationStatus
 from simulation.scoping import visible_runs
 from twins.models import Asset
+from twins.problems import PROBLEM_CONTENT_TYPE, PROBLEMS_EXTENSION, problem_body
 from twins.scoping import get_scoped_or_404
 
 NORMAL = {"dist": "normal", "params": {"mean": 10.0, "std": 1.0}}

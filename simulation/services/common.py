@@ -5,6 +5,7 @@ from __future__ import annotations
 from simulation.errors import RunNotPermitted
 from simulation.models import SimulationRun
 from twins.ledger import record_change
+from twins.scoping import refusal, refusal_of_user
 
 ACTOR = "simulator"
 RUN_PERMISSION = "simulation.add_simulationrun"
@@ -31,13 +32,16 @@ def is_user(actor) -> bool:
     return hasattr(actor, "has_perm")
 
 
+def may_run(user, asset) -> bool:
+    """Whether ``require_run_permission(user, asset)`` passes (for buttons)."""
+    return not (refusal(user, RUN_PERMISSION, asset.twin) if asset is not None
+                else refusal_of_user(user, RUN_PERMISSION))
+
+
 def require_run_permission(actor, asset) -> None:
     """Raise RunNotPermitted unless ``actor`` (a user) holds ``simulation.add_simulationrun``
-    and, for a run on ``asset``, may operate its twin (globally or on that twin)."""
-    if not actor.has_perm(RUN_PERMISSION):
-        raise RunNotPermitted(f"{actor.get_username()} lacks {RUN_PERMISSION}")
-    if asset is None:
-        return
-    twin = asset.twin
-    if not (actor.has_perm("twins.operate_twin") or actor.has_perm("twins.operate_twin", twin)):
-        raise RunNotPermitted(f"{actor.get_username()} may not operate twin {twin.slug}")
+    and, for a run on ``asset``, may operate its twin (``twins.scoping.may``)."""
+    reason = (refusal(actor, RUN_PERMISSION, asset.twin) if asset is not None
+              else refusal_of_user(actor, RUN_PERMISSION))
+    if reason:
+        raise RunNotPermitted(reason)

@@ -7,9 +7,9 @@ from collections.abc import Callable
 
 from django.contrib.auth.models import Group
 
-from policy.choices import Role
-from policy.roles import grant_twin
 from simulation.models import SimulationRun, SimulationStatus
+from twins.choices import Role
+from twins.roles import grant_twin
 
 NORMAL = {"dist": "normal", "params": {"mean": 10.0, "std": 1.0}}
 

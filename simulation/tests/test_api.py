@@ -6,11 +6,11 @@ import json
 
 import pytest
 
-from aiw.schemas import errors as schema_errors
 from simulation.models import SimulationRun, SimulationStatus
 from simulation.tests.factories import linear_request, stored_run, tail_request, user_on_twin
 from tests.fixtures import _client_for, ingest_matrix, normal_pump_matrix
 from twins.models import AuditEntry, ChangeEvent, Twin
+from twins.schemas import errors as schema_errors
 
 pytestmark = pytest.mark.django_db
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from demo.skab import columns, default_data_dir, read_run
 from simulation.engine import (
     PumpModel,
     SimulationError,
@@ -16,7 +17,6 @@ from simulation.engine import (
     simulate,
 )
 from simulation.engine.pump_model import CURRENT, DEPENDENTS, DRIVERS, FLOW, OWN_DISTRIBUTION
-from twins.skab import columns, default_data_dir, read_run
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SKAB = default_data_dir(REPO_ROOT)
@@ -24,7 +24,7 @@ needs_skab = pytest.mark.skipif(not SKAB.is_dir(), reason="SKAB data not availab
 
 
 def load_skab(relative: str) -> dict[str, np.ndarray]:
-    """One SKAB file as column arrays (``twins.skab``, the product's reader)."""
+    """One SKAB file as column arrays (``demo.skab``, the product's reader)."""
     return columns(read_run(SKAB, relative))
 
 

@@ -14,7 +14,6 @@ from rest_framework.exceptions import PermissionDenied, ValidationError
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from aiw.problems import problem
 from telemetry import queries
 from telemetry.api.serializers import (
     AggregateParamsSerializer,
@@ -27,6 +26,7 @@ from telemetry.api.serializers import (
 )
 from telemetry.detection import detection_failures
 from telemetry.ingest_status import merged_lag, read_statuses
+from twins.problems import problem
 from twins.scoping import visible_twins
 
 PROBLEMS = {400: OpenApiResponse(description="invalid parameters or over a limit (problem+json)"),

@@ -11,13 +11,12 @@ from rest_framework.parsers import BaseParser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from aiw.openapi import PROBLEMS_EXTENSION
-from aiw.problems import problem
-from aiw.schemas import load_schema
 from telemetry.api.serializers import IngestResultSerializer
 from telemetry.choices import IngestSource
 from telemetry.services import RawPayload, ingest_batch
 from telemetry.validation import InvalidEvent, decode_json
+from twins.problems import PROBLEMS_EXTENSION, problem
+from twins.schemas import load_schema
 from twins.scoping import operable_twins
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from telemetry import handoff
 from telemetry.detection import detect_anomalies
 from telemetry.detectors import RollingZScore
 from telemetry.models import Anomaly, DetectionState, DetectorConfig
@@ -28,7 +29,7 @@ def sensor(pump):
 def no_response(monkeypatch):
     """Record instead of running the policy response (tested in policy's tests)."""
     calls = []
-    monkeypatch.setattr("telemetry.detection._enqueue_responses", calls.extend)
+    monkeypatch.setitem(handoff.DIVERTED, handoff.RESPOND, calls)
     return calls
 
 

@@ -10,10 +10,11 @@ import uuid
 import paho.mqtt.client as mqtt
 import pytest
 
-from opstwin_site.mqtt import connect_client, make_client
+from telemetry import handoff
 from telemetry.models import DeadLetter, TelemetrySample
 from telemetry.subscriber import IngestSubscriber
 from tests.fixtures import T0, event
+from twins.mqtt import connect_client, make_client
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -55,7 +56,7 @@ def wait_until(predicate, timeout: float = 15.0) -> bool:
 
 
 def test_events_published_over_mqtt_become_rows(subscriber, mqtt_url, pump, monkeypatch):
-    monkeypatch.setattr("telemetry.services._enqueue_detection", lambda ids: None)
+    monkeypatch.setitem(handoff.DIVERTED, handoff.DETECT, [])
     sub, prefix = subscriber
     docs = [event(pump, T0.replace(second=i), {"Pressure": float(i), "Current": 1.0})
             for i in range(20)]
@@ -69,7 +70,7 @@ def test_events_published_over_mqtt_become_rows(subscriber, mqtt_url, pump, monk
 def test_a_bad_payload_lands_in_the_dead_letter_table_and_the_subscriber_lives_on(
     subscriber, mqtt_url, pump, monkeypatch
 ):
-    monkeypatch.setattr("telemetry.services._enqueue_detection", lambda ids: None)
+    monkeypatch.setitem(handoff.DIVERTED, handoff.DETECT, [])
     sub, prefix = subscriber
     topic = f"{prefix}/plant/pump-1/telemetry"
     publish(mqtt_url, topic, [b"\xff\xfe not json", {"event_id": "1"}])
@@ -82,7 +83,7 @@ def test_a_bad_payload_lands_in_the_dead_letter_table_and_the_subscriber_lives_o
 
 
 def test_the_subscriber_acks_only_after_commit(subscriber, mqtt_url, pump, monkeypatch):
-    monkeypatch.setattr("telemetry.services._enqueue_detection", lambda ids: None)
+    monkeypatch.setitem(handoff.DIVERTED, handoff.DETECT, [])
     sub, prefix = subscriber
     acked = []
     original = sub.client.ack

@@ -13,11 +13,12 @@ import uuid
 
 import pytest
 
-from opstwin_site.mqtt import connect_client, make_client
+from telemetry import handoff
 from telemetry.models import TelemetryEvent
 from telemetry.subscriber import IngestSubscriber
 from telemetry.tests.harness import wait_for
 from tests.fixtures import T0, event
+from twins.mqtt import connect_client, make_client
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -45,7 +46,7 @@ def test_a_failing_callback_stops_the_subscriber_and_says_why(mqtt_url, pump, mo
     """GIVEN a running subscriber, WHEN its message callback raises, THEN it stores and acks
     what it had, stops, and reports the failure (ingest_mqtt then exits non-zero), instead of
     staying "connected" with a dead network thread."""
-    monkeypatch.setattr("telemetry.services._enqueue_detection", lambda ids: None)
+    monkeypatch.setitem(handoff.DIVERTED, handoff.DETECT, [])
     prefix = f"t{uuid.uuid4().hex[:8]}"
     sub = FailsOnPoison(mqtt_url, topic_filter=f"{prefix}/+/+/telemetry", batch_size=50,
                         batch_seconds=0.1)

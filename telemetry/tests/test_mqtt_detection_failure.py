@@ -20,11 +20,11 @@ from datetime import timedelta
 
 import pytest
 
-from opstwin_site.mqtt import connect_client, make_client
 from telemetry.models import TelemetryEvent
 from telemetry.subscriber import IngestSubscriber
 from telemetry.tests.harness import wait_for
 from tests.fixtures import T0, event
+from twins.mqtt import connect_client, make_client
 
 pytestmark = pytest.mark.django_db(transaction=True)
 EVENTS = 300

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from django.test import TestCase
 
+from telemetry import handoff
 from telemetry.detectors import OnsetFilter, OnsetState, SmoothedZScore, sampling_interval
 from telemetry.models import Anomaly, DetectorStreamState
 from telemetry.services import RawPayload, ingest_batch
@@ -53,7 +54,7 @@ def sensors(twin, no_policy_response):
 @pytest.fixture
 def no_policy_response(monkeypatch):
     calls: list[int] = []
-    monkeypatch.setattr("telemetry.detection._enqueue_responses", calls.extend)
+    monkeypatch.setitem(handoff.DIVERTED, handoff.RESPOND, calls)
     return calls
 
 

@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 
 from django.conf import settings
 
-from opstwin_site.mqtt import connect_client, make_client
+from twins.mqtt import connect_client, make_client
 
 log = logging.getLogger(__name__)
 ACTIONS = frozenset({"open_valve", "reduce_load", "hold", "emergency_stop", "restore_load",

@@ -18,11 +18,14 @@ from rest_framework import exceptions
 from rest_framework.response import Response
 from rest_framework.views import APIView, exception_handler
 
-from policy.errors import PolicyError
+from twins.errors import ServiceError
 
 PROBLEM_TYPE = "https://opstwin.dev/problems/"
 PROBLEM_CONTENT_TYPE = "application/problem+json"
 KEPT_HEADERS = ("Allow", "Retry-After", "WWW-Authenticate")
+#: OpenAPI operation extension listing a view's own error statuses (409, 413, ...):
+#: ``extend_schema(extensions={PROBLEMS_EXTENSION: [409]})``; ``aiw.openapi`` documents them.
+PROBLEMS_EXTENSION = "x-problems"
 
 
 def problem_body(status: int, title: str, detail: str = "", **extra) -> dict:
@@ -53,10 +56,11 @@ def _body(status: int, title: str, detail) -> dict:
 def problem_exception_handler(exc, context):
     """DRF exception handler: every error becomes a problem+json body, never a bare 500.
 
-    Maps policy errors to their status, ``ObjectDoesNotExist`` to 404 and ``ValueError`` to 400.
+    Maps every ``ServiceError`` to its status, ``ObjectDoesNotExist`` to 404 and ``ValueError``
+    to 400.
     """
-    if isinstance(exc, PolicyError):
-        return policy_problem(exc)
+    if isinstance(exc, ServiceError):
+        return service_problem(exc)
     if isinstance(exc, ValueError):
         exc = exceptions.ValidationError(str(exc))
     if isinstance(exc, ObjectDoesNotExist):
@@ -74,8 +78,8 @@ def problem_exception_handler(exc, context):
     return response
 
 
-def policy_problem(exc: PolicyError) -> Response:
-    """A DRF Response for a policy error (approve/reject/execute endpoints)."""
+def service_problem(exc: ServiceError) -> Response:
+    """A DRF Response for a service error (its ``status``, ``title`` and message)."""
     body = _body(exc.status, exc.title, str(exc))
     return Response(body, status=exc.status, content_type=PROBLEM_CONTENT_TYPE)
 

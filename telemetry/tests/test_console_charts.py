@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from policy.tests import factories
-from twins.chart_data import choose_bucket
+from telemetry.chart_data import choose_bucket
 
 pytestmark = pytest.mark.django_db
 T0 = datetime(2020, 3, 1, tzinfo=UTC)  # replayed data: sensor times years ago

@@ -23,15 +23,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 from django.conf import settings as django_settings
+from twins.management.commands.demo import Command
 
+from demo import runner
+from demo.replay import AckWindow, publish_runs
+from demo.skab import SkabRun
 from opstwin_site.broker import EmbeddedBroker
-from opstwin_site.mqtt import connect_client, make_client
+from telemetry import handoff
 from telemetry.subscriber import IngestSubscriber
 from tests.fixtures import T0, event
-from twins import demo
-from twins.management.commands.demo import Command
-from twins.replay import AckWindow, publish_runs
-from twins.skab import SkabRun
+from twins.mqtt import connect_client, make_client
 
 # Ports of this file's embedded brokers (the demo helper's range is 18840-18849).
 BROKER_PORT, REPLAY_PORT, INGEST_PORT = 18842, 18843, 18844
@@ -63,7 +64,7 @@ def embedded_broker():
 # --- progress ----------------------------------------------------------------------------------
 def test_progress_prints_lines_when_not_a_terminal():
     lines: list[str] = []
-    with demo.Progress("published", total=300, tty=False, write=lines.append, every=0) as p:
+    with runner.Progress("published", total=300, tty=False, write=lines.append, every=0) as p:
         for _ in range(3):
             p.update(100)
     assert len(lines) == 4  # one per update, one at close
@@ -75,7 +76,7 @@ def test_progress_prints_lines_when_not_a_terminal():
 def test_progress_lines_are_spaced_by_the_interval_of_a_clock():
     now = [0.0]
     lines: list[str] = []
-    progress = demo.Progress("committed", total=10, tty=False, write=lines.append, every=5.0,
+    progress = runner.Progress("committed", total=10, tty=False, write=lines.append, every=5.0,
                              clock=lambda: now[0])
     for second in range(1, 11):  # one update a second for ten seconds
         now[0] = float(second)
@@ -87,7 +88,7 @@ def test_progress_lines_are_spaced_by_the_interval_of_a_clock():
 
 def test_progress_of_a_wait_shows_its_note():
     lines: list[str] = []
-    with demo.Progress("detection up to date", total=34, unit="assets", tty=False,
+    with runner.Progress("detection up to date", total=34, unit="assets", tty=False,
                        write=lines.append, every=0) as progress:
         progress.set(12, "anomalies 3, simulations 1, proposals 1")
     assert lines[0].startswith("detection up to date: 12/34 assets (35%)")
@@ -108,7 +109,7 @@ def test_the_demo_command_prints_progress_lines_to_a_stdout_that_is_not_a_termin
 # --- the broker line ---------------------------------------------------------------------------
 def test_the_broker_line_says_embedded_when_the_demo_starts_the_broker(settings):
     settings.MQTT_URL = None
-    broker = demo.start_broker(BROKER_PORT)
+    broker = runner.start_broker(BROKER_PORT)
     try:
         assert broker.describe() == (f"MQTT broker: mqtt://127.0.0.1:{BROKER_PORT}?protocol=311"
                                      " (embedded amqtt)")
@@ -122,7 +123,7 @@ def test_the_broker_line_says_embedded_when_the_demo_starts_the_broker(settings)
 
 def test_the_broker_line_names_a_configured_broker_without_embedded(settings):
     settings.MQTT_URL = "mqtt://broker.example:1883"
-    broker = demo.start_broker(BROKER_PORT)
+    broker = runner.start_broker(BROKER_PORT)
     assert broker.embedded is None
     assert broker.describe() == "MQTT broker: mqtt://broker.example:1883"
 
@@ -130,9 +131,9 @@ def test_the_broker_line_names_a_configured_broker_without_embedded(settings):
 # --- ingest status files -----------------------------------------------------------------------
 def test_the_demo_subscriber_writes_its_status_where_the_status_page_reads(settings, tmp_path):
     settings.INGEST_STATUS_DIR = tmp_path
-    assert demo.ingest_status_path().parent == tmp_path
-    demo.ingest_status_path().write_text(json.dumps({"committed": 42}))
-    assert demo.subscriber_committed() == 42
+    assert runner.ingest_status_path().parent == tmp_path
+    runner.ingest_status_path().write_text(json.dumps({"committed": 42}))
+    assert runner.subscriber_committed() == 42
 
 
 def test_tests_write_ingest_status_files_outside_the_project():
@@ -236,7 +237,7 @@ def test_the_subscriber_acks_without_waiting_for_detection(embedded_broker, sett
         release.wait(60)
         detected.append(list(asset_ids))
 
-    monkeypatch.setattr("telemetry.services._enqueue_detection", slow_detection)
+    monkeypatch.setitem(handoff.DIVERTED, handoff.DETECT, slow_detection)
     sub = IngestSubscriber(url, topic_filter="acks/+/+/telemetry", batch_size=10,
                            batch_seconds=0.05)
     sub.start()

@@ -11,9 +11,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from demo.skab import SkabRun
 from telemetry.models import Anomaly
 from twins.models import Asset
-from twins.skab import SkabRun
 
 
 @dataclass

@@ -15,13 +15,13 @@ from django.conf import settings
 from django.db.models import Count, Max
 from tqdm import tqdm
 
+from demo.label_scoring import Agreement, agreement
+from demo.skab import SkabRun
 from opstwin_site.broker import EmbeddedBroker
 from policy.models import Proposal
 from simulation.models import SimulationRun
 from telemetry.models import Anomaly, DeadLetter, DetectionState, TelemetryEvent
 from twins.models import Twin
-from twins.scoring import Agreement, agreement
-from twins.skab import SkabRun
 
 
 class Progress:

@@ -13,15 +13,15 @@ from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
 
+from demo import nab, runner
+from demo.device import SimulatedDevice
+from demo.policy_document import ensure_demo_policy
+from demo.provision import create_demo_users, create_skab_twin
+from demo.replay import AckWindow, publish_runs
+from demo.skab import default_data_dir, list_files, read_run
 from opstwin_site.embedded import stop_embedded_database
-from policy.demo_policy import ensure_demo_policy
-from policy.roles import grant_twin_to_role_groups
 from policy.sweeper import PolicySweeper
-from twins import demo, nab_demo
-from twins.device import SimulatedDevice
-from twins.replay import AckWindow, publish_runs
-from twins.setup import create_demo_users, create_skab_twin
-from twins.skab import default_data_dir, list_files, read_run
+from twins.roles import grant_twin_to_role_groups
 
 
 def _port_free(port: int) -> bool:
@@ -64,10 +64,10 @@ class Command(BaseCommand):
         parser.add_argument("--nab-data", default=None,
                             help="NAB folder (default: $OPSTWIN_NAB_DIR, else "
                                  "../shared/datasets/nab-dev)")
-        parser.add_argument("--nab-file", default=nab_demo.DEFAULT_FILE,
-                            help=f"NAB file to replay (default {nab_demo.DEFAULT_FILE})")
-        parser.add_argument("--nab-rows", type=int, default=nab_demo.DEFAULT_ROWS,
-                            help=f"rows of it to replay (default {nab_demo.DEFAULT_ROWS})")
+        parser.add_argument("--nab-file", default=nab.DEFAULT_FILE,
+                            help=f"NAB file to replay (default {nab.DEFAULT_FILE})")
+        parser.add_argument("--nab-rows", type=int, default=nab.DEFAULT_ROWS,
+                            help=f"rows of it to replay (default {nab.DEFAULT_ROWS})")
 
     def handle(self, *args, **opts):
         # Stop what we start: the embedded PostgreSQL, if this process started it (the web
@@ -97,14 +97,14 @@ class Command(BaseCommand):
         self.stdout.write(ensure_demo_policy(twin))
         self._nab = None
         if nab_run is not None:
-            nab_twin = nab_demo.create_nab_twin(nab_run, reset=not opts["keep"])
+            nab_twin = nab.create_nab_twin(nab_run, reset=not opts["keep"])
             grant_twin_to_role_groups(nab_twin)
             self.stdout.write(ensure_demo_policy(nab_twin))
             self._nab = (nab_twin, nab_run)
-        broker = demo.start_broker(opts["broker_port"])
+        broker = runner.start_broker(opts["broker_port"])
         self._line(broker.describe())
         try:
-            children = demo.start_children(broker.url, opts["port"], web=True)
+            children = runner.start_children(broker.url, opts["port"], web=True)
             device = SimulatedDevice(broker.url, twin.slug)  # acks commands
             sweeper = PolicySweeper()  # expiry, verification, audit anchors (no beat here)
             try:
@@ -118,11 +118,11 @@ class Command(BaseCommand):
         finally:
             broker.stop()
 
-    def _read_nab(self, opts) -> nab_demo.NabRun:
+    def _read_nab(self, opts) -> nab.NabRun:
         root = (Path(opts["nab_data"]) if opts["nab_data"]
-                else nab_demo.default_data_dir(settings.BASE_DIR))
+                else nab.default_data_dir(settings.BASE_DIR))
         try:
-            return nab_demo.read_nab_run(root, opts["nab_file"], opts["nab_rows"])
+            return nab.read_nab_run(root, opts["nab_file"], opts["nab_rows"])
         except (FileNotFoundError, ValueError) as exc:
             raise CommandError(str(exc)) from exc
 
@@ -132,32 +132,32 @@ class Command(BaseCommand):
         self.stdout.flush()
 
     def _progress(self, desc: str, *, total: int | None = None, unit: str = "ev",
-                  every: float = 5.0, rate: bool = True) -> demo.Progress:
+                  every: float = 5.0, rate: bool = True) -> runner.Progress:
         """A bar on a terminal; a line every ``every`` seconds when stdout is not one."""
-        return demo.Progress(desc, total=total, unit=unit, tty=self.stdout.isatty(),
+        return runner.Progress(desc, total=total, unit=unit, tty=self.stdout.isatty(),
                              write=self._line, every=every, rate=rate)
 
     def _run(self, twin, runs, mqtt_url, children, credentials, opts):
-        demo.wait_for_subscriber(children)
+        runner.wait_for_subscriber(children)
         total = sum(len(r.ts) for r in runs)
         with self._progress("published", total=total) as progress:
             # Never more than ~1.5 s of the subscriber's work between the replay and its
             # commits: amqtt gives up on a subscriber's PUBACK after 5 s.
-            window = AckWindow(lambda: demo.subscriber_committed(children))
+            window = AckWindow(lambda: runner.subscriber_committed(children))
             published = publish_runs(mqtt_url, twin.slug, runs, rate=opts["rate"],
                                      on_progress=progress.update, window=window)
         self._wait(twin, published, children, opts)
         if self._nab:
             nab_twin, nab_run = self._nab
             with self._progress(f"published {nab_twin.slug}", total=len(nab_run.ts)) as progress:
-                window = AckWindow(lambda: demo.subscriber_committed(children))
+                window = AckWindow(lambda: runner.subscriber_committed(children))
                 nab_published = publish_runs(mqtt_url, nab_twin.slug, [nab_run],
                                              rate=opts["rate"], on_progress=progress.update,
                                              window=window)
             self._wait(nab_twin, nab_published, children, opts)
-        self._print_summary(demo.summary(twin, runs, published), credentials, opts["port"])
+        self._print_summary(runner.summary(twin, runs, published), credentials, opts["port"])
         if self._nab:
-            self._print_nab(nab_demo.nab_summary(*self._nab), *self._nab)
+            self._print_nab(nab.nab_summary(*self._nab), *self._nab)
         if not opts["exit"]:
             self._line("Serving until interrupted (Ctrl-C or SIGTERM).")
             stop = threading.Event()
@@ -171,14 +171,14 @@ class Command(BaseCommand):
     def _wait(self, twin, published: int, children, opts) -> None:
         """Wait until ``published`` events of ``twin`` are committed and processing settled."""
         with self._progress("committed", total=published) as progress:
-            committed = demo.wait_for_ingest(twin, published, children, opts["timeout"],
+            committed = runner.wait_for_ingest(twin, published, children, opts["timeout"],
                                              progress)
         if committed < published:
             self.stderr.write(f"only {committed} of {published} events committed in time")
         self._line(f"waiting for detection, simulation and policy to finish on {twin.slug}...")
         with self._progress("detection up to date", total=twin.assets.count(),
                             unit="assets", rate=False) as progress:
-            settled = demo.wait_for_quiet(twin, children, opts["timeout"], progress=progress)
+            settled = runner.wait_for_quiet(twin, children, opts["timeout"], progress=progress)
         if not settled:
             self.stderr.write("processing did not settle before --timeout; summary is partial")
 

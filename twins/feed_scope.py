@@ -5,7 +5,7 @@ subscriber per event) can never disagree: an event is visible when its twin is o
 may view (``twins.scoping.visible_twins``: global or per-object ``twins.view_twin`` from
 django-guardian). An event without a twin (e.g. a simulation run made without an asset) is
 visible only to its actor and to admins (the admin role or a superuser,
-``policy.roles.role_of``): its inputs and result belong to whoever asked for it, and no twin
+``twins.roles.role_of``): its inputs and result belong to whoever asked for it, and no twin
 grant scopes it.
 """
 
@@ -16,8 +16,8 @@ from typing import Protocol
 
 from django.db.models import Q
 
-from policy.choices import Role
-from policy.roles import role_of
+from twins.choices import Role
+from twins.roles import role_of
 from twins.scoping import visible_twins
 
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 from django.contrib.auth.models import Group, Permission
 from guardian.shortcuts import assign_perm
 
-from policy.choices import Role
+from twins.choices import Role
 
 READ = [
     "twins.view_asset", "telemetry.view_telemetrysample", "telemetry.view_anomaly",
@@ -36,7 +36,7 @@ ROLE_PERMISSIONS: dict[str, list[str]] = {
     Role.EXECUTOR: READ + ["policy.execute_proposal"],
     Role.SUPERVISOR: READ + [
         "policy.add_proposal", "policy.approve_proposal", "policy.rollback_proposal",
-        "simulation.add_simulationrun",
+        "simulation.add_simulationrun", "telemetry.acknowledge_anomaly",
     ],
 }
 #: What a role may do on a twin it is granted (object permissions of ``twins.Twin``).

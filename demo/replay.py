@@ -1,4 +1,4 @@
-"""Replaying SKAB files (and NAB files, ``twins.nab_demo.NabRun``) as telemetry.v1 events over
+"""Replaying SKAB files (and NAB files, ``demo.nab.NabRun``) as telemetry.v1 events over
 MQTT, like sensors would publish them."""
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from collections.abc import Callable, Iterator
 
 import numpy as np
 
-from opstwin_site.mqtt import connect_client, make_client, topic
-from twins.skab import METRIC_NAMES, SkabRun
+from demo.skab import METRIC_NAMES, SkabRun
+from twins.mqtt import connect_client, make_client, topic
 
 EVENT_NAMESPACE = uuid.UUID("6f1c3a2e-5b7d-4e8f-9a0b-1c2d3e4f5a6b")
 

@@ -1,4 +1,7 @@
-"""Twin and asset pages of the dashboard: the asset list grouped by twin, and one asset."""
+"""Asset pages of the supervisor console: the asset list grouped by twin, and one asset.
+
+They live in policy, the top domain app, because they show every lower app at once: telemetry
+charts and anomalies, and the proposals acting on the asset."""
 
 from __future__ import annotations
 
@@ -9,13 +12,14 @@ from django.shortcuts import render
 
 from policy import selectors
 from policy.models import Proposal
+from telemetry.anomalies import ACKNOWLEDGE_PERMISSION
 from telemetry.calibration import config_for
+from telemetry.chart_data import RANGES, chart_series, choose_window
 from telemetry.models import Anomaly, AssetCalibration, DetectionState, TelemetryEvent
 from telemetry.queries import QueryError, latest
-from twins.chart_data import RANGES, chart_series, choose_window
 from twins.feed import feed_cursor
 from twins.models import Asset
-from twins.scoping import get_scoped_or_404, operable_twins, visible_twins
+from twins.scoping import get_scoped_or_404, may, visible_twins
 
 ASSETS_PER_PAGE = 200
 
@@ -31,7 +35,7 @@ def twin_list(request):
         .get_page(request.GET.get("page"))
     query = request.GET.copy()
     query.pop("page", None)
-    return render(request, "twins/twin_list.html", {
+    return render(request, "policy/assets/asset_list.html", {
         "twins": selectors.asset_states(request.user, assets=page.object_list).items(),
         "page": page, "query": query.urlencode(),
     })
@@ -74,8 +78,7 @@ def _asset_context(request, asset: Asset) -> dict:
         "calibration": AssetCalibration.objects.filter(asset=asset).first(),
         "detector_name": config_for(asset).detector,
         "detection": DetectionState.objects.filter(asset=asset).first(),
-        "can_acknowledge": request.user.has_perm("policy.approve_proposal")
-        and operable_twins(request.user).filter(pk=asset.twin_id).exists(),
+        "can_acknowledge": may(request.user, ACKNOWLEDGE_PERMISSION, asset.twin),
         "ranges": [(k, v[0]) for k, v in RANGES.items()],
         "here": request.get_full_path(),
     } | _charts(request, asset, interval_s)
@@ -90,11 +93,10 @@ def asset_detail(request, twin: str, asset: str):
     obj = get_scoped_or_404(Asset.objects.select_related("twin"), request.user, "twin",
                             twin__slug=twin, slug=asset)
     if request.GET.get("fragment") == "anomalies":
-        response = render(request, "twins/_partials/anomalies.html", {
+        response = render(request, "policy/assets/_partials/anomalies.html", {
             "asset": obj, "anomalies": _anomalies(obj), "here": request.path,
-            "can_acknowledge": request.user.has_perm("policy.approve_proposal")
-            and operable_twins(request.user).filter(pk=obj.twin_id).exists()})
+            "can_acknowledge": may(request.user, ACKNOWLEDGE_PERMISSION, obj.twin)})
         response["X-Feed-Cursor"] = cursor
         return response
-    return render(request, "twins/asset_detail.html", _asset_context(request, obj)
+    return render(request, "policy/assets/asset_detail.html", _asset_context(request, obj)
                   | {"model": getattr(obj, "whatif_model", None), "feed_cursor": cursor})

@@ -8,12 +8,11 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 from django.db import transaction
 
-from policy.choices import Role
+from demo.skab import METRICS, asset_slug
 from twins.api.serializers import AssetSerializer, TwinSerializer
-from twins.choices import AssetKind
+from twins.choices import AssetKind, Role
 from twins.ledger import record_change
 from twins.models import Asset, Twin
-from twins.skab import METRICS, asset_slug
 
 SKAB_TWIN = "skab"
 
