@@ -17,10 +17,18 @@ from simulation.engine import (
     simulate,
 )
 from simulation.engine.pump_model import CURRENT, DEPENDENTS, DRIVERS, FLOW, OWN_DISTRIBUTION
+from tests.fixtures import missing
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SKAB = default_data_dir(REPO_ROOT)
-needs_skab = pytest.mark.skipif(not SKAB.is_dir(), reason="SKAB data not available")
+
+
+@pytest.fixture(scope="module")
+def needs_skab() -> None:
+    """The SKAB data beside the repo: CI (``OPSTWIN_REQUIRE_SERVICES=1``) fails without it, a
+    laptop without ``../shared`` skips (``tests.fixtures.missing``)."""
+    if not SKAB.is_dir():
+        missing(f"SKAB data not found at {SKAB}")
 
 
 def load_skab(relative: str) -> dict[str, np.ndarray]:
@@ -33,12 +41,12 @@ def head(data: dict[str, np.ndarray], start: int, stop: int) -> dict[str, np.nda
 
 
 @pytest.fixture(scope="module")
-def valve1() -> dict[str, np.ndarray]:
+def valve1(needs_skab) -> dict[str, np.ndarray]:
     return load_skab("valve1/0.csv")
 
 
 @pytest.fixture(scope="module")
-def anomaly_free() -> dict[str, np.ndarray]:
+def anomaly_free(needs_skab) -> dict[str, np.ndarray]:
     return load_skab("anomaly-free/anomaly-free.csv")
 
 
@@ -71,7 +79,7 @@ def synthetic(n: int = 300, constant_flow: bool = False) -> dict[str, np.ndarray
 # --- fitting on SKAB --------------------------------------------------------------------------
 
 
-@needs_skab
+@pytest.mark.usefixtures("needs_skab")
 @pytest.mark.parametrize("source", ["valve1", "anomaly_free"])
 def test_a_fit_on_the_first_400_rows_reports_r2_and_residual_std_per_metric(
     source: str, request: pytest.FixtureRequest
@@ -89,7 +97,7 @@ def test_a_fit_on_the_first_400_rows_reports_r2_and_residual_std_per_metric(
     json.dumps(report, allow_nan=False)
 
 
-@needs_skab
+@pytest.mark.usefixtures("needs_skab")
 def test_metrics_that_barely_depend_on_the_drivers_are_flagged_in_the_report(valve1: dict) -> None:
     report = PumpModel.fit(head(valve1, 0, 400)).fit_report()
     weak = [m for m in DEPENDENTS if report["metrics"][m]["r2"] < report["r2_min"]]
@@ -99,7 +107,7 @@ def test_metrics_that_barely_depend_on_the_drivers_are_flagged_in_the_report(val
         assert not report["metrics"][name]["uses_drivers"]
 
 
-@needs_skab
+@pytest.mark.usefixtures("needs_skab")
 def test_a_fit_across_two_operating_points_finds_strong_driver_relations(pooled: dict) -> None:
     report = PumpModel.fit(pooled).fit_report()
     for name in ("Accelerometer1RMS", "Accelerometer2RMS", CURRENT):
@@ -108,7 +116,7 @@ def test_a_fit_across_two_operating_points_finds_strong_driver_relations(pooled:
     assert report["metrics"][CURRENT]["slopes"][FLOW] > 0
 
 
-@needs_skab
+@pytest.mark.usefixtures("needs_skab")
 def test_reduce_load_moves_each_metric_the_way_its_fitted_slope_says(pooled: dict) -> None:
     model = PumpModel.fit(pooled)
     state = calibrate_state(head(pooled, 340, 400))  # recent window of the valve run
@@ -126,7 +134,7 @@ def test_reduce_load_moves_each_metric_the_way_its_fitted_slope_says(pooled: dic
             assert reduced[name] == hold[name], name  # same seed, slopes not applied
 
 
-@needs_skab
+@pytest.mark.usefixtures("needs_skab")
 def test_reduce_load_on_a_single_valve_run_lowers_current_but_not_unsupported_metrics(
     valve1: dict,
 ) -> None:
@@ -138,7 +146,7 @@ def test_reduce_load_on_a_single_valve_run_lowers_current_but_not_unsupported_me
     assert reduced["Pressure"] == hold["Pressure"]
 
 
-@needs_skab
+@pytest.mark.usefixtures("needs_skab")
 def test_hold_predicts_the_recent_level_of_each_metric(anomaly_free: dict) -> None:
     model = PumpModel.fit(head(anomaly_free, 0, 400))
     state = calibrate_state(head(anomaly_free, 340, 400))
@@ -148,7 +156,7 @@ def test_hold_predicts_the_recent_level_of_each_metric(anomaly_free: dict) -> No
         assert abs(p50[name] - state[name]["mean"]) < spread, name
 
 
-@needs_skab
+@pytest.mark.usefixtures("needs_skab")
 def test_a_constant_recent_flow_window_falls_back_to_the_training_spread(valve1: dict) -> None:
     model = PumpModel.fit(head(valve1, 0, 400))
     window = head(valve1, 340, 400)

@@ -17,7 +17,10 @@ from telemetry.services import RawPayload, ingest_batch
 from telemetry.validation import InvalidEvent, decode_json
 from twins.problems import PROBLEMS_EXTENSION, problem
 from twins.schemas import load_schema
-from twins.scoping import operable_twins
+from twins.scoping import refusal_of_user, twins_where
+
+#: Ingest writes where ``twins.scoping.may(user, INGEST_PERMISSION, twin)`` holds.
+INGEST_PERMISSION = "telemetry.add_telemetrysample"
 
 
 class RawBodyParser(BaseParser):
@@ -82,8 +85,9 @@ class IngestView(APIView):
     def post(self, request):
         from django.conf import settings
 
-        if not request.user.has_perm("telemetry.add_telemetrysample"):
-            raise PermissionDenied("ingest needs the telemetry.add_telemetrysample permission")
+        reason = refusal_of_user(request.user, INGEST_PERMISSION)
+        if reason:
+            raise PermissionDenied(f"ingest: {reason}")
         body = request.data
         if not isinstance(body, bytes) or not body.strip():  # DRF hands an empty body over as {}
             return problem(400, "Invalid telemetry", "the body is empty: send one telemetry.v1 "
@@ -97,7 +101,7 @@ class IngestView(APIView):
             return problem(400, "Invalid telemetry", str(exc))
         if not payloads:
             return problem(400, "Invalid telemetry", "no events: the array or NDJSON is empty")
-        twins = set(operable_twins(request.user).values_list("slug", flat=True))
+        twins = set(twins_where(request.user, INGEST_PERMISSION).values_list("slug", flat=True))
         report = ingest_batch(payloads, source=IngestSource.HTTP, twins=twins)
         result = {"accepted": report.accepted, "duplicates": report.duplicates,
                   "samples": report.samples,

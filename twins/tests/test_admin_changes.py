@@ -110,8 +110,10 @@ def test_agent_tokens_issued_changed_and_revoked_in_admin_are_audited_without_se
     for event in events:
         assert_valid(event)
         assert token.digest not in str(event)
-    assert not admin_client.post(f"/admin/aiw/agenttoken/{token.pk}/delete/",
-                                 {"post": "yes"}).status_code == 302  # revoke, never delete
+    # revoke, never delete: the delete view is forbidden and the row stays
+    assert admin_client.post(f"/admin/aiw/agenttoken/{token.pk}/delete/",
+                             {"post": "yes"}).status_code == 403
+    assert AgentToken.objects.filter(pk=token.pk).exists()
 
 
 def test_token_events_are_twin_less_so_only_admins_and_the_actor_see_them(
