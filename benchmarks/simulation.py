@@ -6,7 +6,7 @@
    floor: drawing the same numbers directly with numpy's Generator. Target: < 25 ms.
 2. Quantum: one IAE run (epsilon 0.01, alpha 0.05) for 4, 6 and 8 qubits: wall time
    (target < 5 s at 8 qubits) and absolute error, next to plain Monte Carlo run for the same
-   wall-clock budget. Also prints the coupler's cost-model predictions next to the
+   wall-clock budget. Also prints the engine router's cost-model predictions next to the
    measurements.
 
 Run: ``python benchmarks/simulation.py`` (from the repository root).
@@ -30,7 +30,7 @@ import numpy as np  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from simulation.engine import estimate_tail_probability, run_monte_carlo  # noqa: E402
-from simulation.engine.coupler import iae_cost, mc_seconds  # noqa: E402
+from simulation.engine.engine_router import iae_cost, mc_seconds  # noqa: E402
 
 REPEATS = 25
 N = 10_000
@@ -103,7 +103,7 @@ def bench_monte_carlo() -> None:
     )
     per_draw = t_full / 1e3 / (N * len(INPUTS))
     print(
-        f"all-in cost per draw: {per_draw:.2e} s; the coupler's cost model predicts "
+        f"all-in cost per draw: {per_draw:.2e} s; the engine router's cost model predicts "
         f"{mc_seconds(N, len(INPUTS)) * 1e3:.2f} ms for this run"
     )
 
@@ -152,7 +152,7 @@ def bench_quantum() -> None:
             f"{r.oracle_queries:>8} {r.max_depth:>6} {n_mc:>11,} "
             f"{abs(p_mc - exact_continuous):>9.6f} {1.96 * se:>9.6f} {modelled:>8.2f}"
         )
-    print("IAE target at 8 qubits: < 5 s. 'model s' = coupler's simulator-cost prediction.")
+    print("IAE target at 8 qubits: < 5 s. 'model s' = engine router's simulator-cost prediction.")
 
 
 def main() -> None:

@@ -19,6 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from policy.choices import RiskLevel
+from telemetry.choices import Severity
 from twins.choices import AssetKind
 
 NO_PARAMETERS: dict = {"type": "object", "additionalProperties": False, "properties": {}}
@@ -106,6 +107,6 @@ def candidate_action(metric: str, severity: str, value: float, baseline: float,
     reopens = (metric in FLOW_METRICS and value < baseline) or kind == VALVE
     if reopens and kind in CATALOGUE["open_valve"].kinds:
         return "open_valve", {"fraction": 0.5}
-    if metric in VIBRATION_METRICS and severity == "critical":
+    if metric in VIBRATION_METRICS and severity == Severity.CRITICAL:
         return "reduce_load", {"fraction": 0.3}
-    return "reduce_load", {"fraction": 0.2 if severity == "critical" else 0.1}
+    return "reduce_load", {"fraction": 0.2 if severity == Severity.CRITICAL else 0.1}

@@ -13,7 +13,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from telemetry.choices import AnomalyStatus
+from telemetry.choices import AnomalyStatus, Severity
 from telemetry.detection import serialize
 from telemetry.models import Anomaly
 from twins.errors import ServiceError
@@ -77,7 +77,7 @@ def escalate_unacknowledged(now=None) -> list[int]:
     now = now or timezone.now()
     cutoff = now - timedelta(seconds=settings.ANOMALY_ESCALATE_AFTER_SECONDS)
     escalated = []
-    candidates = Anomaly.objects.filter(status=AnomalyStatus.OPEN, severity="critical",
+    candidates = Anomaly.objects.filter(status=AnomalyStatus.OPEN, severity=Severity.CRITICAL,
                                         escalated_at__isnull=True, created_at__lte=cutoff)
     for anomaly_id in candidates.values_list("pk", flat=True):
         with transaction.atomic():

@@ -29,7 +29,7 @@ from django.utils import timezone
 
 from telemetry import handoff
 from telemetry.calibration import Watch, watch_for
-from telemetry.choices import AnomalyStatus
+from telemetry.choices import AnomalyStatus, Severity
 from telemetry.consensus import consensus_on_open
 from telemetry.detectors import score_to_severity
 from telemetry.models import Anomaly, DetectionState
@@ -41,7 +41,7 @@ from twins.models import Asset
 log = logging.getLogger(__name__)
 ACTOR = "detector"
 ERROR_MAX_CHARS = 2000
-SEVERITY_RANK = {"low": 0, "medium": 1, "high": 2, "critical": 3}
+SEVERITY_RANK = {Severity.LOW: 0, Severity.MEDIUM: 1, Severity.HIGH: 2, Severity.CRITICAL: 3}
 ACTIVE = [AnomalyStatus.OPEN, AnomalyStatus.ACKNOWLEDGED]
 
 
@@ -183,7 +183,7 @@ def _apply(asset: Asset, groups: list[list[Flagged]], gap: timedelta, detector: 
             current, rose = _open_episode(asset, group, detector), True
         else:
             rose = _extend_episode(current, group, detector)
-        if rose and current.severity in ("high", "critical"):
+        if rose and current.severity in (Severity.HIGH, Severity.CRITICAL):
             needs_response.append(current.pk)
     return needs_response
 

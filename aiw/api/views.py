@@ -33,6 +33,7 @@ from aiw.feed import (
     newest_event_id,
     read_events,
 )
+from telemetry.choices import AnomalyStatus
 from twins.feed_scope import FeedFilter, Scope, scope_for
 from twins.problems import problem
 from twins.schemas import CATALOGUE_SCHEMA, schema_names, served
@@ -196,7 +197,7 @@ def _state(user, newest: int) -> dict:
         "assets": AssetSerializer(Asset.objects.filter(twin__in=twins).select_related("twin"),
                                   many=True).data,
         "open_anomalies": AnomalySerializer(
-            Anomaly.objects.filter(asset__twin__in=twins, status="open")
+            Anomaly.objects.filter(asset__twin__in=twins, status=AnomalyStatus.OPEN)
             .select_related("asset__twin"), many=True).data,
         "proposals": ProposalSerializer(
             Proposal.objects.filter(twin__in=twins)

@@ -122,7 +122,7 @@ def test_a_command_outcome_validates_as_action_v1(mqtt_url, settings, twin, pump
     """GIVEN a simulated device on the real broker, WHEN a command is sent the way an
     execution sends it, THEN the recorded outcome is valid action.v1."""
     from demo.device import SimulatedDevice
-    from policy.commands import send_command
+    from policy.command_publisher import send_command
 
     settings.MQTT_TOPIC_PREFIX = f"t{uuid.uuid4().hex[:8]}"
     device = SimulatedDevice(mqtt_url, twin.slug).start()

@@ -25,7 +25,7 @@ from django.utils import timezone
 
 from policy import interlocks
 from policy.choices import Decision, ProposalStatus
-from policy.commands import send_command
+from policy.command_publisher import send_command
 from policy.errors import AutomationDenied, InterlockBlocked, NoRollback, ProposalConflict
 from policy.models import Proposal
 from policy.services.approvals import _blocker, expire, live_approvals

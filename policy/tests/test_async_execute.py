@@ -8,7 +8,7 @@ import threading
 import pytest
 
 from aiw.feed import notifier
-from policy import commands
+from policy import command_publisher as commands
 from policy.choices import ProposalStatus
 from policy.models import Proposal
 from policy.tests import factories

@@ -13,7 +13,7 @@ from django.utils import timezone
 from opstwin_site.celery import app as celery_app
 from policy import services, tasks
 from policy.choices import ProposalStatus
-from policy.commands import send_command
+from policy.command_publisher import send_command
 from policy.models import Proposal
 from policy.services.attempts import EXECUTION, ROLLBACK, take_attempt
 from policy.tests import factories

@@ -11,8 +11,8 @@ Public API:
   any other asset (each metric's recent distribution, actions' declared effects).
 * :func:`estimate_tail_probability` -> :class:`QuantumResult` - tail probability by
   Iterative Quantum Amplitude Estimation on the qiskit-aer simulator.
-* :func:`choose_engine` -> :class:`EngineChoice`, :func:`simulate` - the hybrid coupler and
-  the JSON request entry point (request shape in :mod:`simulation.engine.request`).
+* :func:`choose_engine` -> :class:`EngineChoice`, :func:`simulate` - the engine router (cost
+  model) and the JSON request entry point (request shape in :mod:`simulation.engine.request`).
 * :class:`SimulationError` (bad input, a ``ValueError``) and :class:`SimulationCancelled`.
 
 Importing this package does not import qiskit (seconds of start-up for every Django process):
@@ -20,9 +20,9 @@ Importing this package does not import qiskit (seconds of start-up for every Dja
 build and run circuits.
 """
 
-from .coupler import EngineChoice, choose_engine, simulate
 from .distributions import BUILTIN_DISTRIBUTIONS, Distribution, make_distribution
 from .effects import EFFECTS, resolve_effect
+from .engine_router import EngineChoice, choose_engine, simulate
 from .errors import SimulationCancelled, SimulationError
 from .generic_model import GenericModel, calibrate_recent
 from .montecarlo import ConstraintResult, MetricSummary, MonteCarloResult, run_monte_carlo

@@ -1,4 +1,4 @@
-"""Validation of the JSON simulation request accepted by :func:`.coupler.simulate`.
+"""Validation of the JSON simulation request accepted by :func:`.engine_router.simulate`.
 
 Request shape (every key optional unless stated; unknown keys are rejected)::
 

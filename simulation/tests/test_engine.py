@@ -1,4 +1,4 @@
-"""Tests of the sampling, Monte Carlo and coupler parts of simulation.engine (no database)."""
+"""Tests of the sampling, Monte Carlo and engine-router parts of simulation.engine (no database)."""
 
 from __future__ import annotations
 
@@ -322,7 +322,7 @@ def test_it_rejects_max_samples_below_n_samples() -> None:
         run_monte_carlo(dict, {"a": NORMAL}, n_samples=100, max_samples=10)
 
 
-# --- coupler and simulate ---------------------------------------------------------------------
+# --- engine router and simulate ------------------------------------------------------------------
 
 TAIL = {
     "inputs": {"x": {"dist": "normal", "params": {"mean": 0.0, "std": 1.0}}},

@@ -1,4 +1,5 @@
-"""Hybrid coupler: price Monte Carlo against quantum amplitude estimation, then run one.
+"""Engine router and cost model: price Monte Carlo against quantum amplitude estimation, then
+run the cheaper one.
 
 Cost model (all times in seconds; constants below, measured on one core of the development
 machine with ``python benchmarks/simulation.py``, which prints model vs measurement; re-measure
