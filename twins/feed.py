@@ -73,7 +73,8 @@ def feed_cursor() -> str:
     return encode_cursor(newest_event_id())
 
 
-def _announce(event_id: int) -> None:
+def announce_commit(event_id: int) -> None:
+    """The on-commit callback of every appended event: send ``change_committed``."""
     change_committed.send(sender=ChangeEvent, event_id=event_id)
 
 
@@ -89,5 +90,5 @@ def append_event(
         type=type, resource_type=resource_type, resource_id=resource_id, operation=operation,
         twin=twin, actor=actor, data=data, created_at=at,
     )
-    transaction.on_commit(partial(_announce, event.id))
+    transaction.on_commit(partial(announce_commit, event.id))
     return event

@@ -23,9 +23,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 from django.conf import settings as django_settings
-from twins.management.commands.demo import Command
 
 from demo import runner
+from demo.management.commands.demo import Command
 from demo.replay import AckWindow, publish_runs
 from demo.skab import SkabRun
 from opstwin_site.broker import EmbeddedBroker

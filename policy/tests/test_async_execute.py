@@ -7,11 +7,11 @@ import threading
 
 import pytest
 
-from aiw.feed import notifier
 from policy import command_publisher as commands
 from policy.choices import ProposalStatus
 from policy.models import Proposal
 from policy.tests import factories
+from twins.feed import announce_commit
 from twins.models import ChangeEvent
 from twins.mqtt import connect_client, make_client
 
@@ -29,7 +29,7 @@ def statuses_on_the_feed(proposal) -> list[str]:
 
 def work_queued(callbacks: list) -> list:
     """The on-commit callbacks that queue work, without the change feed's notifications."""
-    return [c for c in callbacks if getattr(c, "func", None) != notifier.announce]
+    return [c for c in callbacks if getattr(c, "func", None) is not announce_commit]
 
 def test_execute_answers_202_with_the_proposal_before_the_command_is_sent(
         trusted, pump, users, executor_client, device, django_capture_on_commit_callbacks):
