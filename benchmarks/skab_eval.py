@@ -42,6 +42,15 @@ from telemetry.detectors import build_detector  # noqa: E402
 
 Config = tuple[str, str, dict[str, Any]]  # (label, detector name, params)
 
+#: The detector configuration OpsTwin ships for pumps (telemetry/migrations/0008).
+PUMP_DEFAULT: dict[str, Any] = {
+    "lam": 0.7,
+    "L": 3.0,
+    "smooth": 3,
+    "adapt_every": 50,
+    "adapt_rate": 0.1,
+}
+
 #: SKAB README leaderboard, outlier detection (F1, FAR %, MAR %), commit b2c0d46 (2024-08-11).
 PUBLISHED = (
     ("Conv-AE", 0.78, 13.55, 28.02),
@@ -67,9 +76,11 @@ DEFAULT_CONFIGS: tuple[Config, ...] = (
 TUNED_CONFIGS: tuple[Config, ...] = (
     ("mad tuned", "mad", {"threshold": 3.5, "smooth": 31}),
     ("ewma tuned", "ewma", {"lam": 0.1, "L": 7.0}),
-    # What OpsTwin ships for pumps (telemetry/migrations/0003): a little less F1 than the row
-    # above for a wider margin under the 20 % FAR limit.
-    ("ewma (OpsTwin pump default)", "ewma", {"lam": 0.4, "L": 4.0}),
+    # The pump default until telemetry/migrations/0008 (set in 0003).
+    ("ewma λ 0.4, L 4 (previous pump default)", "ewma", {"lam": 0.4, "L": 4.0}),
+    # What OpsTwin ships for pumps (telemetry/migrations/0008): the textbook L = 3 with SKAB's
+    # median-of-3 post-processing, λ 0.7 from a coarse grid, and the adaptive guarded reference.
+    ("ewma (OpsTwin pump default)", "ewma", PUMP_DEFAULT),
     (
         "pca_t2q tuned (MEWMA T2)",
         "pca_t2q",
@@ -80,7 +91,11 @@ TUNED_CONFIGS: tuple[Config, ...] = (
 TUNING_GRID: dict[str, dict[str, list[Any]]] = {
     "zscore": {"window": [30, 60, 120, 300], "threshold": [3.0, 4.0], "smooth": [1, 5]},
     "mad": {"threshold": [3.5, 4.5, 6.0], "smooth": [1, 5, 15, 31], "min_run": [1, 5]},
-    "ewma": {"lam": [0.1, 0.2, 0.3, 0.4], "L": [3.0, 4.0, 5.0, 6.0, 7.0, 8.0], "min_run": [1, 5]},
+    "ewma": {
+        "lam": [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8],
+        "L": [2.75, 3.0, 3.25, 4.0, 5.0, 6.0, 7.0],
+        "smooth": [1, 3],
+    },
     "cusum": {"k": [0.5, 1.0, 2.0], "h": [5.0, 10.0, 20.0, 40.0]},
     "pca_t2q": {
         "variance": [0.8, 0.9, 0.95],
