@@ -47,8 +47,8 @@ PUMP_DEFAULT: dict[str, Any] = {
     "lam": 0.7,
     "L": 3.0,
     "smooth": 3,
-    "adapt_every": 50,
-    "adapt_rate": 0.1,
+    "adapt_every": 3600,
+    "adapt_rate": 0.5,
 }
 
 #: SKAB README leaderboard, outlier detection (F1, FAR %, MAR %), commit b2c0d46 (2024-08-11).
@@ -79,8 +79,14 @@ TUNED_CONFIGS: tuple[Config, ...] = (
     # The pump default until telemetry/migrations/0008 (set in 0003).
     ("ewma λ 0.4, L 4 (previous pump default)", "ewma", {"lam": 0.4, "L": 4.0}),
     # What OpsTwin ships for pumps (telemetry/migrations/0008): the textbook L = 3 with SKAB's
-    # median-of-3 post-processing, λ 0.7 from a coarse grid, and the adaptive guarded reference.
+    # median-of-3 post-processing, λ 0.7 from a coarse grid, and the adaptive guarded reference
+    # (hourly blocks: longer than a SKAB run, so the row below it shows what 50-row blocks cost).
     ("ewma (OpsTwin pump default)", "ewma", PUMP_DEFAULT),
+    (
+        "ewma pump default, reference adapting every 50 rows",
+        "ewma",
+        {**PUMP_DEFAULT, "adapt_every": 50, "adapt_rate": 0.1},
+    ),
     (
         "pca_t2q tuned (MEWMA T2)",
         "pca_t2q",

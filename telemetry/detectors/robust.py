@@ -20,6 +20,9 @@ MAD_CONSTANT = 0.6745
 #: MeanAD fallback factor when MAD = 0: sqrt(π/2) ≈ 1.253314, so that 1.253314·MeanAD
 #: estimates σ for normal data (fallback used e.g. by IBM SPSS for the modified z-score).
 MEANAD_FACTOR = 1.253314
+#: Largest share of out-of-limit points a block may hold and still move the adaptive reference:
+#: below one half its median is a point inside the limits (the median's 50 % breakdown point).
+ADAPT_GUARD = 0.5
 
 
 def _calibration_rows(X: np.ndarray, minimum: int) -> None:
@@ -112,19 +115,22 @@ class _ChartDetector(_CalibratedDetector):
     stream whose recursion starts on the first ``history`` row.
 
     Adaptive baseline (``adapt_every`` = B > 0 rows, ``adapt_rate`` = β): the stream is cut
-    into blocks of B rows (aligned on the stream's step count, so independent of batching);
-    at the end of a block whose every point stayed within the control limit (raw statistic
-    <= threshold) the reference mean moves towards the block mean,
-    ``μ ← (1-β) μ + β mean(block)`` (exponential forgetting of the in-control estimate:
+    into blocks of B rows (aligned on the stream's step count, so independent of batching); at
+    the end of each block the reference mean moves towards the block's per-metric median,
+    ``μ ← (1-β) μ + β median(block)`` (exponential forgetting of the in-control estimate:
     Hunter, "The exponentially weighted moving average", J. Quality Technology 18(4), 1986;
     Bodenham & Adams, "Continuous monitoring for changepoints in data streams using adaptive
-    estimation", Statistics and Computing 27, 2017). A block holding any out-of-limit point is
-    skipped, so the reference is frozen while the chart is in alarm and a sustained anomaly
-    never becomes the new normal; updating in-control estimates only from in-control data is
-    the Phase II practice of Jones-Farmer et al., "An overview of Phase I analysis for process
-    improvement and monitoring", J. Quality Technology 46(3), 2014. Drift slow enough to stay
-    inside the limits over a block is absorbed (lag about B/β rows); the scale stays the
-    calibration's. B = 0 (default) keeps the calibration reference.
+    estimation", Statistics and Computing 27, 2017), unless half or more of the block's
+    points were outside the control limit (raw statistic > threshold), when the reference is
+    frozen. Guard: the median ignores any minority of anomalous points (50 % breakdown point,
+    Rousseeuw & Croux, JASA 88, 1993) and a block dominated by out-of-limit points is never
+    learnt, so a sustained anomaly keeps being flagged instead of becoming the new normal
+    (updating in-control estimates only from in-control data: Jones-Farmer et al., "An
+    overview of Phase I analysis for process improvement and monitoring", J. Quality
+    Technology 46(3), 2014). A drift slow enough to stay mostly inside the limits is absorbed
+    with a lag of about B/β rows; the scale stays the calibration's. The price: a fault that
+    develops more slowly than that lag is partly absorbed too. B = 0 (default) keeps the
+    calibration reference.
     """
 
     defaults: ClassVar[dict[str, Any]] = {
@@ -147,9 +153,8 @@ class _ChartDetector(_CalibratedDetector):
         return {
             "i": 0,
             "center": np.array(self.fitted_["center"], dtype=np.float64),
-            "block_sum": np.zeros(m),
-            "block_n": 0,
-            "block_clean": True,
+            "block": np.empty((0, m)),
+            "block_out": 0,
         }
 
     def _chart(self, u: np.ndarray, rec: dict[str, Any]) -> np.ndarray:
@@ -177,16 +182,17 @@ class _ChartDetector(_CalibratedDetector):
         return RawScores(statistic=per_metric.max(axis=1), contributions=per_metric), rec
 
     def _adapt(self, seg: np.ndarray, stat: np.ndarray, rec: dict[str, Any]) -> None:
-        every = self.params["adapt_every"]
-        rec["block_sum"] = np.cumsum(np.vstack([rec["block_sum"][None, :], seg]), axis=0)[-1]
-        rec["block_n"] = int(rec["block_n"]) + seg.shape[0]
-        rec["block_clean"] = bool(rec["block_clean"]) and bool((stat <= self.threshold).all())
-        if rec["i"] % every:
+        rec["block"] = np.vstack([np.reshape(rec["block"], (-1, seg.shape[1])), seg])
+        rec["block_out"] = int(rec["block_out"]) + int((stat > self.threshold).sum())
+        if rec["i"] % self.params["adapt_every"]:
             return
-        if rec["block_clean"]:
+        block = rec["block"]
+        if (
+            rec["block_out"] < ADAPT_GUARD * block.shape[0]
+        ):  # the median is not from out-of-limit points
             beta = self.params["adapt_rate"]
-            rec["center"] = (1.0 - beta) * rec["center"] + beta * rec["block_sum"] / rec["block_n"]
-        rec["block_sum"], rec["block_n"], rec["block_clean"] = np.zeros(seg.shape[1]), 0, True
+            rec["center"] = (1.0 - beta) * rec["center"] + beta * np.median(block, axis=0)
+        rec["block"], rec["block_out"] = np.empty((0, seg.shape[1])), 0
 
 
 class EwmaDetector(_ChartDetector):
