@@ -20,8 +20,8 @@ MAD_CONSTANT = 0.6745
 #: MeanAD fallback factor when MAD = 0: sqrt(π/2) ≈ 1.253314, so that 1.253314·MeanAD
 #: estimates σ for normal data (fallback used e.g. by IBM SPSS for the modified z-score).
 MEANAD_FACTOR = 1.253314
-#: Largest share of out-of-limit points a block may hold and still move the adaptive reference:
-#: below one half its median is a point inside the limits (the median's 50 % breakdown point).
+#: Share of a block's points that must lie inside the control limits for the block to move the
+#: adaptive reference (more than half: the block is mostly in control).
 ADAPT_GUARD = 0.5
 
 
@@ -116,21 +116,20 @@ class _ChartDetector(_CalibratedDetector):
 
     Adaptive baseline (``adapt_every`` = B > 0 rows, ``adapt_rate`` = β): the stream is cut
     into blocks of B rows (aligned on the stream's step count, so independent of batching); at
-    the end of each block the reference mean moves towards the block's per-metric median,
-    ``μ ← (1-β) μ + β median(block)`` (exponential forgetting of the in-control estimate:
-    Hunter, "The exponentially weighted moving average", J. Quality Technology 18(4), 1986;
-    Bodenham & Adams, "Continuous monitoring for changepoints in data streams using adaptive
-    estimation", Statistics and Computing 27, 2017), unless half or more of the block's
-    points were outside the control limit (raw statistic > threshold), when the reference is
-    frozen. Guard: the median ignores any minority of anomalous points (50 % breakdown point,
-    Rousseeuw & Croux, JASA 88, 1993) and a block dominated by out-of-limit points is never
-    learnt, so a sustained anomaly keeps being flagged instead of becoming the new normal
-    (updating in-control estimates only from in-control data: Jones-Farmer et al., "An
-    overview of Phase I analysis for process improvement and monitoring", J. Quality
-    Technology 46(3), 2014). A drift slow enough to stay mostly inside the limits is absorbed
-    with a lag of about B/β rows; the scale stays the calibration's. The price: a fault that
-    develops more slowly than that lag is partly absorbed too. B = 0 (default) keeps the
-    calibration reference.
+    the end of a block in which more than half of the points stayed inside the control limit
+    (raw statistic <= threshold), the reference mean moves towards the mean of those in-limit
+    points, ``μ ← (1-β) μ + β mean(in-limit rows)`` (exponential forgetting of the in-control
+    estimate: Hunter, "The exponentially weighted moving average", J. Quality Technology
+    18(4), 1986; Bodenham & Adams, "Continuous monitoring for changepoints in data streams
+    using adaptive estimation", Statistics and Computing 27, 2017). Guard: out-of-limit points
+    never enter the estimate (the Phase I rule of dropping out-of-control points before
+    revising limits, Montgomery, *Introduction to SQC*, ch. 6; updating in-control estimates
+    only from in-control data, Jones-Farmer et al., J. Quality Technology 46(3), 2014), and a
+    block mostly out of limits is skipped, so the reference is frozen while the chart is in
+    alarm and a sustained anomaly keeps being flagged instead of becoming the new normal. A
+    drift slow enough to stay mostly inside the limits is absorbed with a lag of about B/β
+    rows; the scale stays the calibration's. The price: a fault that develops more slowly than
+    that lag is partly absorbed too. B = 0 (default) keeps the calibration reference.
     """
 
     defaults: ClassVar[dict[str, Any]] = {
@@ -153,8 +152,9 @@ class _ChartDetector(_CalibratedDetector):
         return {
             "i": 0,
             "center": np.array(self.fitted_["center"], dtype=np.float64),
-            "block": np.empty((0, m)),
-            "block_out": 0,
+            "block_sum": np.zeros(m),
+            "block_in": 0,
+            "block_n": 0,
         }
 
     def _chart(self, u: np.ndarray, rec: dict[str, Any]) -> np.ndarray:
@@ -182,17 +182,18 @@ class _ChartDetector(_CalibratedDetector):
         return RawScores(statistic=per_metric.max(axis=1), contributions=per_metric), rec
 
     def _adapt(self, seg: np.ndarray, stat: np.ndarray, rec: dict[str, Any]) -> None:
-        rec["block"] = np.vstack([np.reshape(rec["block"], (-1, seg.shape[1])), seg])
-        rec["block_out"] = int(rec["block_out"]) + int((stat > self.threshold).sum())
+        inside = stat <= self.threshold
+        kept = np.vstack([rec["block_sum"][None, :], seg * inside[:, None]])
+        rec["block_sum"] = np.cumsum(kept, axis=0)[-1]  # sequential: exact under any split
+        rec["block_in"] = int(rec["block_in"]) + int(inside.sum())
+        rec["block_n"] = int(rec["block_n"]) + seg.shape[0]
         if rec["i"] % self.params["adapt_every"]:
             return
-        block = rec["block"]
-        if (
-            rec["block_out"] < ADAPT_GUARD * block.shape[0]
-        ):  # the median is not from out-of-limit points
+        if rec["block_in"] > ADAPT_GUARD * rec["block_n"]:
             beta = self.params["adapt_rate"]
-            rec["center"] = (1.0 - beta) * rec["center"] + beta * np.median(block, axis=0)
-        rec["block"], rec["block_out"] = np.empty((0, seg.shape[1])), 0
+            mean = rec["block_sum"] / rec["block_in"]
+            rec["center"] = (1.0 - beta) * rec["center"] + beta * mean
+        rec["block_sum"], rec["block_in"], rec["block_n"] = np.zeros(seg.shape[1]), 0, 0
 
 
 class EwmaDetector(_ChartDetector):

@@ -6,8 +6,8 @@ new one reaches F1 0.806 with FAR 12.0 %. L = 3 is the textbook limit (Montgomer
 to SQC*, ch. 9), the rolling median of 3 is the post-processing of SKAB's own T²+Q baseline,
 λ was chosen on a coarse grid (0.3-0.8) as the value whose neighbours also keep F1 >= 0.80 at
 FAR < 15 %. ``adapt_every``/``adapt_rate``: every 3,600 intervals (an hour at 1 Hz) the
-reference mean moves half-way to the block's median unless the chart was out of limits for
-half of it (``telemetry.detectors.robust._ChartDetector``), so a pump's slow drift over hours
+reference mean moves half-way to the mean of the block's in-limit points unless the chart
+was out of limits for half of it (``telemetry.detectors.robust._ChartDetector``), so a pump's slow drift over hours
 is absorbed while a fault keeps being flagged. SKAB runs are shorter than one block, so the
 figure above is unaffected; with 50-row blocks it drops to about 0.78 (SKAB faults develop
 over minutes right after calibration). Only a pump config still at the old default changes.

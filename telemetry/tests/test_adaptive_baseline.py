@@ -1,7 +1,7 @@
 """Adaptive baselines of the control charts: slow change is absorbed, a sustained fault is not.
 
-The reference mean of EWMA/CUSUM moves towards each block's median unless half the block was
-out of limits (``telemetry.detectors.robust._ChartDetector``)."""
+The reference mean of EWMA/CUSUM moves towards the mean of each block's in-limit points unless
+half the block was out of limits (``telemetry.detectors.robust._ChartDetector``)."""
 
 from __future__ import annotations
 
@@ -52,7 +52,7 @@ def test_a_sustained_fault_keeps_being_flagged_and_never_becomes_the_new_normal(
 
 def test_the_reference_moves_only_at_block_ends_and_only_from_mostly_normal_blocks():
     """The carried reference after 100 rows at +1σ (EWMA at 1.7σ of its own spread, inside
-    L = 3) has moved twice by β towards the block medians; a block at +20σ leaves it alone."""
+    L = 3) has moved twice by β towards the block means; a block at +20σ leaves it alone."""
     det = build_detector("ewma", {"lam": 0.5, "L": 3.0, "adapt_every": 50, "adapt_rate": 0.5})
     det.fit(np.random.default_rng(1).normal(size=(200, 1)))
     center0 = det.fitted_["center"][0]
