@@ -162,12 +162,16 @@ def evaluate(files: list[NabFile], profiles: dict[str, nab.CostMatrix]) -> None:
         t0 = time.perf_counter()
         alerts = detect_all(files, name, params, rule)
         n = sum(len(a) for a in alerts)
-        print(f"  [{label[:40]}] {n} alerts on {len(files)} files, "
-              f"{time.perf_counter() - t0:.1f} s", flush=True)
+        print(
+            f"  [{label[:40]}] {n} alerts on {len(files)} files, {time.perf_counter() - t0:.1f} s",
+            flush=True,
+        )
         results.append((label, alerts))
     for profile, cost in profiles.items():
-        print(f"\nNAB {profile} (A_TP {cost.tp}, A_FN {cost.fn}, A_FP {cost.fp});"
-              f" {NO_WINDOWS}: max alerts per file")
+        print(
+            f"\nNAB {profile} (A_TP {cost.tp}, A_FN {cost.fn}, A_FP {cost.fp});"
+            f" {NO_WINDOWS}: max alerts per file"
+        )
         print(header)
         for label, alerts in results:
             print(_row(label, score_all(files, alerts, cost), folders))
@@ -181,8 +185,12 @@ def honest(files: list[NabFile], cost: nab.CostMatrix) -> None:
     scores = []
     for i, params in enumerate(grid):
         alerts = detect_all(files, "smoothed_z", params, "filter")
-        scores.append([nab.score_file(len(f.values), f.spans, a, cost)
-                       for f, a in zip(files, alerts, strict=True)])
+        scores.append(
+            [
+                nab.score_file(len(f.values), f.spans, a, cost)
+                for f, a in zip(files, alerts, strict=True)
+            ]
+        )
         print(f"  [{i + 1}/{len(grid)}] {params}", flush=True)
     held_out: list[nab.FileScore] = []
     for folder in sorted({f.folder for f in files} - {NO_WINDOWS}):
@@ -238,8 +246,10 @@ def throughput(files: list[NabFile], batch: int = 500) -> None:
     """Points/s on one core of the streaming path (``batch``-row calls with history and the
     carried state, onset filter) for the generic default and the pump default, next to the
     same detector scoring whole files in one call, measured in the same run."""
-    print(f"\nthroughput, one core, {batch}-row calls with history and carried state"
-          " (ceiling: the same detector on whole files in one call):")
+    print(
+        f"\nthroughput, one core, {batch}-row calls with history and carried state"
+        " (ceiling: the same detector on whole files in one call):"
+    )
     for label, name, params in (
         ("smoothed_z (generic default)", "smoothed_z", {}),
         ("ewma (pump default)", "ewma", PUMP_DEFAULT),
@@ -247,8 +257,10 @@ def throughput(files: list[NabFile], batch: int = 500) -> None:
         points, seconds = _stream(files, name, params, batch)
         c_points, c_seconds = _whole_files(files, name, params)
         rate, ceiling = points / seconds, c_points / c_seconds
-        print(f"  {label:30s} {rate:12,.0f} points/s streamed, ceiling {ceiling:12,.0f}"
-              f" points/s, ratio {rate / ceiling:.2f}")
+        print(
+            f"  {label:30s} {rate:12,.0f} points/s streamed, ceiling {ceiling:12,.0f}"
+            f" points/s, ratio {rate / ceiling:.2f}"
+        )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -266,15 +278,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {exc} (use --data or OPSTWIN_NAB_DIR)", file=sys.stderr)
         return 2
     profiles = nab.load_profiles(args.data / "labels/profiles.json")
-    print(f"NAB dev: {len(files)} files, {sum(len(f.values) for f in files)} rows, "
-          f"{sum(len(f.spans) for f in files)} windows, from {args.data}")
+    print(
+        f"NAB dev: {len(files)} files, {sum(len(f.values) for f in files)} rows, "
+        f"{sum(len(f.spans) for f in files)} windows, from {args.data}"
+    )
     evaluate(files, profiles)
     if not args.no_honest:
         honest(files, profiles["standard"])
     if not args.no_throughput:
         throughput(files)
     return 0
-
 
 
 if __name__ == "__main__":

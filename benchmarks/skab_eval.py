@@ -276,16 +276,19 @@ def _batched_seconds(files: Sequence[SkabFile], name: str, params: dict[str, Any
 
 
 def _pointwise(f: SkabFile, name: str, params: dict[str, Any]) -> tuple[float, int, int]:
-    """Seconds to score the test rows one at a time; points; agreement with batch flags."""
+    """Seconds to stream the test rows one at a time (``score_stream`` with history and the
+    carried state); points; agreement with the flags of one call on the same rows."""
     det = build_detector(name, params).fit(f.X[:TRAIN_ROWS])
     h = det.history_length
     flags = np.empty(f.X.shape[0] - TRAIN_ROWS, dtype=bool)
+    carry = None
     t0 = time.perf_counter()
     for i in range(TRAIN_ROWS, f.X.shape[0]):
         hist = f.X[max(0, i - h) : i] if h else None
-        flags[i - TRAIN_ROWS] = det.score(f.X[i : i + 1], history=hist).flags[0]
+        out, carry = det.score_stream(f.X[i : i + 1], history=hist, carry=carry)
+        flags[i - TRAIN_ROWS] = out.flags[0]
     seconds = time.perf_counter() - t0
-    batch = det.score(f.X[TRAIN_ROWS:], history=f.X[:TRAIN_ROWS]).flags
+    batch = det.score(f.X[TRAIN_ROWS:], history=f.X[max(0, TRAIN_ROWS - h) : TRAIN_ROWS]).flags
     return seconds, flags.shape[0], int((flags == batch).sum())
 
 
@@ -309,8 +312,8 @@ def throughput(
 ) -> list[dict[str, Any]]:
     """Batched (whole file) and point-by-point scoring speed of each configuration.
 
-    Point-by-point scoring passes ``history_length`` preceding rows with every single-row call
-    and reports how many flags agree with batch scoring of the same file.
+    Point-by-point scoring streams single rows (``score_stream``: ``history_length`` preceding
+    rows and the carried state) and reports how many flags agree with one call on the file.
     """
     n_test = sum(f.X.shape[0] - TRAIN_ROWS for f in files)
     m = files[0].X.shape[1]
