@@ -207,8 +207,8 @@ class DetectorStreamState(models.Model):
     reference, tail of statistics), ``state["onset"]`` the alert onset filter
     (``OnsetFilter``: armed, quiet, since), ``state["calibration"]`` and ``state["until"]``
     the calibration and last scored row they continue from. ``detector``/``params`` are the
-    configuration it belongs to (a changed configuration starts afresh), ``rows_seen`` the rows scored so far and
-    ``interval_seconds`` the asset's inferred sampling interval (median positive gap,
+    configuration it belongs to (a changed configuration starts afresh), ``rows_seen`` the rows
+    scored so far and ``interval_seconds`` the asset's inferred sampling interval (median positive gap,
     ``sampling_interval``), from which every duration of detection is derived.
     """
 
