@@ -208,8 +208,8 @@ class DetectorStreamState(models.Model):
     (``OnsetFilter``: armed, quiet, since), ``state["calibration"]`` and ``state["until"]``
     the calibration and last scored row they continue from. ``detector``/``params`` are the
     configuration it belongs to (a changed configuration starts afresh), ``rows_seen`` the rows
-    scored so far and ``interval_seconds`` the asset's inferred sampling interval (median positive gap,
-    ``sampling_interval``), from which every duration of detection is derived.
+    scored so far and ``interval_seconds`` the asset's inferred sampling interval (median
+    positive gap, ``sampling_interval``), from which every duration of detection is derived.
     """
 
     asset = models.ForeignKey(Asset, on_delete=models.CASCADE, related_name="stream_states")
