@@ -38,6 +38,7 @@ if __name__ == "__main__":  # time on one core: single-threaded BLAS, set before
 
 import numpy as np  # noqa: E402
 
+from benchmarks.skab_eval import PUMP_DEFAULT  # noqa: E402
 from telemetry.detectors import build_detector  # noqa: E402
 from telemetry.detectors.streaming import (  # noqa: E402
     OnsetFilter,
@@ -56,7 +57,7 @@ CONFIGS: tuple[tuple[str, str, dict[str, Any], str], ...] = (
     ("baseline: rolling z-score (window 60, |z|>=3, one alert per run)", "zscore", {}, "runs"),
     ("zscore (seed, window 60, |z|>=3)", "zscore", {}, "filter"),
     ("mad (defaults)", "mad", {}, "filter"),
-    ("ewma (pump settings λ 0.4, L 4)", "ewma", {"lam": 0.4, "L": 4.0}, "filter"),
+    ("ewma (pump default λ 0.7, L 3, median 3)", "ewma", PUMP_DEFAULT, "filter"),
     ("cusum (defaults)", "cusum", {}, "filter"),
     ("smoothed_z: OpsTwin generic default", "smoothed_z", {}, "filter"),
 )
@@ -161,12 +162,16 @@ def evaluate(files: list[NabFile], profiles: dict[str, nab.CostMatrix]) -> None:
         t0 = time.perf_counter()
         alerts = detect_all(files, name, params, rule)
         n = sum(len(a) for a in alerts)
-        print(f"  [{label[:40]}] {n} alerts on {len(files)} files, "
-              f"{time.perf_counter() - t0:.1f} s", flush=True)
+        print(
+            f"  [{label[:40]}] {n} alerts on {len(files)} files, {time.perf_counter() - t0:.1f} s",
+            flush=True,
+        )
         results.append((label, alerts))
     for profile, cost in profiles.items():
-        print(f"\nNAB {profile} (A_TP {cost.tp}, A_FN {cost.fn}, A_FP {cost.fp});"
-              f" {NO_WINDOWS}: max alerts per file")
+        print(
+            f"\nNAB {profile} (A_TP {cost.tp}, A_FN {cost.fn}, A_FP {cost.fp});"
+            f" {NO_WINDOWS}: max alerts per file"
+        )
         print(header)
         for label, alerts in results:
             print(_row(label, score_all(files, alerts, cost), folders))
@@ -180,8 +185,12 @@ def honest(files: list[NabFile], cost: nab.CostMatrix) -> None:
     scores = []
     for i, params in enumerate(grid):
         alerts = detect_all(files, "smoothed_z", params, "filter")
-        scores.append([nab.score_file(len(f.values), f.spans, a, cost)
-                       for f, a in zip(files, alerts, strict=True)])
+        scores.append(
+            [
+                nab.score_file(len(f.values), f.spans, a, cost)
+                for f, a in zip(files, alerts, strict=True)
+            ]
+        )
         print(f"  [{i + 1}/{len(grid)}] {params}", flush=True)
     held_out: list[nab.FileScore] = []
     for folder in sorted({f.folder for f in files} - {NO_WINDOWS}):
@@ -194,22 +203,64 @@ def honest(files: list[NabFile], cost: nab.CostMatrix) -> None:
     print(f"  leave-one-folder-out total (standard): {nab.normalised(held_out):.1f}")
 
 
-def throughput(files: list[NabFile], batch: int = 500) -> None:
-    """Points/s of the generic default on the streaming path: batches of ``batch`` rows scored
-    with ``history_length`` rows of history, then the onset filter carried across batches."""
-    det = SmoothedZScore()
-    flt, hist = det.onset_filter(), det.history_length
-    t0 = time.perf_counter()
-    points = 0
+def _stream(files: list[NabFile], name: str, params: dict, batch: int) -> tuple[int, float]:
+    """Points and seconds to stream every file through ``name`` in ``batch``-row calls of
+    ``score_stream`` (history rows + the carried state, as ``detect_anomalies`` does), then
+    the onset filter carried across calls."""
+    points, seconds = 0, 0.0
     for f in files:
-        X, state = f.values[:, None], OnsetState()
+        X = f.values[:, None]
+        det = build_detector(name, params)
+        fit_rows = max(nab.probation_rows(len(X)), 3)
+        if det.requires_fit:
+            det.fit(X[:fit_rows])
+        flt = det.onset_filter() if isinstance(det, SmoothedZScore) else _default_filter()
+        hist, carry, state = det.history_length, None, OnsetState()
+        t0 = time.perf_counter()
         for b in range(0, len(X), batch):
-            out = det.score(X[b : b + batch], history=X[max(0, b - hist) : b] if b else None)
+            history = X[max(0, b - hist) : b] if b else None
+            out, carry = det.score_stream(X[b : b + batch], history=history, carry=carry)
             _, state = flt.update(out.statistic / out.threshold, state)
+        seconds += time.perf_counter() - t0
         points += len(X)
-    dt = time.perf_counter() - t0
-    print(f"\nthroughput (one core, {batch}-row batches with history, onset filter): "
-          f"{points / dt:,.0f} points/s ({points} points in {dt:.2f} s)")
+    return points, seconds
+
+
+def _whole_files(files: list[NabFile], name: str, params: dict) -> tuple[int, float]:
+    """Points and seconds of the same detector scoring each whole file in one ``score`` call
+    (no streaming, no onset filter): the same-run ceiling of the streaming path."""
+    points, seconds = 0, 0.0
+    for f in files:
+        X = f.values[:, None]
+        det = build_detector(name, params)
+        if det.requires_fit:
+            det.fit(X[: max(nab.probation_rows(len(X)), 3)])
+        t0 = time.perf_counter()
+        det.score(X)
+        seconds += time.perf_counter() - t0
+        points += len(X)
+    return points, seconds
+
+
+def throughput(files: list[NabFile], batch: int = 500) -> None:
+    """Points/s on one core of the streaming path (``batch``-row calls with history and the
+    carried state, onset filter) for the generic default and the pump default, next to the
+    same detector scoring whole files in one call, measured in the same run."""
+    print(
+        f"\nthroughput, one core, {batch}-row calls with history and carried state"
+        " (ceiling: the same detector on whole files in one call):"
+    )
+    for label, name, params in (
+        ("smoothed_z (generic default)", "smoothed_z", {}),
+        ("ewma (pump default)", "ewma", PUMP_DEFAULT),
+    ):
+        points, seconds = _stream(files, name, params, batch)
+        c_points, c_seconds = _whole_files(files, name, params)
+        rate, ceiling = points / seconds, c_points / c_seconds
+        print(
+            f"  {label:30s} {rate:12,.0f} points/s streamed, ceiling {ceiling:12,.0f}"
+            f" points/s, ratio {rate / ceiling:.2f}"
+        )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -227,15 +278,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {exc} (use --data or OPSTWIN_NAB_DIR)", file=sys.stderr)
         return 2
     profiles = nab.load_profiles(args.data / "labels/profiles.json")
-    print(f"NAB dev: {len(files)} files, {sum(len(f.values) for f in files)} rows, "
-          f"{sum(len(f.spans) for f in files)} windows, from {args.data}")
+    print(
+        f"NAB dev: {len(files)} files, {sum(len(f.values) for f in files)} rows, "
+        f"{sum(len(f.spans) for f in files)} windows, from {args.data}"
+    )
     evaluate(files, profiles)
     if not args.no_honest:
         honest(files, profiles["standard"])
     if not args.no_throughput:
         throughput(files)
     return 0
-
 
 
 if __name__ == "__main__":

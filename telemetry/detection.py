@@ -34,7 +34,7 @@ from telemetry.consensus import consensus_on_open
 from telemetry.detectors import score_to_severity
 from telemetry.models import Anomaly, DetectionState
 from telemetry.series import Series, load_series
-from telemetry.streaming import episode_gap, stream_onsets
+from telemetry.streaming import episode_gap, stream_score
 from twins.ledger import record_change
 from twins.models import Asset
 
@@ -75,13 +75,8 @@ def _baseline(series: Series, watch: Watch, row: int, j: int) -> tuple[float, fl
 
 
 def _flag_points(series: Series, watch: Watch, asset: Asset) -> list[Flagged]:
-    history = series.X[: series.n_history] if series.n_history else None
-    out = watch.detector.score(series.X[series.n_history :], history=history)
-    flags = out.flags
-    if hasattr(watch.detector, "onset_filter"):  # one episode per onset (telemetry.streaming)
-        found, _ = stream_onsets(asset, watch.name, watch.detector,
-                                 out.statistic / out.threshold, series.ts)
-        flags = flags & found.active
+    out, found = stream_score(asset, watch, series)  # state carried across calls
+    flags = out.flags if found is None else out.flags & found.active  # one episode per onset
     flagged = []
     for i in np.flatnonzero(flags):
         row, j = series.n_history + i, int(out.metric_index[i])

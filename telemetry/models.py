@@ -203,12 +203,15 @@ class AssetCalibration(models.Model):
 class DetectorStreamState(models.Model):
     """What a streaming detector remembers about one asset between detection runs.
 
-    One row per (asset, metric); ``metric = ""`` holds the asset-level state (the alert onset
-    filter of ``telemetry.detectors.streaming.OnsetFilter``: armed, quiet, since). ``state`` is
-    the detector's JSON state, ``detector``/``params`` the configuration it belongs to (a
-    changed configuration starts afresh), ``rows_seen`` the rows scored so far and
-    ``interval_seconds`` the asset's inferred sampling interval (median positive gap,
-    ``sampling_interval``), from which every duration of detection is derived.
+    One row per (asset, metric); ``metric = ""`` holds the asset-level state written by
+    ``telemetry.streaming.stream_score``: ``state["carry"]`` the detector's stream carry
+    (``BaseDetector.score_stream``: EWMA level / CUSUM sums per metric, step count, adaptive
+    reference, tail of statistics), ``state["onset"]`` the alert onset filter
+    (``OnsetFilter``: armed, quiet, since), ``state["calibration"]`` and ``state["until"]``
+    the calibration and last scored row they continue from. ``detector``/``params`` are the
+    configuration it belongs to (a changed configuration starts afresh), ``rows_seen`` the rows
+    scored so far and ``interval_seconds`` the asset's inferred sampling interval (median
+    positive gap, ``sampling_interval``), from which every duration of detection is derived.
     """
 
     asset = models.ForeignKey(Asset, on_delete=models.CASCADE, related_name="stream_states")

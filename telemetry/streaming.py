@@ -1,8 +1,9 @@
 """Streaming detection state kept in the database, and the asset's cadence.
 
-A streaming detector's memory that history rows cannot rebuild exactly (the alert onset
-filter: armed, quiet, points since the last onset) lives in ``DetectorStreamState``, read and
-written inside the caller's transaction (``detect_anomalies`` holds the asset's
+A streaming detector's memory that history rows cannot rebuild exactly (EWMA level, CUSUM
+sums, the adaptive reference, the tail of statistics behind smoothing and run rules, the alert
+onset filter: armed, quiet, points since the last onset) lives in ``DetectorStreamState``, read
+and written inside the caller's transaction (``detect_anomalies`` holds the asset's
 ``DetectionState`` row lock, so two runs never interleave). Durations of detection are counted in
 sampling intervals of the asset's own data: the interval is inferred from the timestamps seen
 (``telemetry.detectors.sampling_interval``) and stored, so a one-row batch still knows it.
@@ -14,9 +15,11 @@ from datetime import timedelta
 
 import numpy as np
 
-from telemetry.detectors import BaseDetector, sampling_interval
+from telemetry.calibration import Watch
+from telemetry.detectors import BaseDetector, DetectorOutput, sampling_interval
 from telemetry.detectors.streaming import Onsets, state_from_json, state_to_json
 from telemetry.models import DetectorStreamState
+from telemetry.series import Series
 from twins.models import Asset
 
 #: Episode gap, in sampling intervals, for detectors without an onset filter: at SKAB's 1 s
@@ -29,35 +32,58 @@ ASSET_LEVEL = ""
 
 def _row(asset: Asset, name: str, params: dict) -> DetectorStreamState:
     row, _ = DetectorStreamState.objects.get_or_create(
-        asset=asset, metric=ASSET_LEVEL, defaults={"detector": name, "params": params})
+        asset=asset, metric=ASSET_LEVEL, defaults={"detector": name, "params": params}
+    )
     if (row.detector, row.params) != (name, params):
         row.detector, row.params, row.state, row.rows_seen = name, params, {}, 0
     return row
 
 
-def stream_onsets(
-    asset: Asset, name: str, detector: BaseDetector, ratio: np.ndarray, ts: np.ndarray
-) -> tuple[Onsets, float]:
-    """Run the detector's onset filter over new points, carrying its state across calls.
+def _calibration_key(watch: Watch) -> str:
+    cal = watch.calibration
+    return "" if cal is None else f"{cal.pk}@{cal.end.isoformat()}"
 
-    Args:
-        asset: the asset scored (its ``DetectorStreamState`` row is created on first use).
-        name: the detector's configured name (a changed name or parameters resets the state).
-        detector: a detector with ``onset_filter()`` (e.g. ``SmoothedZScore``).
-        ratio: ``(n,)`` statistic / threshold of the new points, oldest first.
-        ts: ``(k,)`` datetime64 timestamps of the rows loaded (history and new), for the cadence.
 
-    Returns:
-        The onsets/active flags of the new points and the sampling interval in seconds.
+def _stamp(ts: np.datetime64) -> str:
+    return str(ts.astype("datetime64[us]"))
+
+
+def stream_score(
+    asset: Asset, watch: Watch, series: Series
+) -> tuple[DetectorOutput, Onsets | None]:
+    """Score the new rows of ``series`` continuing the asset's stream; persist its state.
+
+    The asset's ``DetectorStreamState`` row holds the detector's stream carry
+    (``BaseDetector.score_stream``: EWMA level, CUSUM sums, step count, adaptive reference,
+    tail of statistics for smoothing and run rules), the onset filter's state (detectors with
+    ``onset_filter()``), the calibration it belongs to and the timestamp of the last row
+    scored. The carry is used only if it continues exactly where this call starts (same
+    detector and parameters, same calibration, last scored row = last history row);
+    otherwise the stream restarts on the history rows, which for the first call after
+    calibration are the same whatever the batching. So one batch, 500-row batches and
+    1-row batches give identical statistics, flags and onsets.
+
+    Returns the detector output of the new rows and the onsets (None without an onset filter).
     """
-    row = _row(asset, name, detector.params)
-    seen = sampling_interval(ts)
-    interval = seen or row.interval_seconds or FALLBACK_INTERVAL
-    found, state = detector.onset_filter().update(ratio, state_from_json(row.state))
-    row.state, row.rows_seen = state_to_json(state), row.rows_seen + int(ratio.shape[0])
-    row.interval_seconds = interval
+    row = _row(asset, watch.name, watch.detector.params)
+    saved, k = row.state or {}, series.n_history
+    key = _calibration_key(watch)
+    follows = k > 0 and saved.get("until") == _stamp(series.ts[k - 1])
+    carry = saved.get("carry") if follows and saved.get("calibration") == key else None
+    out, carry = watch.detector.score_stream(
+        series.X[k:], history=series.X[:k] if k else None, carry=carry
+    )
+    found, onset = None, saved.get("onset")
+    if hasattr(watch.detector, "onset_filter"):
+        found, state = watch.detector.onset_filter().update(
+            out.statistic / out.threshold, state_from_json(onset)
+        )
+        onset = state_to_json(state)
+    row.state = {"carry": carry, "onset": onset, "calibration": key, "until": _stamp(series.ts[-1])}
+    row.rows_seen += int(series.X.shape[0] - k)
+    row.interval_seconds = sampling_interval(series.ts) or row.interval_seconds or FALLBACK_INTERVAL
     row.save()
-    return found, interval
+    return out, found
 
 
 def episode_gap(detector: BaseDetector, ts: np.ndarray, asset: Asset) -> timedelta:

@@ -249,12 +249,88 @@ class BaseDetector(ABC):
         first_raw = max(0, first_flag - (self.params["smooth"] - 1))
         return self._finish(self._raw(full, first_raw), n, first_flag)
 
-    def _finish(self, raw: RawScores, n: int, first_flag: int) -> DetectorOutput:
+    def _exceeds(self, stat: np.ndarray) -> np.ndarray:
         thr = self.threshold
+        return stat >= thr if self.inclusive else stat > thr
+
+    def _finish(self, raw: RawScores, n: int, first_flag: int) -> DetectorOutput:
         smoothed = rolling_median(raw.statistic, self.params["smooth"], first_flag)
-        exceed = smoothed >= thr if self.inclusive else smoothed > thr
-        flags = run_filter(exceed, self.params["min_run"])[smoothed.shape[0] - n :]
-        stat = smoothed[smoothed.shape[0] - n :]
+        flags = run_filter(self._exceeds(smoothed), self.params["min_run"])
+        return self._output(raw, smoothed[smoothed.shape[0] - n :], flags[flags.shape[0] - n :])
+
+    # ------------------------------------------------------------- streaming
+    def _raw_stream(
+        self, X: np.ndarray, start: int, carry: dict[str, Any] | None
+    ) -> tuple[RawScores, dict[str, Any]]:
+        """``_raw`` of rows ``start ..`` continuing the detector's recursions from ``carry``.
+
+        Window detectors (no recursion) need nothing but the rows before ``start``; recursive
+        ones (EWMA, CUSUM) override this and return what their next call continues from.
+        """
+        return self._raw(X, start), {}
+
+    def score_stream(
+        self,
+        X: np.ndarray,
+        history: np.ndarray | None = None,
+        carry: dict[str, Any] | None = None,
+    ) -> tuple[DetectorOutput, dict[str, Any]]:
+        """Score the next rows ``X`` ``(n, m)`` of a stream; return the output and the new carry.
+
+        ``carry=None`` starts a stream: it is :meth:`score` (recursions start on the first row
+        of ``history``). With the carry returned by the previous call, recursions continue
+        from their carried values (EWMA level, CUSUM sums, step count, adaptive reference),
+        smoothing and the run rule from the carried tail of statistics; ``history`` (at least
+        :attr:`history_length` rows before ``X``) is then only the window of window detectors.
+        Every step is sequential, so any split of a series into consecutive calls gives
+        bitwise the statistics and flags of one call. The carry is JSON-able (lists, floats).
+
+        Raises:
+            RuntimeError: if the detector needs ``fit`` and was not fitted.
+            ValueError: on shape mismatch, non-finite values or a malformed carry.
+        """
+        X = as_matrix(X)
+        if self.requires_fit and self.fitted_ is None:
+            raise RuntimeError(f"{self.name}: call fit() (or from_state()) before score()")
+        full = (
+            X
+            if history is None or len(history) == 0
+            else np.vstack([as_matrix(history, "history"), X])
+        )
+        if self.n_metrics_ is not None and full.shape[1] != self.n_metrics_:
+            raise ValueError(
+                f"{self.name}: fitted on {self.n_metrics_} metrics, X has {full.shape[1]}"
+            )
+        n, start = X.shape[0], full.shape[0] - X.shape[0]
+        try:
+            fresh = carry is None
+            raw, rec = self._raw_stream(
+                full, 0 if fresh else start, None if fresh else _carried(carry["rec"])
+            )
+            tail = raw.statistic[:start] if fresh else np.asarray(carry["tail"], np.float64)
+            run0 = 0 if fresh else int(carry["run"])
+        except (KeyError, TypeError) as exc:
+            raise ValueError(f"{self.name}: malformed stream carry: {exc!r}") from exc
+        seq = np.concatenate([tail, raw.statistic[start:]])
+        smooth, min_run = self.params["smooth"], self.params["min_run"]
+        smoothed = rolling_median(seq, smooth, 0 if fresh else tail.shape[0])
+        exceed = np.concatenate([np.ones(run0, dtype=bool), self._exceeds(smoothed)])
+        flags = run_filter(exceed, min_run)
+        trailing = (
+            exceed.shape[0] - 1 - int(np.flatnonzero(~exceed)[-1])
+            if (~exceed).any()
+            else exceed.shape[0]
+        )
+        new_carry = {
+            "rec": {k: _to_json(v) for k, v in rec.items()},
+            "tail": seq[seq.shape[0] - (smooth - 1) :].tolist() if smooth > 1 else [],
+            "run": min(trailing, min_run),
+        }
+        out = self._output(raw, smoothed[smoothed.shape[0] - n :], flags[flags.shape[0] - n :])
+        return out, new_carry
+
+    def _output(self, raw: RawScores, stat: np.ndarray, flags: np.ndarray) -> DetectorOutput:
+        n, thr = stat.shape[0], self.threshold
         start = raw.statistic.shape[0] - n
         comps = {"raw": raw.statistic[start:]}
         comps.update({k: v[start:] for k, v in raw.components.items()})
@@ -324,6 +400,13 @@ def _to_json(value: Any) -> Any:
     if isinstance(value, np.floating):
         return float(value)
     return value
+
+
+def _carried(rec: dict[str, Any]) -> dict[str, Any]:
+    """A stream carry's recursion state from JSON: lists → float64 arrays."""
+    return {
+        k: np.asarray(v, dtype=np.float64) if isinstance(v, list) else v for k, v in rec.items()
+    }
 
 
 def _from_json(value: Any) -> Any:

@@ -11,8 +11,8 @@ from .base import BaseDetector, RawScores
 from .numerics import (
     Z_CAP,
     ar1_inflation,
+    ewma_continue,
     ewma_memory,
-    ewma_standardised,
     normalise_rows,
     standardise,
 )
@@ -182,12 +182,30 @@ class PcaT2QDetector(BaseDetector):
         }
 
     def _raw(self, X: np.ndarray, start: int = 0) -> RawScores:
+        return self._raw_stream(X, 0, None)[0]
+
+    def _raw_stream(
+        self, X: np.ndarray, start: int, carry: dict[str, Any] | None
+    ) -> tuple[RawScores, dict[str, Any]]:
+        """Scores of rows ``start ..``; the MEWMA level and step count (``lam`` < 1) are the
+        stream carry, so streamed results are bitwise those of one call."""
         f = self.fitted_
         keep = np.asarray(f["keep"]) > 0
+        rec = carry or {"e": np.zeros(int(keep.sum())), "i": 0}
+        Z = standardise(X[start:, keep], f["center"][keep], f["scale"][keep])
+        Z, e = ewma_continue(Z, self.params["lam"], rec["e"], int(rec["i"]))
+        raw = self._scores(Z, keep, X.shape[1])
+        pad = np.zeros(start)
+        return RawScores(
+            statistic=np.concatenate([pad, raw.statistic]),
+            contributions=np.vstack([np.zeros((start, X.shape[1])), raw.contributions]),
+            components={k: np.concatenate([pad, v]) for k, v in raw.components.items()},
+        ), {"e": e, "i": int(rec["i"]) + Z.shape[0]}
+
+    def _scores(self, Z: np.ndarray, keep: np.ndarray, m: int) -> RawScores:
+        f = self.fitted_
         P = np.atleast_2d(np.asarray(f["components"])).T  # (m', k)
         lam = np.asarray(f["eigenvalues"])
-        Z = standardise(X[:, keep], f["center"][keep], f["scale"][keep])
-        Z = ewma_standardised(Z, self.params["lam"])
         T = Z @ P
         resid = Z - T @ P.T
         t2 = np.sum(T * T / lam, axis=1)
@@ -195,7 +213,7 @@ class PcaT2QDetector(BaseDetector):
         c_t2 = Z * ((T / lam) @ P.T)
         c_q = resid * resid
         stat, contrib = self._combine(t2, q, c_t2, c_q)
-        full = np.zeros((X.shape[0], X.shape[1]))
+        full = np.zeros((Z.shape[0], m))
         full[:, keep] = contrib
         return RawScores(statistic=stat, contributions=full, components={"t2": t2, "q": q})
 

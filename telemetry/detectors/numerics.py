@@ -87,10 +87,45 @@ def ewma_standardised(U: np.ndarray, lam: float) -> np.ndarray:
     """
     if lam >= 1.0:
         return U
-    e = lfilter([lam], [1.0, -(1.0 - lam)], U, axis=0)
-    i = np.arange(1, U.shape[0] + 1)
+    return ewma_continue(U, lam, np.zeros(U.shape[1]), 0)[0]
+
+
+def ewma_continue(
+    U: np.ndarray, lam: float, e0: np.ndarray, i0: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`ewma_standardised` continued from a carried level: the stream's rows ``i0 + 1 ..``.
+
+    ``e0`` ``(m,)`` is the EWMA after the stream's first ``i0`` rows (zeros and 0 for a new
+    stream). Returns the standardised EWMA of ``U`` ``(n, m)`` and the level after its last
+    row. The recursion is evaluated sequentially (``scipy.signal.lfilter`` with initial state
+    ``(1-λ) e0``), so splitting a series into consecutive calls gives bitwise the same values
+    as one call. λ = 1 returns ``U`` and its last row.
+    """
+    if U.shape[0] == 0:
+        return U, e0
+    if lam >= 1.0:
+        return U, U[-1].copy()
+    e = lfilter([lam], [1.0, -(1.0 - lam)], U, axis=0, zi=((1.0 - lam) * e0)[None, :])[0]
+    i = np.arange(i0 + 1, i0 + U.shape[0] + 1)
     sd = np.sqrt(lam / (2.0 - lam) * (1.0 - (1.0 - lam) ** (2 * i)))
-    return e / sd[:, None]
+    return e / sd[:, None], e[-1].copy()
+
+
+def cusum_continue(
+    y: np.ndarray, c0: np.ndarray, low0: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One-sided CUSUM ``S_i = max(0, S_{i-1} + y_i)`` of ``(n, m)`` ``y``, continued.
+
+    Lindley's identity: with the running sum ``C_i = C_{i-1} + y_i`` and its running minimum
+    ``low_i = min(0, C_1, .., C_i)``, ``S_i = C_i - low_i``. ``c0``/``low0`` ``(m,)`` are the
+    carried sum and minimum (zeros for a new stream). ``np.cumsum`` adds sequentially, so
+    consecutive calls give bitwise the values of one call. Returns ``(S, C_last, low_last)``.
+    """
+    if y.shape[0] == 0:
+        return y, c0, low0
+    c = np.cumsum(np.vstack([c0[None, :], y]), axis=0)[1:]
+    low = np.minimum(np.minimum.accumulate(c, axis=0), low0)
+    return np.maximum(c - low, 0.0), c[-1].copy(), low[-1].copy()
 
 
 def normalise_rows(weights: np.ndarray) -> np.ndarray:

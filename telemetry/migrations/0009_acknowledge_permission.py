@@ -6,7 +6,7 @@ from django.db import migrations
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('telemetry', '0007_anomaly_consensus'),
+        ('telemetry', '0008_pump_default_ewma_adaptive'),
     ]
 
     operations = [
