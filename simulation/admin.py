@@ -11,15 +11,8 @@ from simulation import services
 from simulation.engine import SimulationError
 from simulation.forms import NormalPeriodForm
 from simulation.models import SimulationRun, WhatIfModel
+from twins.admin import ReadOnlyAdmin
 from twins.errors import ServiceError
-
-
-class ReadOnlyAdmin(admin.ModelAdmin):
-    def has_add_permission(self, request) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
 
 
 @admin.register(SimulationRun)

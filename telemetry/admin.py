@@ -15,6 +15,9 @@ class AnomalyAdmin(admin.ModelAdmin):
     def has_add_permission(self, request) -> bool:
         return False  # anomalies are opened by detection, never typed in
 
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False  # closed by the lifecycle services (acknowledge, resolve), never deleted
+
 
 
 
