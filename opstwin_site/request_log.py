@@ -17,15 +17,15 @@ import json
 import logging
 import re
 import uuid
-from contextvars import ContextVar
 from datetime import UTC, datetime
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from celery.signals import before_task_publish, task_postrun, task_prerun
 
+from twins.request_context import request_id  # the ledger reads the same variable
+
 HEADER = "X-Request-ID"
 VALID = re.compile(r"[A-Za-z0-9._-]{1,64}")
-request_id: ContextVar[str] = ContextVar("request_id", default="-")
 
 
 def incoming_id(value: str | None) -> str:

@@ -115,3 +115,39 @@ def test_a_task_runs_with_the_id_it_carries():
     probe.apply()
     assert seen == ["trace-run", "-"]
     assert request_id.get() == "-"
+
+
+@pytest.mark.django_db
+def test_an_audit_entry_written_by_a_task_names_the_request_that_queued_it():
+    """A task carrying a request id (as one queued during a request does) writes audit entries
+    under that id; outside any request or task the entry's id is empty."""
+    from django.db import transaction
+
+    from twins.ledger import record_change
+    from twins.models import AuditEntry, Twin
+
+    twin = Twin.objects.create(slug="plant", name="Plant")
+
+    @celery_app.task(name=f"tests.request_id_audit_{uuid.uuid4().hex[:6]}")
+    def change(name: str):
+        with transaction.atomic():
+            record_change(actor="worker", action="twin.touch", resource_type="twin",
+                          resource_id=twin.pk, operation="updated", after={"name": name},
+                          twin=twin)
+
+    change.apply(args=["by-task"], headers={"request_id": "trace-audit"})
+    change.apply(args=["no-request"])
+    assert dict(AuditEntry.objects.values_list("after__name", "request_id")) == {
+        "by-task": "trace-audit", "no-request": ""}
+
+
+@pytest.mark.django_db
+def test_an_audit_entry_written_during_a_request_names_its_id(admin_client):
+    """The admin edits a twin with an X-Request-ID: the audit entry carries that id."""
+    from twins.models import AuditEntry
+
+    admin_client.post("/admin/twins/twin/add/", {
+        "slug": "mill", "name": "Mill", "description": "", "assets-TOTAL_FORMS": "0",
+        "assets-INITIAL_FORMS": "0", "assets-MIN_NUM_FORMS": "0",
+        "assets-MAX_NUM_FORMS": "1000"}, headers={"X-Request-ID": "trace-admin-1"})
+    assert AuditEntry.objects.get(action="twin.create").request_id == "trace-admin-1"

@@ -41,6 +41,7 @@ from django.utils import timezone
 
 from twins.feed import append_event
 from twins.models import AuditEntry, ChangeEvent
+from twins.request_context import current_request_id
 
 AUDIT_LOCK_KEY = 0x0475_7431  # any constant unique to this lock
 GENESIS_HASH = "0" * 64
@@ -156,6 +157,13 @@ def _take_row_locks_first(cursor, twin) -> None:
                        [twin.pk])
 
 
+def _request_id(request) -> str:
+    """The id the request was served under (``opstwin_site.request_log`` assigns it), else the
+    current request's or task's (``twins.request_context``), else ``""``; at most 64 chars."""
+    assigned = getattr(request, "request_id", None) if request is not None else None
+    return (assigned or current_request_id())[:64]
+
+
 def record_change(
     *,
     actor,
@@ -173,7 +181,9 @@ def record_change(
 
     ``actor`` is a user, a system component name (``"detector"``) or None. ``after``/``before``
     are the resource's JSON states (``{resource_type}.v1``). ``request`` (optional) supplies the
-    request id and client address. Raises ``TransactionManagementError`` if called outside
+    client address; the request id is the one the request or the Celery task that a request
+    queued runs under (``twins.request_context``), so an entry written by a task names the
+    request that started it. Raises ``TransactionManagementError`` if called outside
     ``transaction.atomic()``: a change and its record must commit together or not at all.
     """
     if not connection.in_atomic_block:
@@ -196,7 +206,7 @@ def record_change(
         before=before,
         after=after,
         reason=reason,
-        request_id=(request.headers.get("X-Request-ID", "") if request else "")[:64],
+        request_id=_request_id(request),
         client_address=(request.META.get("REMOTE_ADDR", "") if request else "")[:64],
         prev_hash=tip["hash"] if tip else GENESIS_HASH,
     )
