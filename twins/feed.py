@@ -1,8 +1,8 @@
-"""The change feed's bottom half: appending events, their cursor, and the commit signal.
+"""The change feed's bottom half: the cursor and the commit signal.
 
 ``ChangeEvent`` rows are the transactional outbox every channel reads (``/diff``, SSE,
-WebSocket). This module writes them (only ever from ``twins.ledger.record_change``, which holds
-the sequencing lock), encodes the opaque cursor agents resume from, and announces commits with
+WebSocket); ``twins.ledger.record_change`` writes them under the sequencing lock. This module
+encodes the opaque cursor agents resume from, and announces commits with
 the ``change_committed`` signal. The live-stream hubs (``aiw``) connect to that signal in
 ``AiwConfig.ready``; the ledger itself knows nothing of streams, so no app has to import the
 protocol layer to record a change.
@@ -12,10 +12,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-from datetime import datetime
-from functools import partial
 
-from django.db import transaction
 from django.dispatch import Signal
 
 from twins.models import ChangeEvent
@@ -76,19 +73,3 @@ def feed_cursor() -> str:
 def announce_commit(event_id: int) -> None:
     """The on-commit callback of every appended event: send ``change_committed``."""
     change_committed.send(sender=ChangeEvent, event_id=event_id)
-
-
-def append_event(
-    *, type: str, resource_type: str, resource_id: str, operation: str, twin, actor: str,
-    data: dict, at: datetime,
-) -> ChangeEvent:
-    """Write one ChangeEvent in the current transaction; ``change_committed`` fires on commit.
-
-    Call through ``twins.ledger.record_change``, which holds the sequencing lock.
-    """
-    event = ChangeEvent.objects.create(
-        type=type, resource_type=resource_type, resource_id=resource_id, operation=operation,
-        twin=twin, actor=actor, data=data, created_at=at,
-    )
-    transaction.on_commit(partial(announce_commit, event.id))
-    return event

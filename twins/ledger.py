@@ -33,14 +33,16 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+from functools import partial
 from typing import Any
 
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import connection, transaction
 from django.utils import timezone
+from psycopg.types.json import Jsonb
 
-from twins.feed import append_event
-from twins.models import AuditEntry, ChangeEvent
+from twins.feed import announce_commit
+from twins.models import AuditEntry, ChangeEvent, Twin
 from twins.request_context import current_request_id
 
 AUDIT_LOCK_KEY = 0x0475_7431  # any constant unique to this lock
@@ -140,21 +142,54 @@ def actor_label(actor) -> tuple[str, str]:
     return actor.get_username(), role_of(actor)
 
 
-def _take_row_locks_first(cursor, twin) -> None:
-    """Take the row locks this transaction needs so far before the audit lock (lock order).
+def _lock_and_read_tip(cursor, twin) -> tuple[int, str] | None:
+    """Take the row locks first, then the audit lock, then read the chain's tip: one round trip.
 
-    The audit lock is global and held to commit. If a transaction held it and then waited for
-    a row lock (foreign-key checks take KEY SHARE locks, and Django defers them to COMMIT),
-    while the row's holder waited for the audit lock, PostgreSQL would abort one of them as a
-    deadlock. So the pending foreign-key checks run now (``SET CONSTRAINTS ALL IMMEDIATE``,
-    then deferral is restored) and the twin row the change event will reference is locked
-    FOR KEY SHARE before the audit lock is requested.
+    Lock order: the audit lock is global and held to commit. If a transaction held it and then
+    waited for a row lock (foreign-key checks take KEY SHARE locks, and Django defers them to
+    COMMIT), while the row's holder waited for the audit lock, PostgreSQL would abort one of
+    them as a deadlock. So the pending foreign-key checks run first (``SET CONSTRAINTS ALL
+    IMMEDIATE``, then deferral is restored) and the twin row the change event will reference
+    is locked FOR KEY SHARE before the audit lock is requested.
+
+    The statements travel as one simple-protocol query (only integers are inlined); each runs
+    with its own snapshot under READ COMMITTED, so the tip is read after the lock was granted
+    and sees every chain entry committed before. Returns ``(seq, hash)`` or None (empty chain).
     """
-    cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
-    cursor.execute("SET CONSTRAINTS ALL DEFERRED")
+    statements = ["SET CONSTRAINTS ALL IMMEDIATE", "SET CONSTRAINTS ALL DEFERRED"]
     if twin is not None:
-        cursor.execute(f"SELECT 1 FROM {twin._meta.db_table} WHERE id = %s FOR KEY SHARE",
-                       [twin.pk])
+        statements.append(f"SELECT 1 FROM {Twin._meta.db_table} WHERE id = {int(twin.pk)} "
+                          "FOR KEY SHARE")
+    statements.append(f"SELECT pg_advisory_xact_lock({AUDIT_LOCK_KEY})")
+    statements.append(f'SELECT seq, hash FROM "{AuditEntry._meta.db_table}" '
+                      "ORDER BY seq DESC LIMIT 1")
+    cursor.execute("; ".join(statements))
+    for _ in statements[:-1]:
+        cursor.nextset()
+    row = cursor.fetchone()
+    return (row[0], row[1]) if row else None
+
+
+ENTRY_COLUMNS = ("seq", "at", "actor", "role", "action", "resource_type", "resource_id",
+                 "twin_slug", "before", "after", "reason", "request_id", "client_address",
+                 "prev_hash", "hash", "key_id")
+EVENT_COLUMNS = ("type", "resource_type", "resource_id", "operation", "twin_id", "actor",
+                 "data", "created_at")
+
+
+def _insert(cursor, entry: AuditEntry, event: dict) -> int:
+    """INSERT the audit entry and the change event in one statement; the event's id."""
+    json_value = lambda value: None if value is None else Jsonb(value)  # noqa: E731
+    entry_values = [json_value(v) if c in ("before", "after") else v
+                    for c, v in ((c, getattr(entry, c)) for c in ENTRY_COLUMNS)]
+    event_values = [Jsonb(event[c]) if c == "data" else event[c] for c in EVENT_COLUMNS]
+    cursor.execute(
+        f'WITH entry AS (INSERT INTO "{AuditEntry._meta.db_table}" ({", ".join(ENTRY_COLUMNS)}) '
+        f"VALUES ({', '.join(['%s'] * len(ENTRY_COLUMNS))}) RETURNING 1) "
+        f'INSERT INTO "{ChangeEvent._meta.db_table}" ({", ".join(EVENT_COLUMNS)}) '
+        f"SELECT {', '.join(['%s'] * len(EVENT_COLUMNS))} FROM entry RETURNING id",
+        entry_values + event_values)
+    return cursor.fetchone()[0]
 
 
 def _request_id(request) -> str:
@@ -188,37 +223,33 @@ def record_change(
     """
     if not connection.in_atomic_block:
         raise transaction.TransactionManagementError("record_change needs transaction.atomic()")
-    with connection.cursor() as cursor:
-        _take_row_locks_first(cursor, twin)
-        cursor.execute("SELECT pg_advisory_xact_lock(%s)", [AUDIT_LOCK_KEY])
-    tip = AuditEntry.objects.order_by("-seq").values("seq", "hash").first()
     name, role = actor_label(actor)
     after, before = jsonable(after), jsonable(before)
-    entry = AuditEntry(
-        seq=(tip["seq"] + 1) if tip else 1,
-        at=timezone.now(),
-        actor=name,
-        role=role,
-        action=action,
-        resource_type=resource_type,
-        resource_id=str(resource_id),
-        twin_slug=twin.slug if twin else "",
-        before=before,
-        after=after,
-        reason=reason,
-        request_id=_request_id(request),
-        client_address=(request.META.get("REMOTE_ADDR", "") if request else "")[:64],
-        prev_hash=tip["hash"] if tip else GENESIS_HASH,
-    )
-    seal(entry)
-    entry.save(force_insert=True)
-    return append_event(
-        type=f"{resource_type}.{operation}",
-        resource_type=resource_type,
-        resource_id=str(resource_id),
-        operation=operation,
-        twin=twin,
-        actor=name,
-        data=after if after is not None else {"id": str(resource_id)},
-        at=entry.at,
-    )
+    with connection.cursor() as cursor:
+        tip = _lock_and_read_tip(cursor, twin)
+        entry = AuditEntry(
+            seq=(tip[0] + 1) if tip else 1,
+            at=timezone.now(),
+            actor=name,
+            role=role,
+            action=action,
+            resource_type=resource_type,
+            resource_id=str(resource_id),
+            twin_slug=twin.slug if twin else "",
+            before=before,
+            after=after,
+            reason=reason,
+            request_id=_request_id(request),
+            client_address=(request.META.get("REMOTE_ADDR", "") if request else "")[:64],
+            prev_hash=tip[1] if tip else GENESIS_HASH,
+        )
+        seal(entry)
+        event = {"type": f"{resource_type}.{operation}", "resource_type": resource_type,
+                 "resource_id": str(resource_id), "operation": operation,
+                 "twin_id": twin.pk if twin else None, "actor": name,
+                 "data": after if after is not None else {"id": str(resource_id)},
+                 "created_at": entry.at}
+        event_id = _insert(cursor, entry, event)
+    transaction.on_commit(partial(announce_commit, event_id))
+    return ChangeEvent.from_db(connection.alias, ["id", *EVENT_COLUMNS],
+                               [event_id, *(event[c] for c in EVENT_COLUMNS)])
