@@ -40,6 +40,7 @@ def _django(url: str) -> None:
     os.environ["DATABASE_URL"] = url
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "opstwin_site.settings")
     os.environ["DB_POOL_MAX_SIZE"] = "2"
+    os.environ.pop("REDIS_URL", None)  # in-memory channel layer: no notifier traffic at exit
     import django
 
     django.setup()
