@@ -419,6 +419,19 @@ SIMULATION_MAX_INPUTS = env_int("SIMULATION_MAX_INPUTS", 200, minimum=1)
 # (seconds; 0 = at every engine callback).
 SIMULATION_PROGRESS_SECONDS = env_float("SIMULATION_PROGRESS_SECONDS", 0.5)
 SIMULATION_CANCEL_POLL_SECONDS = env_float("SIMULATION_CANCEL_POLL_SECONDS", 0.5)
+# A run left "running" by a dead worker is restarted once its lease (SIMULATION_MAX_SECONDS
+# + 60 s) has passed: beat requeues it, and a redelivered task may reclaim it
+# (simulation/services/runs.py).
+CELERY_BEAT_SCHEDULE["simulation-requeue-stalled"] = {
+    "task": "simulation.tasks.requeue_stalled_runs", "schedule": 60.0}
+# Redis transport: a message taken by a worker that died unacked (acks_late) is redelivered
+# after this many seconds. It must exceed the longest task (a simulation's hard limit,
+# SIMULATION_MAX_SECONDS + 30 s), or a running task is delivered a second time.
+CELERY_VISIBILITY_TIMEOUT_SECONDS = env_int("CELERY_VISIBILITY_TIMEOUT_SECONDS", 3600, minimum=1)
+if CELERY_VISIBILITY_TIMEOUT_SECONDS <= SIMULATION_MAX_SECONDS + 30:
+    raise ImproperlyConfigured("CELERY_VISIBILITY_TIMEOUT_SECONDS must exceed "
+                               "SIMULATION_MAX_SECONDS + 30 (the longest task)")
+CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": CELERY_VISIBILITY_TIMEOUT_SECONDS}
 
 
 # --- issue 17: production and security (HTTPS, cookies, hosts, CSP, probes, metrics) ----------
@@ -503,3 +516,6 @@ LOGGING["formatters"]["json"] = {"()": "opstwin_site.request_log.JsonFormatter"}
 LOGGING["handlers"]["console"]["filters"] = ["request_id"]
 LOGGING["handlers"]["console"]["formatter"] = LOG_FORMAT
 MIDDLEWARE.insert(0, "opstwin_site.request_log.RequestIdMiddleware")  # outermost: ids for all
+# A view that fails because PostgreSQL, Redis or the Celery broker is unreachable answers 503
+# problem+json with Retry-After and the dependency's name (opstwin_site/unavailable.py).
+MIDDLEWARE.append("opstwin_site.unavailable.DependencyUnavailableMiddleware")
