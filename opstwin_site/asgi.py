@@ -12,6 +12,11 @@ from django.core.asgi import get_asgi_application
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "opstwin_site.settings")
 django_asgi_app = get_asgi_application()
 
+from opstwin_site.tracing import setup_tracing  # noqa: E402 - needs Django set up first
+
+# Before the first request builds the middleware chain: tracing adds its middleware.
+setup_tracing("web")
+
 from channels.auth import AuthMiddlewareStack  # noqa: E402 - needs Django set up first
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 

@@ -519,3 +519,11 @@ MIDDLEWARE.insert(0, "opstwin_site.request_log.RequestIdMiddleware")  # outermos
 # A view that fails because PostgreSQL, Redis or the Celery broker is unreachable answers 503
 # problem+json with Retry-After and the dependency's name (opstwin_site/unavailable.py).
 MIDDLEWARE.append("opstwin_site.unavailable.DependencyUnavailableMiddleware")
+
+# Optional OpenTelemetry tracing (opstwin_site/tracing.py): off by default. The OTLP endpoint,
+# headers and sampler come from the SDK's own OTEL_* variables.
+TRACING_ENABLED = env_bool("TRACING_ENABLED", False)
+TRACING_EXPORTER = env_str("TRACING_EXPORTER", "otlp")
+if TRACING_EXPORTER not in {"otlp", "console"}:
+    raise ImproperlyConfigured(f"TRACING_EXPORTER={TRACING_EXPORTER!r} must be otlp or console")
+TRACING_SERVICE_NAME = env_str("TRACING_SERVICE_NAME", "opstwin")
