@@ -124,6 +124,17 @@ if DB_POOL_MAX_SIZE:
 else:
     _db["CONN_MAX_AGE"] = env_int("DB_CONN_MAX_AGE", 0, minimum=0)
 DATABASES = {"default": _db}
+# A streaming read replica for the telemetry query API (telemetry/replica.py): same user
+# options and pool bounds as the primary. In a test run it mirrors the primary.
+DATABASE_REPLICA_URL = env_url("DATABASE_REPLICA_URL", ("postgres", "postgresql"))
+if DATABASE_REPLICA_URL:
+    _replica = environ.Env.db_url_config(DATABASE_REPLICA_URL)
+    _replica["ENGINE"] = _db["ENGINE"]
+    _replica["CONN_MAX_AGE"] = _db["CONN_MAX_AGE"]
+    _replica["OPTIONS"] = {**_db["OPTIONS"], **_replica.get("OPTIONS", {})}
+    _replica["TEST"] = {"MIRROR": "default"}
+    DATABASES["replica"] = _replica
+DATABASE_ROUTERS = ["telemetry.replica.TelemetryReplicaRouter"]
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # TimescaleDB: off by default because the extension is not on every PostgreSQL. When on, the
