@@ -17,8 +17,10 @@ from __future__ import annotations
 
 import logging
 
+import redis
 from django.db import InterfaceError, OperationalError
 from django.http import HttpRequest, HttpResponse
+from kombu.exceptions import OperationalError as KombuOperationalError
 
 from aiw.problems import problem
 
@@ -31,14 +33,8 @@ def dependency_of(exc: BaseException) -> str | None:
     unreachable, else None."""
     if isinstance(exc, OperationalError | InterfaceError):
         return "database"
-    try:
-        import redis
-    except ImportError:  # pragma: no cover - a dependency of the project
-        redis = None
-    if redis is not None and isinstance(exc, redis.ConnectionError | redis.TimeoutError):
+    if isinstance(exc, redis.ConnectionError | redis.TimeoutError):
         return "redis"
-    from kombu.exceptions import OperationalError as KombuOperationalError
-
     if isinstance(exc, KombuOperationalError):
         return "broker"
     return None
