@@ -34,8 +34,35 @@ spans = [{"name": s.name, "kind": s.kind.name, "trace": s.context.trace_id,
 print(json.dumps({"status": status, "spans": spans}))
 """
 
+_TRACE_THE_ASGI_ENTRY_POINT = """
+import asyncio, json
+from asgiref.testing import ApplicationCommunicator
+from opstwin_site.asgi import application  # sets tracing up as daphne would
+from opentelemetry import trace
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+exporter = InMemorySpanExporter()
+trace.get_tracer_provider().add_span_processor(SimpleSpanProcessor(exporter))
 
-def traced_run(tmp_path) -> dict:
+async def get(path):
+    scope = {"type": "http", "method": "GET", "path": path, "raw_path": path.encode(),
+             "query_string": b"", "headers": [(b"host", b"localhost")], "scheme": "http",
+             "server": ("127.0.0.1", 8000), "client": ("127.0.0.1", 5000),
+             "asgi": {"version": "3.0"}, "http_version": "1.1", "root_path": ""}
+    app = ApplicationCommunicator(application, scope)
+    await app.send_input({"type": "http.request", "body": b""})
+    start = await app.receive_output(30)
+    await app.receive_output(30)
+    return start["status"]
+
+status = asyncio.run(get("/health"))
+print(json.dumps({"status": status, "spans": [
+    {"name": s.name, "kind": s.kind.name, "process": s.resource.attributes["opstwin.process"]}
+    for s in exporter.get_finished_spans()]}))
+"""
+
+
+def traced_run(tmp_path, script: str = _TRACE_A_REQUEST, **extra: str) -> dict:
     env = os.environ | {
         "TRACING_ENABLED": "1",
         "DATABASE_URL": this_database_url(),
@@ -45,15 +72,17 @@ def traced_run(tmp_path) -> dict:
         "DJANGO_SETTINGS_MODULE": "opstwin_site.settings",
     }
     result = subprocess.run(
-        [sys.executable, "-c", _TRACE_A_REQUEST],
-        env=env,
+        [sys.executable, "-c", script],
+        env=env | extra,
         cwd=REPO,
         capture_output=True,
         text=True,
         timeout=180,
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    return json.loads(result.stdout.strip().splitlines()[-1])
+    # The console exporter (if configured) prints its spans too: take our line.
+    (line,) = [x for x in result.stdout.splitlines() if x.startswith('{"status"')]
+    return json.loads(line)
 
 
 @pytest.mark.django_db
@@ -78,6 +107,13 @@ def test_a_celery_task_produces_its_own_span(tmp_path):
     spans = traced_run(tmp_path)["spans"]
     names = [s["name"] for s in spans]
     assert any("purge_idempotency_keys" in name for name in names), names
+
+
+def test_the_asgi_entry_point_daphne_serves_is_traced_when_enabled(tmp_path):
+    """The instrumentation must be in place before the ASGI handler builds its middleware."""
+    run = traced_run(tmp_path, _TRACE_THE_ASGI_ENTRY_POINT, TRACING_EXPORTER="console")
+    assert run["status"] == 200
+    assert {"name": "GET health", "kind": "SERVER", "process": "web"} in run["spans"]
 
 
 def test_tracing_is_off_by_default(settings):
