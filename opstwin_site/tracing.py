@@ -3,15 +3,15 @@
 Off by default. ``TRACING_ENABLED=1`` turns it on for every process that calls
 ``setup_tracing`` (``opstwin_site/asgi.py``, ``manage.py``, and each Celery worker process):
 
-- Django requests (server spans, ASGI and WSGI alike), Celery task publish and run (the trace
-  context travels in the message headers, so a task's span is a child of the request that
-  queued it), and psycopg queries (client spans with the statement).
+- Django requests (server spans, ASGI and WSGI alike), Celery task publish and run (the
+  instrumentation carries the trace context in the message headers), and psycopg queries
+  (client spans with the statement). Celery workers are set up per pool process
+  (``worker_process_init``, prefork, the default pool).
 - Spans go to ``TRACING_EXPORTER``: ``otlp`` (OTLP over HTTP; the endpoint and headers come
   from the SDK's standard ``OTEL_EXPORTER_OTLP_*`` variables, default
-  ``http://localhost:4318/v1/traces``) or ``console`` (one JSON span per line on stdout, for a
-  quick look). ``TRACING_SERVICE_NAME`` names the service (default ``opstwin``); the process
-  kind (web, worker, manage) is added as ``service.instance.id``-style attribute
-  ``opstwin.process``.
+  ``http://localhost:4318/v1/traces``) or ``console`` (each span as JSON on stdout, for a quick
+  look). ``TRACING_SERVICE_NAME`` names the service (default ``opstwin``); the resource
+  attribute ``opstwin.process`` says which kind of process (web, worker, manage) made a span.
 - Sampling follows the SDK's ``OTEL_TRACES_SAMPLER`` / ``OTEL_TRACES_SAMPLER_ARG`` (default:
   every trace, parent-based).
 
