@@ -267,27 +267,29 @@ _CELERY = (
 )
 
 
-def worker(env: dict, tmp: Path, name: str) -> subprocess.Popen:
+def worker(env: dict, tmp: Path, name: str, *, beat: bool = True) -> subprocess.Popen:
+    """A Celery worker ``<name>@faults`` on the ``simulate`` queue, concurrency 1, in its own
+    process group (so a SIGKILL takes its pool child too); with an embedded beat by default."""
+    beat_args = ["-B", "--schedule", str(tmp / f"beat-{name}")] if beat else []
+    argv = [
+        sys.executable,
+        "-c",
+        _CELERY,
+        "-A",
+        "opstwin_site",
+        "worker",
+        "-Q",
+        "simulate",
+        "--concurrency",
+        "1",
+        "--hostname",
+        f"{name}@faults",
+        *beat_args,
+        "--loglevel",
+        "WARNING",
+    ]
     return subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            _CELERY,
-            "-A",
-            "opstwin_site",
-            "worker",
-            "-Q",
-            "simulate",
-            "--concurrency",
-            "1",
-            "--hostname",
-            f"{name}@faults",
-            "-B",
-            "--schedule",
-            str(tmp / f"beat-{name}"),
-            "--loglevel",
-            "WARNING",
-        ],
+        argv,
         cwd=REPO,
         env=env,
         stdout=(tmp / f"{name}.log").open("w"),
