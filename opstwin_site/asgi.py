@@ -7,9 +7,16 @@ WebSockets authenticate with a session cookie (Origin checked against ALLOWED_HO
 
 import os
 
+import django
 from django.core.asgi import get_asgi_application
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "opstwin_site.settings")
+django.setup(set_prefix=False)
+
+from opstwin_site.tracing import setup_tracing  # noqa: E402 - needs Django set up first
+
+# Before the handler builds its middleware chain: tracing adds its own middleware.
+setup_tracing("web")
 django_asgi_app = get_asgi_application()
 
 from channels.auth import AuthMiddlewareStack  # noqa: E402 - needs Django set up first

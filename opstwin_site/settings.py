@@ -125,6 +125,17 @@ if DB_POOL_MAX_SIZE:
 else:
     _db["CONN_MAX_AGE"] = env_int("DB_CONN_MAX_AGE", 0, minimum=0)
 DATABASES = {"default": _db}
+# A streaming read replica for the telemetry query API (telemetry/replica.py): same user
+# options and pool bounds as the primary. In a test run it mirrors the primary.
+DATABASE_REPLICA_URL = env_url("DATABASE_REPLICA_URL", ("postgres", "postgresql"))
+if DATABASE_REPLICA_URL:
+    _replica = environ.Env.db_url_config(DATABASE_REPLICA_URL)
+    _replica["ENGINE"] = _db["ENGINE"]
+    _replica["CONN_MAX_AGE"] = _db["CONN_MAX_AGE"]
+    _replica["OPTIONS"] = {**_db["OPTIONS"], **_replica.get("OPTIONS", {})}
+    _replica["TEST"] = {"MIRROR": "default"}
+    DATABASES["replica"] = _replica
+DATABASE_ROUTERS = ["telemetry.replica.TelemetryReplicaRouter"]
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # TimescaleDB: off by default because the extension is not on every PostgreSQL. When on, the
@@ -420,6 +431,19 @@ SIMULATION_MAX_INPUTS = env_int("SIMULATION_MAX_INPUTS", 200, minimum=1)
 # (seconds; 0 = at every engine callback).
 SIMULATION_PROGRESS_SECONDS = env_float("SIMULATION_PROGRESS_SECONDS", 0.5)
 SIMULATION_CANCEL_POLL_SECONDS = env_float("SIMULATION_CANCEL_POLL_SECONDS", 0.5)
+# A run left "running" by a dead worker is restarted once its lease (SIMULATION_MAX_SECONDS
+# + 60 s) has passed: beat requeues it, and a redelivered task may reclaim it
+# (simulation/services/runs.py).
+CELERY_BEAT_SCHEDULE["simulation-requeue-stalled"] = {
+    "task": "simulation.tasks.requeue_stalled_runs", "schedule": 60.0}
+# Redis transport: a message taken by a worker that died unacked (acks_late) is redelivered
+# after this many seconds. It must exceed the longest task (a simulation's hard limit,
+# SIMULATION_MAX_SECONDS + 30 s), or a running task is delivered a second time.
+CELERY_VISIBILITY_TIMEOUT_SECONDS = env_int("CELERY_VISIBILITY_TIMEOUT_SECONDS", 3600, minimum=1)
+if CELERY_VISIBILITY_TIMEOUT_SECONDS <= SIMULATION_MAX_SECONDS + 30:
+    raise ImproperlyConfigured("CELERY_VISIBILITY_TIMEOUT_SECONDS must exceed "
+                               "SIMULATION_MAX_SECONDS + 30 (the longest task)")
+CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": CELERY_VISIBILITY_TIMEOUT_SECONDS}
 
 
 # --- issue 17: production and security (HTTPS, cookies, hosts, CSP, probes, metrics) ----------
@@ -504,3 +528,14 @@ LOGGING["formatters"]["json"] = {"()": "opstwin_site.request_log.JsonFormatter"}
 LOGGING["handlers"]["console"]["filters"] = ["request_id"]
 LOGGING["handlers"]["console"]["formatter"] = LOG_FORMAT
 MIDDLEWARE.insert(0, "opstwin_site.request_log.RequestIdMiddleware")  # outermost: ids for all
+# A view that fails because PostgreSQL, Redis or the Celery broker is unreachable answers 503
+# problem+json with Retry-After and the dependency's name (opstwin_site/unavailable.py).
+MIDDLEWARE.append("opstwin_site.unavailable.DependencyUnavailableMiddleware")
+
+# Optional OpenTelemetry tracing (opstwin_site/tracing.py): off by default. The OTLP endpoint,
+# headers and sampler come from the SDK's own OTEL_* variables.
+TRACING_ENABLED = env_bool("TRACING_ENABLED", False)
+TRACING_EXPORTER = env_str("TRACING_EXPORTER", "otlp")
+if TRACING_EXPORTER not in {"otlp", "console"}:
+    raise ImproperlyConfigured(f"TRACING_EXPORTER={TRACING_EXPORTER!r} must be otlp or console")
+TRACING_SERVICE_NAME = env_str("TRACING_SERVICE_NAME", "opstwin")

@@ -19,3 +19,16 @@ def execute_simulation(run_id: int) -> str:
     """
     run = services.execute_run(run_id)
     return run.status if run is not None else "missing"
+
+
+@shared_task(ignore_result=True)
+def requeue_stalled_runs() -> list[int]:
+    """Celery beat: enqueue ``execute_simulation`` again for every run left ``running`` past
+    its lease (``services.stalled_runs``: its worker died), whichever way the first delivery
+    was lost (a killed prefork child acks its message; a killed worker's message waits for
+    the broker's visibility timeout). The claim lets exactly one delivery restart it.
+    Returns the run ids enqueued."""
+    run_ids = list(services.stalled_runs().values_list("pk", flat=True))
+    for run_id in run_ids:
+        execute_simulation.delay(run_id)
+    return run_ids

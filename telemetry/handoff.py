@@ -62,12 +62,21 @@ def send(stage: str, ids: list[int]) -> None:
     elif stage == RESPOND:
         _respond(ids)
     else:
-        _policy_task(ESCALATE).delay(list(ids))
+        policy_task(ESCALATE).delay(list(ids))
 
 
-def _policy_task(stage: str):
-    """The registered Celery task of the policy layer for ``stage``, looked up by name."""
-    return current_app.tasks[POLICY_TASKS[stage]]
+def policy_task(stage: str):
+    """The registered Celery task of the policy layer for ``stage``, looked up by name.
+
+    A worker registers every app's tasks at start; a web or ingest process (and eager Celery)
+    only those imported so far, so an unknown name first runs the app's task autodiscovery
+    (``loader.import_default_modules``). Raises ``celery.exceptions.NotRegistered`` if the
+    name is still unknown (a renamed task).
+    """
+    name = POLICY_TASKS[stage]
+    if name not in current_app.tasks:
+        current_app.loader.import_default_modules()
+    return current_app.tasks[name]
 
 
 def _respond(anomaly_ids: list[int]) -> None:
@@ -76,7 +85,7 @@ def _respond(anomaly_ids: list[int]) -> None:
 
     for anomaly_id in anomaly_ids:
         try:
-            _policy_task(RESPOND).delay(anomaly_id)
+            policy_task(RESPOND).delay(anomaly_id)
         except Exception as exc:
             log.exception("response to anomaly %s failed", anomaly_id)
             asset_id = (Anomaly.objects.filter(pk=anomaly_id)

@@ -5,7 +5,14 @@ Views, the API, admin actions and Celery tasks call these; every change goes thr
 lifecycle and :mod:`.whatif` for models).
 """
 
-from simulation.services.runs import Submission, cancel_run, execute_run, submit_run
+from simulation.services.runs import (
+    Submission,
+    cancel_run,
+    execute_run,
+    run_lease_seconds,
+    stalled_runs,
+    submit_run,
+)
 from simulation.services.whatif import (
     NotEnoughTelemetry,
     breach_probability,
@@ -23,6 +30,8 @@ __all__ = [
     "cancel_run",
     "constraints_for",
     "execute_run",
+    "run_lease_seconds",
+    "stalled_runs",
     "fit_whatif_model",
     "recent_state",
     "refit_whatif_model",

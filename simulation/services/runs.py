@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from datetime import timedelta
 from functools import partial
 
 from celery.exceptions import SoftTimeLimitExceeded
@@ -87,16 +88,35 @@ def submit_run(body: dict, *, actor, asset: Asset | None = None, request=None) -
     return Submission(_run_and_finish(run) if inline else run, inline)
 
 
+def run_lease_seconds() -> float:
+    """How long a claim on a running run lasts (s): the task's hard time limit
+    (``SIMULATION_MAX_SECONDS`` + 30, see ``simulation.tasks``) plus 30 s of slack. Past it no
+    live worker can still be executing the run, so its worker died (SIGKILL, OOM, lost node)."""
+    return settings.SIMULATION_MAX_SECONDS + 60.0
+
+
+def stalled_runs():
+    """Runs left ``running`` past their lease (their worker died): a queryset."""
+    cutoff = timezone.now() - timedelta(seconds=run_lease_seconds())
+    return SimulationRun.objects.filter(status=Status.RUNNING, started_at__lt=cutoff)
+
+
 def _claim(run_id: int) -> SimulationRun | None:
-    """queued -> running, exactly once: the conditional UPDATE closes the race between two
-    deliveries of the same task and between a worker and ``cancel_run``."""
+    """queued -> running, exactly once; or a running run whose lease expired (its worker died
+    mid-run, and the task was redelivered or requeued) -> running again, with a new lease.
+    The conditional UPDATE closes the race between two deliveries of the same task, between
+    a worker and ``cancel_run``, and between two workers reclaiming one stalled run."""
     with transaction.atomic():
+        stalled = stalled_runs().filter(pk=run_id)
         claimed = SimulationRun.objects.filter(pk=run_id, status=Status.QUEUED).update(
             status=Status.RUNNING, started_at=timezone.now())
-        if claimed != 1:
+        reclaimed = 0 if claimed else stalled.update(started_at=timezone.now(), progress=0.0,
+                                                     samples_done=0)
+        if claimed + reclaimed != 1:
             return None
         run = SimulationRun.objects.select_related("asset__twin").get(pk=run_id)
-        audit_run(run, actor=None, action="simulation.start")
+        audit_run(run, actor=None, action="simulation.restart" if reclaimed else
+                  "simulation.start")
     return run
 
 

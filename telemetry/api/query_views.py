@@ -2,8 +2,10 @@
 
 Every endpoint scopes by ``twins.scoping.visible_twins(request.user)`` (through
 ``telemetry.queries.select_series``): a twin or asset out of scope answers 404, exactly like one
-that does not exist. Invalid parameters answer 400 problem+json with ``errors`` per field;
-requests over the limits answer 400 problem+json titled "Invalid query" with the reason.
+that does not exist. Samples and rollups are read from the read replica when
+``DATABASE_REPLICA_URL`` configures one (``telemetry.replica``). Invalid parameters answer 400
+problem+json with ``errors`` per field; requests over the limits answer 400 problem+json
+titled "Invalid query" with the reason.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from telemetry.api.serializers import (
 )
 from telemetry.detection import detection_failures
 from telemetry.ingest_status import merged_lag, read_statuses
+from telemetry.replica import from_replica
 from twins.problems import problem
 from twins.scoping import visible_twins
 
@@ -68,9 +71,10 @@ class QueryView(APIView):
     def get(self, request):
         params = _params(QueryParamsSerializer, request)
         try:
-            page = queries.query_samples(_selection(request, params), params["start"],
-                                         params["end"], limit=params["limit"],
-                                         cursor=params.get("cursor"))
+            selection = _selection(request, params)
+            with from_replica():
+                page = queries.query_samples(selection, params["start"], params["end"],
+                                             limit=params["limit"], cursor=params.get("cursor"))
         except queries.QueryError as exc:
             return _invalid(exc)
         # Bodies are built directly (the serializers document them): per-field serializer
@@ -93,9 +97,10 @@ class AggregateView(APIView):
         params = _params(AggregateParamsSerializer, request)
         try:
             selection = _selection(request, params)
-            result = queries.aggregate(queries.AggregateRequest(
-                selection, params["start"], params["end"], params["bucket"],
-                params.get("fn") or ["avg"], params["fill"], params["source"]))
+            with from_replica():
+                result = queries.aggregate(queries.AggregateRequest(
+                    selection, params["start"], params["end"], params["bucket"],
+                    params.get("fn") or ["avg"], params["fill"], params["source"]))
         except queries.QueryError as exc:
             return _invalid(exc)
         body = {"twin": selection.twin.slug, "source": result.source, "bucket": result.bucket,
@@ -113,8 +118,9 @@ class LatestView(APIView):
         params = _params(LatestParamsSerializer, request)
         selection = queries.select_series(request.user, params["twin"], params["asset"])
         asset = selection.assets[0]
-        body = {"twin": selection.twin.slug, "asset": asset.slug,
-                "metrics": queries.latest(asset)}
+        with from_replica():
+            metrics = queries.latest(asset)
+        body = {"twin": selection.twin.slug, "asset": asset.slug, "metrics": metrics}
         return Response(body)
 
 
