@@ -31,27 +31,27 @@ def save_twin(twin: Twin, *, actor, request=None, reason: str = "") -> ChangeEve
     its request id and address to the audit entry. Returns the change event. Database errors
     (a duplicate slug: ``IntegrityError``) propagate and nothing is recorded.
     """
-    with transaction.atomic():
-        before = _before(Twin, twin, twin_state)
-        twin.save()
-        return record_change(
-            actor=actor, action="twin.create" if before is None else "twin.update",
-            resource_type="twin", resource_id=twin.pk,
-            operation="created" if before is None else "updated",
-            before=before, after=twin_state(twin), twin=twin, reason=reason, request=request)
+    return _save(twin, "twin", twin_state, lambda: twin, actor=actor, request=request,
+                 reason=reason)
 
 
 def save_asset(asset: Asset, *, actor, request=None, reason: str = "") -> ChangeEvent:
     """Create or update ``asset`` and record ``asset.create``/``asset.update`` on its twin."""
+    return _save(asset, "asset", asset_state, lambda: asset.twin, actor=actor,
+                 request=request, reason=reason)
+
+
+def _save(obj, resource_type: str, state, twin_of, *, actor, request, reason) -> ChangeEvent:
     with transaction.atomic():
-        before = _before(Asset, asset, asset_state)
-        asset.save()
+        stored = type(obj).objects.filter(pk=obj.pk).first() if obj.pk is not None else None
+        before = state(stored) if stored is not None else None
+        obj.save()
+        created = before is None
         return record_change(
-            actor=actor, action="asset.create" if before is None else "asset.update",
-            resource_type="asset", resource_id=asset.pk,
-            operation="created" if before is None else "updated",
-            before=before, after=asset_state(asset), twin=asset.twin, reason=reason,
-            request=request)
+            actor=actor, action=f"{resource_type}." + ("create" if created else "update"),
+            resource_type=resource_type, resource_id=obj.pk,
+            operation="created" if created else "updated", before=before, after=state(obj),
+            twin=twin_of(), reason=reason, request=request)
 
 
 def delete_asset(asset: Asset, *, actor, request=None, reason: str = "") -> ChangeEvent:
@@ -78,11 +78,3 @@ def delete_twin(twin: Twin, *, actor, request=None, reason: str = "") -> ChangeE
         return record_change(actor=actor, action="twin.delete", resource_type="twin",
                              resource_id=pk, operation="deleted", before=before, after=None,
                              twin=None, reason=reason, request=request)
-
-
-def _before(model, obj, state) -> dict | None:
-    """The stored state of ``obj`` before this change (None for a new object)."""
-    if obj.pk is None:
-        return None
-    stored = model.objects.filter(pk=obj.pk).first()
-    return state(stored) if stored is not None else None
