@@ -176,6 +176,7 @@ def _capacity(broker_url: str, ingest: list, args) -> dict:
     published, unacked = _publish(broker_url, args, args.capacity_rate, args.capacity_seconds, 1)
     for process in ingest:
         process.start()
+    spies = _profile(ingest, args, Path())
     deadline = time.monotonic() + 600
     while _committed(ingest) == 0 and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -183,9 +184,27 @@ def _capacity(broker_url: str, ingest: list, args) -> dict:
     while _committed(ingest) < published and time.monotonic() < deadline:
         time.sleep(0.05)
     c1, t1 = _committed(ingest), time.monotonic()
+    for spy in spies:
+        spy.send_signal(2)  # SIGINT: py-spy writes its profile and exits
+        spy.wait(30)
     return {"published": published, "unacked": unacked, "drained": c1 >= published,
             "window_s": t1 - t0, "window_events": c1 - c0,
             "per_process": [int(p.status().get("accepted", 0)) for p in ingest]}
+
+
+def _profile(ingest: list, args, workdir: Path) -> list:
+    """Start ``py-spy record`` on each ingest process for the drain (``--profile``)."""
+    if not args.profile:
+        return []
+    import subprocess
+
+    out = Path(args.profile)
+    out.mkdir(parents=True, exist_ok=True)
+    return [subprocess.Popen(["py-spy", "record", "--pid", str(p.process.pid), "--threads",
+                              "--format", "raw", "--rate", "50", "--output",
+                              str(out / f"{p.client_id}.txt")],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            for p in ingest]
 
 
 def _run(url: str, args: argparse.Namespace, workdir: Path) -> list[dict]:
@@ -199,7 +218,8 @@ def _run(url: str, args: argparse.Namespace, workdir: Path) -> list[dict]:
     try:
         for process in ingest:
             process.wait_connected()
-        phases = [_phase(broker.url, ingest, args, args.rate, args.seconds, 0)]
+        phases = [_phase(broker.url, ingest, args, args.rate, args.seconds, 0)] \
+            if args.seconds > 0 else []
         if args.capacity_seconds > 0:
             phases.append(_capacity(broker.url, ingest, args))
         return phases
@@ -253,11 +273,9 @@ def main() -> None:
                         help="capacity phase: events/s queued while ingest is stopped")
     parser.add_argument("--capacity-seconds", type=float, default=25, help="0 skips it")
     parser.add_argument("--ceiling-rows", type=int, default=1_000_000)
+    parser.add_argument("--profile", default="",
+                        help="folder for py-spy profiles of the ingest processes while draining")
     args = parser.parse_args()
-    from ingest_ceiling import ceiling
-
-    with bench_database("ceiling") as url:
-        top = ceiling(url, args.ceiling_rows)["copy_rows_s"]
     queue_before = _redis_queue_len()
     with bench_database("e2e") as url, tempfile.TemporaryDirectory() as tmp:
         setup_django(url)
@@ -265,10 +283,22 @@ def main() -> None:
         from django.db import connections
 
         connections.close_all()
+        before = _ceiling(args.ceiling_rows)
         phases = _run(url, args, Path(tmp))
+        after = _ceiling(args.ceiling_rows)
         events, samples = _stored(url)
     note = _clear_detect_queue(queue_before)
-    _report(args, phases, top, events, samples, note)
+    _report(args, phases, (before + after) / 2, events, samples, note)
+    print(f"  ceiling before/after the run: {before:,.0f} / {after:,.0f} rows/s (the ratios use "
+          "their mean: the machine is shared)")
+
+
+def _ceiling(rows: int) -> float:
+    """Binary-COPY rows/s into a fresh scratch database (``ingest_ceiling.ceiling``)."""
+    from ingest_ceiling import ceiling
+
+    with bench_database("ceiling") as url:
+        return ceiling(url, rows)["copy_rows_s"]
 
 
 def _report(args, phases: list[dict], top: float, events: int, samples: int, note: str) -> None:
@@ -276,21 +306,15 @@ def _report(args, phases: list[dict], top: float, events: int, samples: int, not
     print(f"ingest end to end: {args.publishers} publishers -> Mosquitto -> {args.ingest} "
           f"ingest processes (shared subscription, batches of {args.batch_size}), "
           f"{m} metrics/event; baseline: binary COPY ceiling {top:,.0f} rows/s (same run)")
-    r = phases[0]
-    rate = r["window_events"] / r["window_s"]
-    print(f"  sustained: offered {r['rate'] * m:,.0f} samples/s for {r['window_s']:.0f}+"
-          f"{args.warmup:.0f} s -> committed {rate * m:,.0f} samples/s ({rate:,.0f} events/s), "
-          f"{rate * m / top:.1%} of the ceiling; per process {r['per_process']}")
-    print(f"      publish->commit p50 {r['p50'] * 1000:,.0f} ms, p99 {r['p99'] * 1000:,.0f} ms, "
-          f"max {r['max'] * 1000:,.0f} ms; all committed: {r['drained']}")
-    summary = {"sustained_samples_per_s": round(rate * m), "p50_ms": round(r["p50"] * 1000),
-               "p99_ms": round(r["p99"] * 1000)}
-    if len(phases) > 1:
-        c = phases[1]
+    summary = {}
+    if args.seconds > 0:
+        summary = _report_sustained(args, phases[0], top)
+    if args.capacity_seconds > 0:
+        c = phases[-1]
         drain = c["window_events"] / c["window_s"]
         print(f"  capacity (backlog of {c['published']:,} events drained): {drain * m:,.0f} "
-              f"samples/s ({drain:,.0f} events/s), {drain * m / top:.1%} of the ceiling; "
-              f"per process {c['per_process']}")
+              f"samples/s ({drain:,.0f} events/s) against the ceiling {top:,.0f} rows/s: "
+              f"{drain * m / top:.1%}; per process {c['per_process']}")
         summary |= {"capacity_samples_per_s": round(drain * m),
                     "capacity_ratio": round(drain * m / top, 3)}
     published = sum(p["published"] for p in phases)
@@ -299,6 +323,18 @@ def _report(args, phases: list[dict], top: float, events: int, samples: int, not
           f"({'exactly once' if exact else 'MISMATCH'}; unacked at publishers: "
           f"{sum(p['unacked'] for p in phases)}); {note}")
     print(json.dumps(summary | {"ceiling_rows_s": round(top), "exact": exact}))
+
+
+def _report_sustained(args, r: dict, top: float) -> dict:
+    m = len(SKAB_METRICS)
+    rate = r["window_events"] / r["window_s"]
+    print(f"  sustained: offered {r['rate'] * m:,.0f} samples/s for {r['window_s']:.0f}+"
+          f"{args.warmup:.0f} s -> committed {rate * m:,.0f} samples/s ({rate:,.0f} events/s), "
+          f"{rate * m / top:.1%} of the ceiling; per process {r['per_process']}")
+    print(f"      publish->commit p50 {r['p50'] * 1000:,.0f} ms, p99 {r['p99'] * 1000:,.0f} ms, "
+          f"max {r['max'] * 1000:,.0f} ms; all committed: {r['drained']}")
+    return {"sustained_samples_per_s": round(rate * m), "p50_ms": round(r["p50"] * 1000),
+            "p99_ms": round(r["p99"] * 1000)}
 
 
 if __name__ == "__main__":
