@@ -186,17 +186,28 @@ def _capacity(broker_url: str, ingest: list, args, ceiling, tag: int) -> dict:
     deadline = time.monotonic() + 600
     while _committed(ingest) == 0 and time.monotonic() < deadline:
         time.sleep(0.05)
-    c0, t0 = _committed(ingest), time.monotonic()
+    c0, t0, cpu0 = _committed(ingest), time.monotonic(), _cpu_seconds(ingest)
     while _committed(ingest) < published and time.monotonic() < deadline:
         time.sleep(0.05)
-    c1, t1 = _committed(ingest), time.monotonic()
+    c1, t1, cpu1 = _committed(ingest), time.monotonic(), _cpu_seconds(ingest)
     for spy in spies:
         spy.send_signal(2)  # SIGINT: py-spy writes its profile and exits
         spy.wait(30)
     after = ceiling()
     return {"published": published, "unacked": unacked, "drained": c1 >= published,
             "window_s": t1 - t0, "window_events": c1 - c0, "ceiling": (before, after),
+            "cpu_s": cpu1 - cpu0,
             "per_process": [int(p.status().get("accepted", 0)) for p in ingest]}
+
+
+def _cpu_seconds(ingest: list) -> float:
+    """User + system CPU seconds the ingest processes have used (Linux ``/proc``)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for process in ingest:
+        fields = Path(f"/proc/{process.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += (int(fields[11]) + int(fields[12])) / ticks  # utime, stime
+    return total
 
 
 def _profile(ingest: list, args, tag: int) -> list:
@@ -361,11 +372,14 @@ def _report_capacity(drains: list[dict]) -> dict:
         print(f"  capacity {k} (backlog of {c['published']:,} events drained): {drain:,.0f} "
               f"samples/s against the COPY ceiling {ceiling:,.0f} rows/s (before/after: "
               f"{c['ceiling'][0]:,.0f} / {c['ceiling'][1]:,.0f}): {ratios[-1]:.1%}; "
-              f"per process {c['per_process']}")
+              f"per process {c['per_process']}; ingest CPU "
+              f"{c['cpu_s'] / c['window_events'] * 1e6:,.0f} us/event")
     median = statistics.median(ratios)
     print(f"  capacity: median {median:.1%} of the same-run ceiling over {len(ratios)} pairs")
     return {"capacity_samples_per_s": [round(c["window_events"] / c["window_s"] * m)
                                        for c in drains],
+            "ingest_cpu_us_per_event": [round(c["cpu_s"] / c["window_events"] * 1e6)
+                                        for c in drains],
             "capacity_ratios": [round(r, 3) for r in ratios],
             "capacity_ratio": round(median, 3)}
 
