@@ -59,14 +59,14 @@ def raw_sql(functions: list[str], *, by_metric: bool) -> str:
 
 
 def rollup_sql(level: str, functions: list[str], *, by_metric: bool, dirty: bool,
-               direct: bool) -> str:
+               direct: bool, single: bool = False) -> str:
     """Aggregates read from rollup ``level`` (see ``rollups.rollup_rows_sql`` for parameters).
 
     ``direct``: the level's buckets are the answer's buckets (no merge). Otherwise rows are
     merged per ``date_bin(%(width)s, bucket, %(origin)s)``; ``stddev`` adds a window pass for
-    each group's mean.
+    each group's mean. ``single``: one series, named by ``asset`` and ``metric``.
     """
-    base = rollups.rollup_rows_sql(level, by_metric=by_metric, dirty=dirty)
+    base = rollups.rollup_rows_sql(level, by_metric=by_metric, dirty=dirty, single=single)
     if direct:
         return (f"SELECT y.asset_id, y.metric, y.bucket, y.n {_columns(DIRECT, functions)} "
                 f"FROM ({base}) y")
@@ -98,15 +98,24 @@ def filled_sql(aggregated: str, functions: list[str]) -> tuple[str, str]:
 
 
 def aggregate_sql(source: str, functions: list[str], *, by_metric: bool, fill: bool,
-                  dirty: bool = False, direct: bool = False) -> str:
-    """The whole statement for ``source`` (``"raw"`` or a rollup table), ordered for assembly."""
+                  dirty: bool = False, direct: bool = False, single: bool = False,
+                  dirty_flag: bool = False) -> str:
+    """The whole statement for ``source`` (``"raw"`` or a rollup table), ordered for assembly.
+
+    ``dirty_flag`` appends a last column, the same on every row: whether any dirty range of
+    ``%(assets)s`` touches [``%(start)s``, ``%(end)s``) (``rollups.DIRTY_RANGES_SQL``), so a
+    clean read learns in its own round trip whether it was exact.
+    """
     ctes = [rollups.DIRTY_CTES] if dirty and source != "raw" else []
     if source == "raw":
         body = raw_sql(functions, by_metric=by_metric)
     else:
-        body = rollup_sql(source, functions, by_metric=by_metric, dirty=dirty, direct=direct)
+        body = rollup_sql(source, functions, by_metric=by_metric, dirty=dirty, direct=direct,
+                          single=single)
     if fill:
         fill_ctes, body = filled_sql(body, functions)
         ctes.append(fill_ctes)
     head = f"WITH {', '.join(ctes)}" if ctes else ""
+    if dirty_flag:
+        body = f"SELECT q.*, EXISTS ({rollups.DIRTY_RANGES_SQL}) AS dirty FROM ({body}) q"
     return f"{head} {body} ORDER BY 1, 2, 3"

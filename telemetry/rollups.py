@@ -209,7 +209,7 @@ def _inside(spans: str) -> str:
             f"AND r.bucket >= {spans}.lo AND r.bucket < {spans}.hi")
 
 
-def rollup_rows_sql(level: str, *, by_metric: bool, dirty: bool) -> str:
+def rollup_rows_sql(level: str, *, by_metric: bool, dirty: bool, single: bool = False) -> str:
     """SELECT of rollup-shaped rows that partition the samples in [start, end) exactly.
 
     ``level`` is ``storage.ROLLUP_1M`` or ``ROLLUP_1H``. Without ``dirty`` spans that is just the
@@ -217,13 +217,19 @@ def rollup_rows_sql(level: str, *, by_metric: bool, dirty: bool) -> str:
     the level, plus (hour level) clean minutes of dirty hours, plus raw rows of dirty minutes
     aggregated per minute. Named parameters: ``assets`` (bigint[]), ``metrics`` (text[], when
     ``by_metric``), ``start``/``end`` (aligned to ``level``), ``origin`` and, with ``dirty``,
-    those of ``dirty_span_params``. Only static text is assembled here.
+    those of ``dirty_span_params``. ``single`` (clean reads of one series): ``asset`` and
+    ``metric`` name it by equality instead, so the primary key returns its buckets in order
+    (PostgreSQL 15 sorts the rows of an ``= ANY(array)`` scan again). Only static text is
+    assembled here.
     """
     r_metric = "AND r.metric = ANY(%(metrics)s::text[])" if by_metric else ""
     t_metric = "AND t.metric = ANY(%(metrics)s::text[])" if by_metric else ""
     where = f"r.asset_id = ANY(%(assets)s::bigint[]) {r_metric} AND r.bucket >= %(start)s " \
             "AND r.bucket < %(end)s"
     if not dirty:
+        if single:
+            where = "r.asset_id = %(asset)s::bigint AND r.metric = %(metric)s::text " \
+                    "AND r.bucket >= %(start)s AND r.bucket < %(end)s"
         return f"SELECT {ROLLUP_COLUMNS} FROM {level} r WHERE {where}"
     parts = []
     minutes = f"SELECT {ROLLUP_COLUMNS} FROM {ROLLUP_1M} r WHERE {where} " \
@@ -242,17 +248,16 @@ def rollup_rows_sql(level: str, *, by_metric: bool, dirty: bool) -> str:
     return "\nUNION ALL\n".join(parts)
 
 
-def dirty_span_params(cursor, asset_ids: list[int], start: datetime, end: datetime) -> dict:
-    """Named parameters ``dm_*``/``dh_*`` for the dirty minutes and hours in [start, end).
+#: Dirty ranges of ``%(assets)s`` that touch [``%(start)s``, ``%(end)s``), for ``dirty_params``.
+DIRTY_RANGES_SQL = f"""SELECT asset_id, first_ts, last_ts FROM {DIRTY}
+    WHERE asset_id = ANY(%(assets)s::bigint[]) AND first_ts < %(end)s AND last_ts >= %(start)s"""
 
-    Empty dict when nothing in that range waits for a refresh (always, on TimescaleDB).
+
+def dirty_params(ranges: list[tuple[int, datetime, datetime]]) -> dict:
+    """Named parameters ``dm_*``/``dh_*`` (dirty minutes and hours) for ``DIRTY_CTES``.
+
+    ``ranges`` are rows of ``DIRTY_RANGES_SQL``; empty dict when there are none.
     """
-    cursor.execute(
-        f"SELECT asset_id, first_ts, last_ts FROM {DIRTY} "
-        "WHERE asset_id = ANY(%s) AND first_ts < %s AND last_ts >= %s",
-        [asset_ids, end, start],
-    )
-    ranges = cursor.fetchall()
     if not ranges:
         return {}
     params = {}
@@ -260,3 +265,12 @@ def dirty_span_params(cursor, asset_ids: list[int], start: datetime, end: dateti
         assets, los, his = span_params(merge_spans(ranges, width))
         params |= {f"{prefix}_asset": assets, f"{prefix}_lo": los, f"{prefix}_hi": his}
     return params
+
+
+def dirty_span_params(cursor, asset_ids: list[int], start: datetime, end: datetime) -> dict:
+    """``dirty_params`` of the dirty ranges in [start, end), read with ``cursor``.
+
+    Empty dict when nothing in that range waits for a refresh (always, on TimescaleDB).
+    """
+    cursor.execute(DIRTY_RANGES_SQL, {"assets": asset_ids, "start": start, "end": end})
+    return dirty_params(cursor.fetchall())

@@ -15,6 +15,17 @@ def detect_anomalies(asset_id: int) -> list[int]:
     return detection.detect_isolated(asset_id)
 
 
+@shared_task(acks_late=True)
+def detect_anomalies_of(asset_ids: list[int]) -> list[int]:
+    """``detect_anomalies`` for each of ``asset_ids`` in turn, each isolated.
+
+    What ingest enqueues: one task per committed batch (or coalesced round of batches), not
+    one per asset, so the enqueue costs one broker round trip whatever the batch touched.
+    Returns the anomaly ids that need a response, in asset order.
+    """
+    return [found for asset_id in asset_ids for found in detection.detect_isolated(asset_id)]
+
+
 @shared_task
 def escalate_anomalies() -> list[int]:
     """Beat job: escalate unacknowledged critical anomalies (``telemetry.anomalies``)."""

@@ -206,16 +206,19 @@ def test_aggregate_computes_every_function_per_bucket(reader, pump):
             assert only["values"][fn][k] == pytest.approx(value, rel=1e-9), (fn, k)
 
 
-@pytest.mark.parametrize(("bucket", "fns"), [
-    ("1m", "avg,min,max,count,sum,stddev,last"),
-    ("5m", "avg,stddev,last"),
-    ("1h", "avg,min,max,count,sum,stddev,last"),
-    ("2h", "avg,count,stddev"),
+@pytest.mark.parametrize(("bucket", "fns", "metric"), [
+    ("1m", "avg,min,max,count,sum,stddev,last", None),
+    ("1m", "avg,min,max,count,sum,stddev,last", "Pressure"),  # one series: read by equality
+    ("5m", "avg,stddev,last", None),
+    ("1h", "avg,min,max,count,sum,stddev,last", None),
+    ("1h", "avg,count,last", "Current"),
+    ("2h", "avg,count,stddev", None),
 ])
-def test_rollups_agree_with_raw_samples_before_and_after_refresh(reader, pump, bucket, fns):
+def test_rollups_agree_with_raw_samples_before_and_after_refresh(reader, pump, bucket, fns,
+                                                                 metric):
     ingest(pump, series(800, step=17))  # ~3.8 hours
     params = {"twin": "plant", "asset": "pump-1", "start": iso(0), "end": iso(4 * 3600),
-              "bucket": bucket, "fn": fns}
+              "bucket": bucket, "fn": fns} | ({"metric": metric} if metric else {})
 
     def both():
         raw = get(reader, "aggregate", source="raw", **params).json()

@@ -354,7 +354,8 @@ MUTATIONS = [
 
 
 def test_the_fast_validation_path_gives_the_reference_answer_on_5000_documents():
-    """The fast path may only accept what the reference path accepts, with the same result."""
+    """The fast path may only accept what the reference path accepts, with the same result,
+    from a decoded document (``parse_event``) and from JSON text (``parse_payload``)."""
     assert validation.FAST_PATH_ENABLED, "telemetry.v1 changed: review _fast_event"
     rng = random.Random(7)
     base = skab_event("plant", "pump-1", datetime(2024, 1, 1, tzinfo=UTC), [0.5] * 8,
@@ -366,12 +367,16 @@ def test_the_fast_validation_path_gives_the_reference_answer_on_5000_documents()
             with contextlib.suppress(KeyError, TypeError, AttributeError, ValueError):
                 mutation(doc, rng)
         reference = _outcome(validation._reference_event, doc)
-        fast = _outcome(validation._fast_event, doc)
-        if fast is not None:
-            fast_accepts += isinstance(fast, validation.TelemetryEventIn)
-            assert fast == reference, doc
+        text = json.dumps(doc)
+        for fast in (_outcome(validation._fast_event, doc),
+                     _outcome(validation._fast_payload, text)):
+            if fast is not None:
+                fast_accepts += isinstance(fast, validation.TelemetryEventIn)
+                assert fast == reference, doc
         assert _outcome(validation.parse_event, doc) == reference, doc
-    assert fast_accepts > 1000  # the fast path did take the common case
+        assert _outcome(validation.parse_payload, text) == reference, doc
+        assert _outcome(validation.parse_payload, text.encode()) == reference, doc
+    assert fast_accepts > 2000  # the fast path did take the common case, from both entries
 
 
 # --- HTTP ingest --------------------------------------------------------------------------------
