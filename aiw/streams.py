@@ -25,14 +25,12 @@ from django.urls import reverse
 from aiw.authentication import Principal
 from aiw.db import run_db
 from aiw.feed import FeedItem, encode_cursor, read_events
-from aiw.flow import TransportFlow
 from aiw.hub import Subscriber, get_hub
 from aiw.problems import problem_body
 from aiw.scope import FeedFilter, Scope, scope_for
 from aiw.tokens import still_active
 
 PAGE = 500
-STALL_SECONDS = 60.0  # a client that reads nothing for this long is let go
 
 
 class SlowConsumer(Exception):
@@ -125,27 +123,6 @@ class Follower:
         if scope is None:
             raise AccessRevoked("the token was revoked or has expired")
         self.subscriber.scope = scope
-
-    async def writable(self, flow: TransportFlow | None) -> None:
-        """Wait while the client's socket is full.
-
-        Live, an overflow of the queue meanwhile raises SlowConsumer. While catching up the
-        queue may overflow harmlessly (the database has everything), so only a client that
-        reads nothing for ``STALL_SECONDS`` is given up on.
-        """
-        if flow is None or not flow.paused:
-            return
-        waits = [asyncio.ensure_future(flow.resumed.wait())]
-        if not self.catching_up:
-            waits.append(asyncio.ensure_future(self.subscriber.overflow.wait()))
-        try:
-            done, _ = await asyncio.wait(waits, timeout=STALL_SECONDS,
-                                         return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for waiter in waits:
-                waiter.cancel()
-        if not done or (not self.catching_up and self.subscriber.overflowed):
-            raise SlowConsumer(self.cursor)
 
 
 def reconnect_message(cursor: str, reason: str) -> dict:

@@ -40,7 +40,6 @@ CSRF_TRUSTED_ORIGINS = [o for o in (env_str("CSRF_TRUSTED_ORIGINS") or "").split
 PUBLIC_URL = (env_url("PUBLIC_URL", ("http", "https")) or "").rstrip("/")
 
 INSTALLED_APPS = [
-    "daphne",
     "django.contrib.admin",
     "django.contrib.auth",
     "django.contrib.contenttypes",
@@ -424,7 +423,7 @@ SIMULATION_CANCEL_POLL_SECONDS = env_float("SIMULATION_CANCEL_POLL_SECONDS", 0.5
 # --- issue 17: production and security (HTTPS, cookies, hosts, CSP, probes, metrics) ----------
 # OPSTWIN_PRODUCTION=1 (the Docker image's default) turns every HTTPS-only switch on; each can
 # still be set on its own. `manage.py check --deploy` passes with these production defaults
-# (tests/test_deploy.py runs it). TLS terminates at a reverse proxy in front of daphne.
+# (tests/test_deploy.py runs it). TLS terminates at a reverse proxy in front of uvicorn.
 OPSTWIN_PRODUCTION = env_bool("OPSTWIN_PRODUCTION", False)
 if OPSTWIN_PRODUCTION and DEBUG:
     raise ImproperlyConfigured("DEBUG must be off with OPSTWIN_PRODUCTION=1")
