@@ -95,7 +95,7 @@ class FeedConsumer(AsyncWebsocketConsumer):
         try:
             while True:
                 batch = await follower.next_batch()
-                for item in batch or ():
+                for item in (item for part in batch or () for item in part.items):
                     await self.send(text_data=item.json)
         except SlowConsumer:
             message = reconnect_message(follower.cursor, "slow_consumer")

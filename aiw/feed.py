@@ -13,20 +13,22 @@ import json
 import logging
 import os
 import threading
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import cached_property, partial
 
-from asgiref.sync import async_to_sync
-from channels.layers import get_channel_layer
+import psycopg
 from django.db import connection, transaction
 from django.db.models import QuerySet
 
 from aiw.models import ChangeEvent, FeedRetention
 from aiw.scope import FeedFilter, Scope
+from opstwin_site.env import database_url_of
 
 log = logging.getLogger(__name__)
-FEED_GROUP = "aiw.feed"
+#: The PostgreSQL notification channel of committed feed events (payload: the newest id).
+FEED_CHANNEL = "aiw_feed"
 CURSOR_PREFIX = "v1:"
 EVENT_FIELDS = ("id", "type", "resource_type", "resource_id", "operation", "twin_id",
                 "twin__slug", "actor", "created_at")
@@ -102,8 +104,9 @@ class FeedNotifier:
 
     A commit only records the highest id it made visible (``announce``: a lock and a max, a
     few microseconds) and wakes the thread, which sends the newest id it has seen, so a burst
-    of commits costs one channel-layer message, and the ~3 ms ``group_send`` round trip to
-    Redis is off the writer's path (it was 2.8 of the 5.7 ms an audited change cost, issue 16).
+    of commits costs one notification, and its round trip is off the writer's path (the
+    synchronous channel-layer send it replaced was 2.8 of the 5.7 ms an audited change cost,
+    issue 16).
     One pending value, one thread per process (re-created after a fork, e.g. in a Celery
     child): nothing here grows with the number of writers or subscribers. A notification lost
     to a crash only delays delivery until the hubs' next poll: the hubs read events from the
@@ -156,22 +159,48 @@ def append_event(
 
 
 def notify_subscribers(event_id: int) -> None:
-    """Tell live-stream hubs that events up to ``event_id`` are committed.
+    """Tell live-stream hubs that events up to ``event_id`` are committed: ``NOTIFY`` on
+    :data:`FEED_CHANNEL` with the id as payload, on this thread's database connection.
 
-    The message carries only the id; hubs read the events from the database, so a lost
-    notification delays delivery until the hub's next poll but never loses an event.
+    PostgreSQL queues a notification for every listening session (it does not drop one for a
+    busy listener, unlike a channel layer over capacity) and delivers it after the commit that
+    sent it. The message carries only the id: hubs read the events from the database, so a
+    notification lost to a crash between commit and notify delays delivery until the hubs'
+    next poll but never loses an event. Never raises: a notification must not fail the change
+    that committed.
     """
-    layer = get_channel_layer()
-    if layer is None:
-        return
     try:
-        async_to_sync(layer.group_send)(FEED_GROUP, {"type": "feed.committed", "id": event_id})
-    except Exception:  # a feed notification must never fail the change that committed
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_notify(%s, %s)", [FEED_CHANNEL, str(event_id)])
+    except Exception:  # e.g. the database is away; the hubs' poll delivers meanwhile
         log.exception("could not notify feed subscribers of event %s", event_id)
 
 
+def _notify_and_release(event_id: int) -> None:
+    """``notify_subscribers`` from the notifier thread, then hand its connection back (to
+    the pool, when there is one) so the thread holds none while idle."""
+    try:
+        notify_subscribers(event_id)
+    finally:
+        connection.close()
+
+
+async def listen_for_commits() -> AsyncIterator[int | None]:
+    """Yield the id in each feed notification, as it arrives (``LISTEN`` on its own
+    autocommit connection to the project's database); first ``None`` once listening, so the
+    caller reads whatever was committed before. Raises psycopg's errors when the connection
+    fails; the caller retries.
+    """
+    conninfo = database_url_of(connection.settings_dict)
+    async with await psycopg.AsyncConnection.connect(conninfo, autocommit=True) as conn:
+        await conn.execute(f"LISTEN {FEED_CHANNEL}")
+        yield None
+        async for note in conn.notifies():
+            yield int(note.payload) if note.payload.isdigit() else None
+
+
 #: The process's notifier; ``append_event`` announces through it on commit.
-notifier = FeedNotifier(notify_subscribers)
+notifier = FeedNotifier(_notify_and_release)
 
 
 def events_after(after_id: int, queryset: QuerySet[ChangeEvent], limit: int) -> list[ChangeEvent]:

@@ -117,8 +117,8 @@ async def _frames(follower: Follower) -> AsyncIterator[bytes]:
             batch = await follower.next_batch()
             if batch is None:
                 yield HEARTBEAT
-            elif batch:
-                yield b"".join(item.sse for item in batch)
+            elif batch:  # one shared bytes object per batch: joined once by the hub
+                yield batch[0].sse if len(batch) == 1 else b"".join(b.sse for b in batch)
     except SlowConsumer:
         yield control_frame(reconnect_message(follower.cursor, "slow_consumer"), follower.cursor)
     except AccessRevoked as exc:

@@ -1,4 +1,4 @@
-"""How OpsTwin serves its ASGI app: uvicorn with uvloop, httptools and websockets.
+"""How OpsTwin serves its ASGI app: uvicorn with uvloop, httptools and websockets (sans-I/O).
 
 One argument list for every place that starts the web process (the demo, the live-server
 tests, the benchmarks); ``docker/Dockerfile``'s CMD spells out the same options for the image.
@@ -47,7 +47,7 @@ def command(
         "--http",
         "httptools",
         "--ws",
-        "websockets",
+        "websockets-sansio",
         "--lifespan",
         "off",
         "--no-server-header",
