@@ -166,10 +166,10 @@ def ws_frame(text: str) -> bytes:
 class BareClient:
     """One bare stream: its socket writer and, while catching up, the live events held back."""
 
-    __slots__ = ("pending", "writer")
+    __slots__ = ("after", "pending", "writer")
 
     def __init__(self, writer) -> None:
-        self.writer, self.pending = writer, []
+        self.writer, self.pending, self.after = writer, [], 0
 
 
 async def bare_server(port: int, transport: str) -> None:
@@ -214,7 +214,7 @@ async def bare_server(port: int, transport: str) -> None:
                     after = page[-1].id
                 if len(page) < 500:
                     break
-            held, client.pending = client.pending, None
+            held, client.pending, client.after = client.pending, None, after
             rest = [item for item in held if item.id > after]
             if rest:
                 writer.write(frames(rest))
@@ -244,6 +244,9 @@ async def bare_server(port: int, transport: str) -> None:
                     for client in clients.get(twin, ()):
                         if client.pending is not None:
                             client.pending.extend(mine)
+                            continue
+                        if mine[0].id <= client.after:  # its catch-up read these
+                            client.writer.write(frames([i for i in mine if i.id > client.after]))
                             continue
                         chunk = chunk or frames(mine)
                         client.writer.write(chunk)
@@ -333,6 +336,7 @@ class Stream:
     cuts: list[float] = field(default_factory=list)  # when this stream was cut (time.time)
     cursor: str = ""
     task: asyncio.Task | None = None
+    live: bool = False  # the server answered (its headers came)
 
 
 def _cursor(event_id: int) -> str:
@@ -358,6 +362,7 @@ async def follow(port: int, token: str, stream: Stream, start: str, transport: s
         writer.write(request.encode())
         try:
             await reader.readuntil(b"\r\n\r\n")  # status line and headers
+            stream.live = True
             if transport == "sse":
                 await _read_sse(reader, stream)
             else:
@@ -429,7 +434,11 @@ async def run_subscribers(port: int, token: str, streams: list[Stream], start: s
 
     for stream in streams:
         launch(stream)
-    await asyncio.sleep(5.0)  # let every stream connect and go live
+    deadline = time.monotonic() + 120  # let every stream connect and go live
+    while not all(s.live for s in streams) and time.monotonic() < deadline:
+        await asyncio.sleep(0.2)
+    print(f"  {sum(s.live for s in streams)} streams live", flush=True)
+    await asyncio.sleep(1.0)
     producer.start()
     await cut_connections(streams, args.reconnects, args.seconds, launch)
     while producer.is_alive():

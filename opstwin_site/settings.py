@@ -318,8 +318,10 @@ if not re.fullmatch(r"\d+/[smhd]\w*", AIW_TOKEN_RATE):
 AIW_SSE_HEARTBEAT_SECONDS = env_float("AIW_SSE_HEARTBEAT_SECONDS", 15.0)
 AIW_STREAM_QUEUE_MAX = env_int("AIW_STREAM_QUEUE_MAX", 2000, minimum=1)  # events per stream
 AIW_MAX_STREAMS_PER_CALLER = env_int("AIW_MAX_STREAMS_PER_CALLER", 20, minimum=1)  # per process
-AIW_HUB_POLL_SECONDS = env_float("AIW_HUB_POLL_SECONDS", 1.0)  # safety net for lost notifies
-AIW_STREAM_FLUSH_SECONDS = env_float("AIW_STREAM_FLUSH_SECONDS", 0.05)  # per-stream write pacing
+AIW_HUB_POLL_SECONDS = env_float("AIW_HUB_POLL_SECONDS", 1.0)  # safety net for lost NOTIFYs
+# The hub reads the feed at most this often; events committed meanwhile reach each stream in
+# one write (aiw/hub.py). Lower: less lag, more wake-ups per stream.
+AIW_STREAM_FLUSH_SECONDS = env_float("AIW_STREAM_FLUSH_SECONDS", 0.025)
 AIW_SCOPE_REFRESH_SECONDS = env_float("AIW_SCOPE_REFRESH_SECONDS", 30.0)
 AIW_IDEMPOTENCY_TTL_HOURS = env_int("AIW_IDEMPOTENCY_TTL_HOURS", 24, minimum=1)
 AIW_IDEMPOTENCY_LOCK_SECONDS = env_int("AIW_IDEMPOTENCY_LOCK_SECONDS", 60, minimum=1)
