@@ -21,6 +21,7 @@ from functools import cached_property, partial
 import psycopg
 from django.db import connection, transaction
 from django.db.models import QuerySet
+from psycopg.rows import dict_row
 
 from aiw.models import ChangeEvent, FeedRetention
 from aiw.scope import FeedFilter, Scope
@@ -185,14 +186,20 @@ def _notify_and_release(event_id: int) -> None:
         connection.close()
 
 
+async def connect_async() -> psycopg.AsyncConnection:
+    """A new autocommit async psycopg connection to the project's database (the caller
+    closes it)."""
+    conninfo = database_url_of(connection.settings_dict)
+    return await psycopg.AsyncConnection.connect(conninfo, autocommit=True)
+
+
 async def listen_for_commits() -> AsyncIterator[int | None]:
     """Yield the id in each feed notification, as it arrives (``LISTEN`` on its own
     autocommit connection to the project's database); first ``None`` once listening, so the
     caller reads whatever was committed before. Raises psycopg's errors when the connection
     fails; the caller retries.
     """
-    conninfo = database_url_of(connection.settings_dict)
-    async with await psycopg.AsyncConnection.connect(conninfo, autocommit=True) as conn:
+    async with await connect_async() as conn:
         await conn.execute(f"LISTEN {FEED_CHANNEL}")
         yield None
         async for note in conn.notifies():
@@ -285,3 +292,20 @@ def read_events(
         queryset = queryset.filter(where.q())
     rows = queryset.order_by("id").values(*EVENT_FIELDS, "data")[:limit]
     return [FeedItem.from_row(row) for row in rows]
+
+
+async def read_events_async(conn: psycopg.AsyncConnection, after_id: int, *,
+                            limit: int) -> list[FeedItem]:
+    """``read_events(after_id, limit=limit)`` (no scope, no filter: the hub's read) on an
+    async psycopg connection, so the hub reads on its event loop instead of handing each
+    read to a thread (which, with a busy loop, waits for the GIL at every step of a query).
+    Same rows, same order, same :class:`FeedItem` bytes as the ORM path."""
+    events = ChangeEvent._meta.db_table
+    twins = ChangeEvent._meta.get_field("twin").related_model._meta.db_table
+    sql = (f'SELECT e.id, e.type, e.resource_type, e.resource_id, e.operation, e.twin_id, '  # noqa: S608 - model tables
+           f't.slug AS twin__slug, e.actor, e.created_at, e.data FROM "{events}" e '
+           f'LEFT OUTER JOIN "{twins}" t ON t.id = e.twin_id WHERE e.id > %s '
+           f"ORDER BY e.id LIMIT %s")
+    async with conn.cursor(row_factory=dict_row) as cursor:
+        await cursor.execute(sql, [after_id, limit])
+        return [FeedItem.from_row(row) async for row in cursor]

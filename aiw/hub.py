@@ -4,7 +4,8 @@ The hub listens once per process for the feed's PostgreSQL notification (``aiw.f
 ``LISTEN``, see :func:`aiw.feed.listen_for_commits`), or polls every ``AIW_HUB_POLL_SECONDS``
 in case a notification was lost (a writer that crashed between its commit and its notify) or
 the listening connection is down. Either makes it read the events after the last one it read,
-in id order, with one query, at most once per ``AIW_STREAM_FLUSH_SECONDS`` (events committed
+in id order, with one query on its own async connection (on the event loop: no thread, no
+wait for the GIL per step), at most once per ``AIW_STREAM_FLUSH_SECONDS`` (events committed
 meanwhile go out together: one wake-up per stream per read, not per event).
 
 Fan-out works on groups, not subscribers: streams with the same scope and filter form one
@@ -34,7 +35,13 @@ from django.contrib.auth import get_user_model
 
 from aiw.authentication import Principal
 from aiw.db import run_db
-from aiw.feed import FeedItem, listen_for_commits, newest_event_id, read_events
+from aiw.feed import (
+    FeedItem,
+    connect_async,
+    listen_for_commits,
+    newest_event_id,
+    read_events_async,
+)
 from aiw.scope import FeedFilter, Scope, scope_for
 from aiw.tokens import still_active
 
@@ -179,6 +186,7 @@ class FeedHub:
         self.dirty = asyncio.Event()
         self.tasks: list[asyncio.Task] = []
         self._starting: asyncio.Lock = asyncio.Lock()
+        self._reader = None  # the hub's own async connection for its reads
 
     def count(self, key: str) -> int:
         """How many local streams ``key`` (a caller) has open."""
@@ -221,6 +229,10 @@ class FeedHub:
             for task in tasks:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
+            reader, self._reader = self._reader, None
+            if reader is not None:
+                with contextlib.suppress(Exception):
+                    await reader.close()
 
     async def _tick(self) -> None:
         """Poke every stream once per heartbeat interval (idle ones then send a heartbeat)."""
@@ -278,13 +290,26 @@ class FeedHub:
         many events were read."""
         total, size = 0, batch_size()
         while True:
-            items = await run_db(read_events, self.last_id, limit=size)
+            items = await self._read(size)
             if items:
                 self.deliver(items)
                 self.last_id = items[-1].id
             total += len(items)
             if len(items) < size:
                 return total
+
+    async def _read(self, size: int) -> list[FeedItem]:
+        """The next ``size`` events after ``last_id`` on the hub's own connection (opened on
+        first use; dropped on any error, so the next read reconnects)."""
+        if self._reader is None or self._reader.closed:
+            self._reader = await connect_async()
+        try:
+            return await read_events_async(self._reader, self.last_id, limit=size)
+        except BaseException:
+            reader, self._reader = self._reader, None
+            with contextlib.suppress(Exception):
+                await reader.close()
+            raise
 
     def deliver(self, items: list[FeedItem]) -> None:
         """Offer ``items`` (feed order) to every group that may and wants to see them."""
