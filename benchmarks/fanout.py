@@ -510,6 +510,7 @@ def run_phase(kind: str, url: str, token: str, args: argparse.Namespace) -> dict
         asyncio.run(run_subscribers(port, token, streams, _cursor(after) if after else "0",
                                     args, producer))
         elapsed, cpu = time.time() - started, cpu_seconds(server.pid) - cpu_before
+        diff = time_diff_page(port, token, after) if kind == "ours" else None
     finally:
         server.terminate()
         server.wait(20)
@@ -520,7 +521,33 @@ def run_phase(kind: str, url: str, token: str, args: argparse.Namespace) -> dict
     delivered = sum(len(s.received) for s in streams)
     return {"events": len(commits) / args.seconds, "deliveries": delivered / args.seconds,
             "p50": percentile(live, 50), "p99": percentile(live, 99), "gaps": gaps,
-            "dups": dups, "disorder": disorder, "cpu": cpu / elapsed}
+            "dups": dups, "disorder": disorder, "cpu": cpu / elapsed, "diff": diff}
+
+
+def time_diff_page(port: int, token: str, after: int, repeats: int = 20) -> tuple[float, float]:
+    """(p50 ms of GET /diff with 1,000 events over HTTP, p50 ms of the same read in-process:
+    its baseline)."""
+    import http.client
+    import statistics
+
+    from aiw.feed import read_events
+
+    def p50(fn) -> float:
+        samples = []
+        for _ in range(repeats):
+            started = time.perf_counter()
+            fn()
+            samples.append((time.perf_counter() - started) * 1000)
+        return statistics.median(samples)
+
+    conn = http.client.HTTPConnection("127.0.0.1", port)
+
+    def page() -> None:
+        conn.request("GET", f"/diff?since={_cursor(after) if after else 0}&limit=1000",
+                     headers={"Authorization": f"Bearer {token}"})
+        conn.getresponse().read()
+
+    return p50(page), p50(lambda: read_events(after, limit=1000))
 
 
 def report(args: argparse.Namespace, figures: dict[str, dict]) -> None:
@@ -541,6 +568,10 @@ def report(args: argparse.Namespace, figures: dict[str, dict]) -> None:
         print(line)
     print("targets: deliveries >= 10,000/s, 0 gaps, 0 duplicates, live p99 < 100 ms, "
           "CPU ours/bare <= 2x")
+    if figures.get("ours", {}).get("diff"):
+        http, read = figures["ours"]["diff"]
+        print(f"/diff of 1,000 events over HTTP p50 {http:.1f} ms; the same read in-process "
+              f"{read:.1f} ms (target 50 ms)")
     print(f"machine load average (1 min, 2 cores): {os.getloadavg()[0]:.1f}")
 
 
