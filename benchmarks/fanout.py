@@ -21,7 +21,8 @@ p99 < 100 ms, server CPU <= 2x the bare server's.
 
 Runs in a scratch database ``<DATABASE_URL's name>_fanout`` (created, migrated, dropped).
 Run: ``python benchmarks/fanout.py [--transport sse|ws] [--seconds 10 --rate 500
---subscribers 1000]`` with DATABASE_URL set. Bounded: about 1-2 minutes.
+--subscribers 1000]`` with DATABASE_URL set (``FANOUT_LOG=<file>`` keeps the servers' output).
+Bounded: about 2-3 minutes.
 """
 
 from __future__ import annotations
