@@ -9,8 +9,8 @@ precedes a close by the server. Authentication: a session cookie (with an allowe
 Close codes: 4401 not authenticated, 4403 token lacks the read scope, 4410 cursor expired or
 unknown (resync from ``/snapshot``), 4429 too many streams or rate limit, 4408 too slow
 (resume from the cursor in the preceding ``aiw.reconnect``). A client that reads nothing at
-all may miss that goodbye (daphne aborts a closing handshake after a second); it resumes from
-the last event it did receive, which is the same cursor.
+all may miss that goodbye (the server gives up on a closing handshake it gets no answer to);
+it resumes from the last event it did receive, which is the same cursor.
 """
 
 from __future__ import annotations
@@ -27,11 +27,11 @@ from django.conf import settings
 
 from aiw.authentication import Principal
 from aiw.db import run_db
-from aiw.feed import InvalidCursor, decode_cursor
-from aiw.flow import TransportFlow, flow_of
+from aiw.feed import decode_cursor
 from aiw.hub import get_hub
 from aiw.streams import AccessRevoked, Follower, SlowConsumer, error_message, reconnect_message
 from aiw.throttling import retry_after
+from twins.feed import InvalidCursor
 from twins.feed_scope import FeedFilter, scope_for
 
 log = logging.getLogger(__name__)
@@ -50,7 +50,6 @@ class FeedConsumer(AsyncWebsocketConsumer):
 
     follower: Follower | None = None
     pump: asyncio.Task | None = None
-    flow: TransportFlow | None = None
 
     async def connect(self) -> None:
         user = self.scope.get("user")
@@ -74,9 +73,6 @@ class FeedConsumer(AsyncWebsocketConsumer):
             return
         self.follower = Follower(principal, FeedFilter.parse(query.get("types"), twin), after)
         await self.follower.start(scope)
-        self.flow = flow_of(self.scope)
-        if self.flow is not None:
-            self.flow.attach()
         self.pump = asyncio.create_task(self._pump())
 
     async def _refused(self, principal: Principal) -> bool:
@@ -100,9 +96,8 @@ class FeedConsumer(AsyncWebsocketConsumer):
         try:
             while True:
                 batch = await follower.next_batch()
-                for item in batch or ():
+                for item in (item for part in batch or () for item in part.items):
                     await self.send(text_data=item.json)
-                await follower.writable(self.flow)
         except SlowConsumer:
             message = reconnect_message(follower.cursor, "slow_consumer")
             await self.send(text_data=json.dumps(message))
@@ -121,7 +116,5 @@ class FeedConsumer(AsyncWebsocketConsumer):
             self.pump.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self.pump
-        if self.flow is not None:
-            self.flow.detach()
         if self.follower is not None:
             await self.follower.close()

@@ -11,16 +11,18 @@ import json
 import logging
 import os
 import threading
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import cached_property
 
-from asgiref.sync import async_to_sync
-from channels.layers import get_channel_layer
+import psycopg
 from django.db import connection
 from django.db.models import QuerySet
+from psycopg.rows import dict_row
 
 from aiw.models import FeedRetention
+from twins.env import database_url_of
 from twins.feed import InvalidCursor, encode_cursor, newest_event_id, parse_cursor
 from twins.feed_scope import FeedFilter, Scope
 from twins.models import ChangeEvent
@@ -28,7 +30,8 @@ from twins.models import ChangeEvent
 __all__ = ["InvalidCursor", "encode_cursor", "newest_event_id", "parse_cursor"]
 
 log = logging.getLogger(__name__)
-FEED_GROUP = "aiw.feed"
+#: The PostgreSQL notification channel of committed feed events (payload: the newest id).
+FEED_CHANNEL = "aiw_feed"
 EVENT_FIELDS = ("id", "type", "resource_type", "resource_id", "operation", "twin_id",
                 "twin__slug", "actor", "created_at")
 
@@ -68,8 +71,9 @@ class FeedNotifier:
 
     A commit only records the highest id it made visible (``announce``: a lock and a max, a
     few microseconds) and wakes the thread, which sends the newest id it has seen, so a burst
-    of commits costs one channel-layer message, and the ~3 ms ``group_send`` round trip to
-    Redis is off the writer's path (it was 2.8 of the 5.7 ms an audited change cost, issue 16).
+    of commits costs one notification, and its round trip is off the writer's path (the
+    synchronous channel-layer send it replaced was 2.8 of the 5.7 ms an audited change cost,
+    issue 16).
     One pending value, one thread per process (re-created after a fork, e.g. in a Celery
     child): nothing here grows with the number of writers or subscribers. A notification lost
     to a crash only delays delivery until the hubs' next poll: the hubs read events from the
@@ -107,22 +111,54 @@ class FeedNotifier:
 
 
 def notify_subscribers(event_id: int) -> None:
-    """Tell live-stream hubs that events up to ``event_id`` are committed.
+    """Tell live-stream hubs that events up to ``event_id`` are committed: ``NOTIFY`` on
+    :data:`FEED_CHANNEL` with the id as payload, on this thread's database connection.
 
-    The message carries only the id; hubs read the events from the database, so a lost
-    notification delays delivery until the hub's next poll but never loses an event.
+    PostgreSQL queues a notification for every listening session (it does not drop one for a
+    busy listener, unlike a channel layer over capacity) and delivers it after the commit that
+    sent it. The message carries only the id: hubs read the events from the database, so a
+    notification lost to a crash between commit and notify delays delivery until the hubs'
+    next poll but never loses an event. Never raises: a notification must not fail the change
+    that committed.
     """
-    layer = get_channel_layer()
-    if layer is None:
-        return
     try:
-        async_to_sync(layer.group_send)(FEED_GROUP, {"type": "feed.committed", "id": event_id})
-    except Exception:  # a feed notification must never fail the change that committed
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_notify(%s, %s)", [FEED_CHANNEL, str(event_id)])
+    except Exception:  # e.g. the database is away; the hubs' poll delivers meanwhile
         log.exception("could not notify feed subscribers of event %s", event_id)
 
 
+def _notify_and_release(event_id: int) -> None:
+    """``notify_subscribers`` from the notifier thread, then hand its connection back (to
+    the pool, when there is one) so the thread holds none while idle."""
+    try:
+        notify_subscribers(event_id)
+    finally:
+        connection.close()
+
+
+async def connect_async() -> psycopg.AsyncConnection:
+    """A new autocommit async psycopg connection to the project's database (the caller
+    closes it)."""
+    conninfo = database_url_of(connection.settings_dict)
+    return await psycopg.AsyncConnection.connect(conninfo, autocommit=True)
+
+
+async def listen_for_commits() -> AsyncIterator[int | None]:
+    """Yield the id in each feed notification, as it arrives (``LISTEN`` on its own
+    autocommit connection to the project's database); first ``None`` once listening, so the
+    caller reads whatever was committed before. Raises psycopg's errors when the connection
+    fails; the caller retries.
+    """
+    async with await connect_async() as conn:
+        await conn.execute(f"LISTEN {FEED_CHANNEL}")
+        yield None
+        async for note in conn.notifies():
+            yield int(note.payload) if note.payload.isdigit() else None
+
+
 #: The process's notifier; it hears every commit through ``twins.feed.change_committed``.
-notifier = FeedNotifier(notify_subscribers)
+notifier = FeedNotifier(_notify_and_release)
 
 
 def announce_committed(sender, event_id: int, **_kwargs) -> None:
@@ -212,3 +248,20 @@ def read_events(
         queryset = queryset.filter(where.q())
     rows = queryset.order_by("id").values(*EVENT_FIELDS, "data")[:limit]
     return [FeedItem.from_row(row) for row in rows]
+
+
+async def read_events_async(conn: psycopg.AsyncConnection, after_id: int, *,
+                            limit: int) -> list[FeedItem]:
+    """``read_events(after_id, limit=limit)`` (no scope, no filter: the hub's read) on an
+    async psycopg connection, so the hub reads on its event loop instead of handing each
+    read to a thread (which, with a busy loop, waits for the GIL at every step of a query).
+    Same rows, same order, same :class:`FeedItem` bytes as the ORM path."""
+    events = ChangeEvent._meta.db_table
+    twins = ChangeEvent._meta.get_field("twin").related_model._meta.db_table
+    sql = (f'SELECT e.id, e.type, e.resource_type, e.resource_id, e.operation, e.twin_id, '  # noqa: S608 - model tables
+           f't.slug AS twin__slug, e.actor, e.created_at, e.data FROM "{events}" e '
+           f'LEFT OUTER JOIN "{twins}" t ON t.id = e.twin_id WHERE e.id > %s '
+           f"ORDER BY e.id LIMIT %s")
+    async with conn.cursor(row_factory=dict_row) as cursor:
+        await cursor.execute(sql, [after_id, limit])
+        return [FeedItem.from_row(row) async for row in cursor]

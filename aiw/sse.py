@@ -22,8 +22,7 @@ from rest_framework import exceptions
 
 from aiw.authentication import REALM, Principal, authenticate_stream
 from aiw.db import run_db
-from aiw.feed import InvalidCursor, decode_cursor
-from aiw.flow import TransportFlow, flow_of
+from aiw.feed import decode_cursor
 from aiw.hub import get_hub
 from aiw.streams import (
     AccessRevoked,
@@ -33,6 +32,7 @@ from aiw.streams import (
     reconnect_message,
 )
 from aiw.throttling import retry_after
+from twins.feed import InvalidCursor
 from twins.feed_scope import FeedFilter, Scope, scope_for
 from twins.problems import problem
 
@@ -102,30 +102,27 @@ async def subscribe(request: HttpRequest) -> HttpResponse:
     follower = Follower(principal, FeedFilter.parse(request.GET.get("types"), twin), after)
     await follower.start(scope)
     response = StreamingHttpResponse(
-        _frames(follower, flow_of(getattr(request, "scope", {}))),
-        content_type="text/event-stream")
+        _frames(follower), content_type="text/event-stream")
     response["Cache-Control"] = "no-cache"
     response["X-Accel-Buffering"] = "no"
     return response
 
 
-async def _frames(follower: Follower, flow: TransportFlow | None) -> AsyncIterator[bytes]:
+async def _frames(follower: Follower) -> AsyncIterator[bytes]:
+    # The server's send waits while the client's socket is full (uvicorn's flow control), so
+    # a client that stops reading stops this generator; its queue overflows meanwhile and the
+    # next batch ends the stream with aiw.reconnect.
     try:
-        if flow is not None:
-            flow.attach()
         yield b"retry: 2000\n\n"
         while True:
             batch = await follower.next_batch()
             if batch is None:
                 yield HEARTBEAT
-            elif batch:
-                yield b"".join(item.sse for item in batch)
-            await follower.writable(flow)
+            elif batch:  # one shared bytes object per batch: joined once by the hub
+                yield batch[0].sse if len(batch) == 1 else b"".join(b.sse for b in batch)
     except SlowConsumer:
         yield control_frame(reconnect_message(follower.cursor, "slow_consumer"), follower.cursor)
     except AccessRevoked as exc:
         yield control_frame(error_message(401, "Access ended", str(exc)))
     finally:
-        if flow is not None:
-            flow.detach()
         await follower.close()

@@ -15,24 +15,18 @@ message carrying the cursor to resume from: nothing is ever dropped silently.
 
 from __future__ import annotations
 
-import asyncio
-import time
-
 from django.conf import settings
-from django.contrib.auth import get_user_model
 from django.urls import reverse
 
 from aiw.authentication import Principal
 from aiw.db import run_db
-from aiw.feed import FeedItem, encode_cursor, read_events
-from aiw.flow import TransportFlow
-from aiw.hub import Subscriber, get_hub
-from aiw.tokens import still_active
-from twins.feed_scope import FeedFilter, Scope, scope_for
+from aiw.feed import FeedItem, read_events
+from aiw.hub import Batch, Subscriber, get_hub
+from twins.feed import encode_cursor
+from twins.feed_scope import FeedFilter, Scope
 from twins.problems import problem_body
 
 PAGE = 500
-STALL_SECONDS = 60.0  # a client that reads nothing for this long is let go
 
 
 class SlowConsumer(Exception):
@@ -43,14 +37,6 @@ class AccessRevoked(Exception):
     """The stream's token was revoked or expired, or its user deactivated."""
 
 
-def current_scope(principal: Principal) -> Scope | None:
-    """The caller's Scope re-read from the database, or None if its access has ended."""
-    if principal.token is not None and not still_active(principal.token.pk):
-        return None
-    user = get_user_model().objects.filter(pk=principal.user.pk, is_active=True).first()
-    return scope_for(user) if user is not None else None
-
-
 class Follower:
     """Delivers the feed after ``after_id`` to one stream (see the module docstring)."""
 
@@ -58,8 +44,6 @@ class Follower:
         self.principal, self.where, self.last_id = principal, where, after_id
         self.catching_up = True
         self.subscriber: Subscriber | None = None
-        self.refreshed = time.monotonic()
-        self.flushed = 0.0
 
     @property
     def cursor(self) -> str:
@@ -69,7 +53,7 @@ class Follower:
     async def start(self, scope: Scope) -> None:
         """Subscribe to the hub with the caller's ``scope``."""
         self.subscriber = Subscriber(scope, self.where, limit=settings.AIW_STREAM_QUEUE_MAX,
-                                     key=self.principal.key)
+                                     principal=self.principal)
         await get_hub().subscribe(self.subscriber)
 
     async def close(self) -> None:
@@ -78,31 +62,25 @@ class Follower:
             subscriber, self.subscriber = self.subscriber, None
             await get_hub().unsubscribe(subscriber)
 
-    async def next_batch(self) -> list[FeedItem] | None:
-        """The next events to send (possibly empty while catching up), or None when a
-        heartbeat tick came first. Raises SlowConsumer or AccessRevoked."""
+    async def next_batch(self) -> list[Batch] | None:
+        """The next events to send as batches (possibly none while catching up), or None when
+        a heartbeat tick came first. Raises SlowConsumer or AccessRevoked."""
         if self.catching_up:
-            return await self._catch_up()
-        await self._refresh_scope()
+            page = await self._catch_up()
+            return [Batch(tuple(page))] if page else []
         subscriber = self.subscriber
         await subscriber.wait()
-        if len(subscriber.items) < subscriber.limit // 2:  # a burst goes out at once
-            await self._pace()
+        if subscriber.revoked:
+            raise AccessRevoked("the token was revoked or has expired")
         if subscriber.overflowed:
             raise SlowConsumer(self.cursor)
-        items = [item for item in subscriber.take() if item.id > self.last_id]
-        if items:
-            self.last_id, self.flushed = items[-1].id, time.monotonic()
-            return items
-        return None
-
-    async def _pace(self) -> None:
-        """At most one write per ``AIW_STREAM_FLUSH_SECONDS``: events arriving meanwhile go
-        out together. With hundreds of streams, one write (and one wake-up) per commit per
-        stream is what saturates the event loop; this bounds it for a bounded delay."""
-        wait = self.flushed + settings.AIW_STREAM_FLUSH_SECONDS - time.monotonic()
-        if wait > 0:
-            await asyncio.sleep(wait)
+        batches = []
+        for queued in subscriber.take_batches():
+            batch = queued.after(self.last_id)  # the hub may repeat what catch-up read
+            if batch is not None:
+                batches.append(batch)
+                self.last_id = batch.items[-1].id
+        return batches or None
 
     async def _catch_up(self) -> list[FeedItem]:
         subscriber = self.subscriber
@@ -116,36 +94,6 @@ class Follower:
             else:
                 self.catching_up = False
         return page
-
-    async def _refresh_scope(self) -> None:
-        if time.monotonic() - self.refreshed < settings.AIW_SCOPE_REFRESH_SECONDS:
-            return
-        self.refreshed = time.monotonic()
-        scope = await run_db(current_scope, self.principal)
-        if scope is None:
-            raise AccessRevoked("the token was revoked or has expired")
-        self.subscriber.scope = scope
-
-    async def writable(self, flow: TransportFlow | None) -> None:
-        """Wait while the client's socket is full.
-
-        Live, an overflow of the queue meanwhile raises SlowConsumer. While catching up the
-        queue may overflow harmlessly (the database has everything), so only a client that
-        reads nothing for ``STALL_SECONDS`` is given up on.
-        """
-        if flow is None or not flow.paused:
-            return
-        waits = [asyncio.ensure_future(flow.resumed.wait())]
-        if not self.catching_up:
-            waits.append(asyncio.ensure_future(self.subscriber.overflow.wait()))
-        try:
-            done, _ = await asyncio.wait(waits, timeout=STALL_SECONDS,
-                                         return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for waiter in waits:
-                waiter.cancel()
-        if not done or (not self.catching_up and self.subscriber.overflowed):
-            raise SlowConsumer(self.cursor)
 
 
 def reconnect_message(cursor: str, reason: str) -> dict:

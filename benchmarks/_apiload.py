@@ -3,7 +3,7 @@
 - ``seed``: a twin ``plant`` with ``ASSETS`` SKAB-shaped pumps, the last ``SEED_SECONDS`` of
   1 Hz telemetry on each (through the real ingest service), and an agent (role ``agent`` on
   every twin) with a read+write bearer token.
-- ``Server``: one daphne process on a loopback port against a given database URL.
+- ``Server``: one uvicorn process on a loopback port against a given database URL.
 - ``run_load``: ``concurrency`` asyncio clients (httpx), each looping over the weighted
   ``MIX`` of agent requests until a deadline; every answer is recorded (endpoint, status,
   content type, latency, time), so callers can slice the run (e.g. during a fault).
@@ -33,6 +33,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from benchmarks._telemetry_bench import SKAB_METRICS, skab_like_values  # noqa: E402
+from opstwin_site import webserver  # noqa: E402
 
 ASSETS = 4
 SEED_SECONDS = 1800
@@ -108,7 +109,7 @@ def wait_port(port: int, timeout: float = 60.0, proc: subprocess.Popen | None = 
 
 @dataclass
 class Server:
-    """A daphne process serving OpsTwin on 127.0.0.1:``port``."""
+    """A uvicorn process (``opstwin_site.webserver``) serving OpsTwin on 127.0.0.1:``port``."""
 
     port: int
     env: dict
@@ -117,17 +118,7 @@ class Server:
 
     def start(self) -> Server:
         self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "daphne",
-                "--no-server-name",
-                "-b",
-                "127.0.0.1",
-                "-p",
-                str(self.port),
-                "opstwin_site.asgi:application",
-            ],
+            webserver.command("127.0.0.1", self.port),
             cwd=REPO,
             env=self.env,
             stdout=self.log.open("w"),

@@ -1,6 +1,6 @@
 """Load test of the HTTP API with mixed agent traffic (prints figures; no assertions on time).
 
-One daphne process (the production server, as in the image) on a loopback port, against a
+One uvicorn process (the production server, as in the image) on a loopback port, against a
 scratch database with a twin of 4 pumps and 30 minutes of 1 Hz SKAB-shaped telemetry each.
 CONCURRENCY asyncio clients (httpx, keep-alive, one bearer token of an ``agent``) each loop for
 SECONDS over a weighted mix (``benchmarks/_apiload.MIX``): latest state 30 %, raw query 15 %,
@@ -78,7 +78,7 @@ def main() -> None:
             os.environ["REDIS_URL"] = redis_url
         print(f"seeded in {time.perf_counter() - t0:.1f} s")
         port = free_port_in(args.port, 9599)
-        server = Server(port, server_env(url), Path(tmp) / "daphne.log").start()
+        server = Server(port, server_env(url), Path(tmp) / "web.log").start()
         base = f"http://127.0.0.1:{port}"
         try:
             run_load(base, token, seconds=3, concurrency=args.concurrency)  # warm up

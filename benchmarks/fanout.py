@@ -1,23 +1,28 @@
-"""Fan-out benchmark of the AIW live stream (prints figures; no assertions on time).
+"""Fan-out benchmark of the AIW live stream against a bare server (prints figures; no assertions).
 
-One daphne process serves SUBSCRIBERS SSE streams (each following one of TWINS twins, so
-every event goes to SUBSCRIBERS / TWINS streams, plus FIREHOSE streams that follow every
-twin) while a producer process commits RATE events/s through ``twins.ledger.record_change``
-(the production write path: audit entry + change event under the sequencing lock) for
-SECONDS seconds. During the run, RECONNECTS streams are cut at random moments and resume
-with ``Last-Event-ID``. Afterwards each stream's received ids are compared with the feed in
-the database.
+Two servers follow the same feed in the same run, one after the other, with the same client
+code: **ours** (one uvicorn process serving ``opstwin_site.asgi``: the hub, ``/subscribe`` or
+``/ws/feed``) and **bare**, the ceiling: one asyncio process (uvloop) that listens for the same
+PostgreSQL notification, reads the events with the same query (``aiw.feed.read_events``),
+filters by twin, catches up after ``Last-Event-ID``/``since`` and writes the same frames
+straight to each socket (WebSocket frames encoded by hand: no library, no Django).
 
-Figures: delivered events/s, lag from commit (the producer's clock after COMMIT returns) to
-the client reading the frame (same machine, same clock): p50/p99 for live delivery and over
-everything (resumed catch-up included), gaps and duplicates (must be 0), server CPU.
-Then a /diff page of 1,000 events over HTTP (p50), next to the baseline measured in the same
-run: the same 1,000 events read from PostgreSQL in-process (query + payload), and the bare
-SQL fetch. Targets: live p99 < 250 ms, 0 gaps, 0 duplicates; /diff p50 < 50 ms.
+Each phase opens SUBSCRIBERS streams (SSE or, with ``--transport ws``, WebSocket), each
+following one of TWINS twins, plus FIREHOSE streams that follow every twin, while a producer
+process commits RATE events/s (change events under the sequencing lock, one notification per
+commit) for SECONDS seconds. RECONNECTS streams are cut at random moments and resume from
+their cursor. Afterwards each stream's ids are compared with the feed in the database.
+
+Figures per server: deliveries/s (events summed over the streams' filters), live lag from
+commit (the producer's clock after COMMIT) to the client reading the frame p50/p99, gaps /
+duplicates / out of order (must be 0), server CPU-s per s; then ours/bare ratios.
+Targets (issue 16): 1,000 subscribers, >= 10,000 deliveries/s, 0 gaps, 0 duplicates, live
+p99 < 100 ms, server CPU <= 2x the bare server's.
 
 Runs in a scratch database ``<DATABASE_URL's name>_fanout`` (created, migrated, dropped).
-Run: ``python benchmarks/fanout.py [--seconds 20 --rate 2000 --subscribers 500]`` with
-DATABASE_URL (and REDIS_URL for the channel layer) set. Bounded: about 1-2 minutes.
+Run: ``python benchmarks/fanout.py [--transport sse|ws] [--seconds 10 --rate 500
+--subscribers 1000]`` with DATABASE_URL set (``FANOUT_LOG=<file>`` keeps the servers' output).
+Bounded: about 2-3 minutes.
 """
 
 from __future__ import annotations
@@ -25,37 +30,39 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import contextlib
+import hashlib
 import json
 import multiprocessing
 import os
 import random
 import re
 import socket
-import statistics
 import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qs, urlsplit, urlunsplit
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 ID = re.compile(rb'"id":(\d+)')
+WS_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
 
 def _args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--seconds", type=float, default=20.0)
-    parser.add_argument("--rate", type=int, default=2000, help="events per second")
-    parser.add_argument("--subscribers", type=int, default=500)
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--rate", type=int, default=500, help="events per second produced")
+    parser.add_argument("--subscribers", type=int, default=1000)
     parser.add_argument("--twins", type=int, default=50)
     parser.add_argument("--firehose", type=int, default=5, help="streams following every twin")
-    parser.add_argument("--reconnects", type=int, default=100, help="forced reconnects")
-    parser.add_argument("--writer", choices=["outbox", "audit"], default="outbox",
-                        help="outbox: change events under the sequencing lock (default); "
-                             "audit: full record_change per event (capped by the audit chain)")
+    parser.add_argument("--reconnects", type=int, default=50, help="forced reconnects")
+    parser.add_argument("--transport", choices=["sse", "ws"], default="sse")
+    parser.add_argument("--servers", default="bare,ours", help="phases, in order")
     parser.add_argument("--keep", action="store_true", help="keep the scratch database")
+    parser.add_argument("--serve-bare", type=int, metavar="PORT", help=argparse.SUPPRESS)
     return parser.parse_args()
 
 
@@ -107,7 +114,7 @@ def seed(twins: int) -> str:
     return issue_token(user=user, name="bench", scopes=["read"])[1]
 
 
-# --- the server -------------------------------------------------------------------------------
+# --- the servers -----------------------------------------------------------------------------
 
 def free_port() -> int:
     with socket.socket() as sock:
@@ -115,15 +122,18 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start_server(url: str, port: int) -> subprocess.Popen:
+def start_server(kind: str, url: str, port: int, transport: str) -> subprocess.Popen:
+    """Start ``ours`` (uvicorn) or ``bare`` on ``port``; returns once it accepts."""
+    from opstwin_site import webserver
+
     env = os.environ | {"DATABASE_URL": url, "AIW_MAX_STREAMS_PER_CALLER": "100000",
                         "AIW_TOKEN_RATE": "1000000/min", "AIW_STREAM_QUEUE_MAX": "5000",
-                        "LOG_LEVEL": "WARNING", "DB_CONN_MAX_AGE": "0"}
-    proc = subprocess.Popen([sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p",
-                             str(port), "opstwin_site.asgi:application"],
-                            cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 30
+                        "LOG_LEVEL": "WARNING"}
+    argv = (webserver.command("127.0.0.1", port) if kind == "ours" else
+            [sys.executable, __file__, "--serve-bare", str(port), "--transport", transport])
+    log = open(os.environ.get("FANOUT_LOG", os.devnull), "a")  # noqa: SIM115 - child's
+    proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         try:
             socket.create_connection(("127.0.0.1", port), timeout=1).close()
@@ -131,7 +141,7 @@ def start_server(url: str, port: int) -> subprocess.Popen:
         except OSError:
             time.sleep(0.2)
     proc.kill()
-    sys.exit("daphne did not start")
+    sys.exit(f"the {kind} server did not start")
 
 
 def own_cpu_seconds() -> float:
@@ -141,6 +151,117 @@ def own_cpu_seconds() -> float:
 def cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def ws_frame(text: str) -> bytes:
+    """One unmasked RFC 6455 text frame."""
+    data = text.encode()
+    size = len(data)
+    if size < 126:
+        return bytes([0x81, size]) + data
+    if size < 1 << 16:
+        return bytes([0x81, 126]) + size.to_bytes(2, "big") + data
+    return bytes([0x81, 127]) + size.to_bytes(8, "big") + data
+
+
+class BareClient:
+    """One bare stream: its socket writer and, while catching up, the live events held back."""
+
+    __slots__ = ("after", "pending", "writer")
+
+    def __init__(self, writer) -> None:
+        self.writer, self.pending, self.after = writer, [], 0
+
+
+async def bare_server(port: int, transport: str) -> None:
+    """The ceiling: notification, one read, frames encoded once, written to every socket."""
+    from aiw.db import run_db
+    from aiw.feed import listen_for_commits, read_events
+    from twins.feed import newest_event_id, parse_cursor
+    from twins.feed_scope import FeedFilter
+
+    clients: dict[str | None, set[BareClient]] = {}
+    wake, last = asyncio.Event(), [await run_db(newest_event_id)]
+
+    def frames(items) -> bytes:
+        if transport == "sse":  # one HTTP/1.1 chunk, as uvicorn frames each send
+            body = b"".join(item.sse for item in items)
+            return b"%x\r\n%b\r\n" % (len(body), body)
+        return b"".join(ws_frame(item.json) for item in items)
+
+    async def handle(reader, writer) -> None:
+        head = (await reader.readuntil(b"\r\n\r\n")).decode()
+        target = head.split(" ", 2)[1]
+        query = {k: v[0] for k, v in parse_qs(urlsplit(target).query).items()}
+        headers = {k.strip().lower(): v.strip() for k, _, v in
+                   (line.partition(":") for line in head.split("\r\n")[1:] if line)}
+        twin = query.get("twin")
+        after = parse_cursor(headers.get("last-event-id") or query.get("since") or "0")
+        if transport == "sse":
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
+                         b"Transfer-Encoding: chunked\r\n\r\nd\r\nretry: 2000\n\n\r\n")
+        else:
+            accept = base64.b64encode(hashlib.sha1(  # noqa: S324 - RFC 6455 says SHA-1
+                headers["sec-websocket-key"].encode() + WS_GUID).digest()).decode()
+            writer.write(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                         b"Connection: Upgrade\r\nSec-WebSocket-Accept: "
+                         + accept.encode() + b"\r\n\r\n")
+        client = BareClient(writer)
+        clients.setdefault(twin, set()).add(client)
+        try:
+            while True:  # catch up, as ours does: subscribed first, then the database
+                page = await run_db(read_events, after, limit=500, where=FeedFilter(twin=twin))
+                if page:
+                    writer.write(frames(page))
+                    after = page[-1].id
+                if len(page) < 500:
+                    break
+            held, client.pending, client.after = client.pending, None, after
+            rest = [item for item in held if item.id > after]
+            if rest:
+                writer.write(frames(rest))
+            while await reader.read(1 << 16):
+                pass
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            clients[twin].discard(client)
+            writer.close()
+
+    async def pump() -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(wake.wait(), 1.0)
+            wake.clear()
+            while True:
+                items = await run_db(read_events, last[0], limit=1000)
+                if not items:
+                    break
+                last[0] = items[-1].id
+                by_twin: dict[str, list] = {}
+                for item in items:
+                    by_twin.setdefault(item.twin, []).append(item)
+                for twin, mine in [(None, items), *by_twin.items()]:
+                    chunk = None
+                    for client in clients.get(twin, ()):
+                        if client.pending is not None:
+                            client.pending.extend(mine)
+                            continue
+                        if mine[0].id <= client.after:  # its catch-up read these
+                            client.writer.write(frames([i for i in mine if i.id > client.after]))
+                            continue
+                        chunk = chunk or frames(mine)
+                        client.writer.write(chunk)
+                if len(items) < 1000:
+                    break
+
+    async def listen() -> None:
+        async for _ in listen_for_commits():
+            wake.set()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", port, backlog=4096)
+    async with server:
+        await asyncio.gather(server.serve_forever(), pump(), listen())
 
 
 # --- the producer (its own process) -------------------------------------------------------
@@ -205,21 +326,11 @@ def produce(url: str, rate: int, seconds: float, twins: int, writer: str, out: s
     Path(out).write_text(json.dumps(commits))
 
 
-def audited_rate(seconds: float = 3.0) -> float:
-    """record_change events/s one process sustains here (50 per transaction)."""
-    from twins.models import Twin
-
-    twin_rows, made, started = list(Twin.objects.all()[:50]), 0, time.perf_counter()
-    while time.perf_counter() - started < seconds:
-        made += len(_audited_batch(twin_rows))
-    return made / (time.perf_counter() - started)
-
-
-# --- the subscribers (asyncio, this process) ------------------------------------------------
+# --- the subscribers (asyncio, this process) -----------------------------------------------
 
 @dataclass
 class Stream:
-    """One SSE subscriber: its filter, the ids it received (in order) and receive times."""
+    """One subscriber: its filter, the ids it received (in order) and receive times."""
 
     twin: str | None
     received: list[int] = field(default_factory=list)
@@ -227,42 +338,83 @@ class Stream:
     cuts: list[float] = field(default_factory=list)  # when this stream was cut (time.time)
     cursor: str = ""
     task: asyncio.Task | None = None
+    live: bool = False  # the server answered (its headers came)
 
 
 def _cursor(event_id: int) -> str:
     return base64.urlsafe_b64encode(f"v1:{event_id}".encode()).decode().rstrip("=")
 
 
-async def follow(port: int, token: str, stream: Stream, start: str) -> None:
-    """Follow /subscribe, reconnecting with Last-Event-ID whenever the connection ends."""
+async def follow(port: int, token: str, stream: Stream, start: str, transport: str) -> None:
+    """Follow the stream, reconnecting from the last cursor whenever the connection ends."""
     while True:
         cursor = stream.cursor or start
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         query = f"?twin={stream.twin}" if stream.twin else ""
-        writer.write(f"GET /subscribe{query} HTTP/1.0\r\nHost: 127.0.0.1\r\n"
-                     f"Authorization: Bearer {token}\r\nLast-Event-ID: {cursor}\r\n\r\n"
-                     .encode())
+        if transport == "sse":
+            request = (f"GET /subscribe{query} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                       f"Authorization: Bearer {token}\r\nLast-Event-ID: {cursor}\r\n\r\n")
+        else:
+            query = f"{query}&since={cursor}" if query else f"?since={cursor}"
+            key = base64.b64encode(os.urandom(16)).decode()
+            request = (f"GET /ws/feed{query} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                       f"Authorization: Bearer {token}\r\nUpgrade: websocket\r\n"
+                       f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+                       f"Sec-WebSocket-Version: 13\r\n\r\n")
+        writer.write(request.encode())
         try:
-            await _read_frames(reader, stream)
+            await reader.readuntil(b"\r\n\r\n")  # status line and headers
+            stream.live = True
+            if transport == "sse":
+                await _read_sse(reader, stream)
+            else:
+                await _read_ws(reader, stream)
         except (ConnectionError, asyncio.IncompleteReadError):
             pass
         finally:
             writer.close()
 
 
-async def _read_frames(reader: asyncio.StreamReader, stream: Stream) -> None:
-    await reader.readuntil(b"\r\n\r\n")  # status line and headers (HTTP/1.0: no chunking)
-    buffer = b""
-    while chunk := await reader.read(1 << 16):
+def _record(stream: Stream, ids: list[int]) -> None:
+    if ids:
         now = time.time()
-        *frames, buffer = (buffer + chunk).split(b"\n\n")
-        # the first "id" of a frame is the event's (its data may hold other "id"s)
-        ids = [int(ID.search(f).group(1)) for f in frames
-               if f.startswith(b"id: ") and b"\nevent: aiw." not in f]
         stream.received += ids
         stream.at += [now] * len(ids)
-        if ids:
-            stream.cursor = _cursor(ids[-1])
+        stream.cursor = _cursor(ids[-1])
+
+
+async def _read_sse(reader: asyncio.StreamReader, stream: Stream) -> None:
+    buffer = b""  # the body is chunked (HTTP/1.1)
+    while size := int(await reader.readuntil(b"\r\n"), 16):
+        chunk = (await reader.readexactly(size + 2))[:-2]
+        *frames, buffer = (buffer + chunk).split(b"\n\n")
+        # the first "id" of a frame is the event's (its data may hold other "id"s)
+        _record(stream, [int(ID.search(f).group(1)) for f in frames
+                         if f.startswith(b"id: ") and b"\nevent: aiw." not in f])
+
+
+async def _read_ws(reader: asyncio.StreamReader, stream: Stream) -> None:
+    buffer = b""  # unmasked server frames (RFC 6455 section 5.2)
+    while chunk := await reader.read(1 << 16):
+        buffer += chunk
+        ids, at = [], 0
+        while len(buffer) - at >= 2:
+            opcode, size, start = buffer[at] & 0x0F, buffer[at + 1] & 0x7F, at + 2
+            if size == 126:
+                size, start = int.from_bytes(buffer[at + 2:at + 4], "big"), at + 4
+            elif size == 127:
+                size, start = int.from_bytes(buffer[at + 2:at + 10], "big"), at + 10
+            if len(buffer) < start + size:
+                break
+            payload = buffer[start:start + size]
+            at = start + size
+            if opcode == 0x8:
+                _record(stream, ids)
+                return
+            if opcode == 0x1 and not payload.startswith(b'{"type":"aiw.'):
+                ids.append(int(ID.search(payload).group(1)))
+        buffer = buffer[at:]
+        _record(stream, ids)
 
 
 async def cut_connections(streams: list[Stream], count: int, seconds: float, restart) -> None:
@@ -280,11 +432,15 @@ async def cut_connections(streams: list[Stream], count: int, seconds: float, res
 async def run_subscribers(port: int, token: str, streams: list[Stream], start: str,
                           args: argparse.Namespace, producer) -> None:
     def launch(stream: Stream) -> None:
-        stream.task = asyncio.create_task(follow(port, token, stream, start))
+        stream.task = asyncio.create_task(follow(port, token, stream, start, args.transport))
 
     for stream in streams:
         launch(stream)
-    await asyncio.sleep(3.0)  # let every stream connect and go live
+    deadline = time.monotonic() + 120  # let every stream connect and go live
+    while not all(s.live for s in streams) and time.monotonic() < deadline:
+        await asyncio.sleep(0.2)
+    print(f"  {sum(s.live for s in streams)} streams live", flush=True)
+    await asyncio.sleep(1.0)
     producer.start()
     await cut_connections(streams, args.reconnects, args.seconds, launch)
     while producer.is_alive():
@@ -292,6 +448,7 @@ async def run_subscribers(port: int, token: str, streams: list[Stream], start: s
     await asyncio.sleep(3.0)  # drain
     for stream in streams:
         stream.task.cancel()
+    await asyncio.gather(*(s.task for s in streams), return_exceptions=True)
 
 
 # --- figures ------------------------------------------------------------------------------
@@ -335,11 +492,45 @@ def lags(streams: list[Stream], commits: dict[int, float]) -> tuple[list[float],
     return live, everything
 
 
-def time_diff_pages(port: int, token: str, after: int, repeats: int = 30) -> dict[str, float]:
-    """p50 ms of: GET /diff (1,000 events) over HTTP; the same read in-process; bare SQL."""
-    import http.client
+def run_phase(kind: str, url: str, token: str, args: argparse.Namespace) -> dict:
+    """One server under the whole load; returns its figures."""
+    from twins.feed import newest_event_id
 
-    from django.db import connection
+    port = free_port()
+    server = start_server(kind, url, port, args.transport)
+    out = str(ROOT / f".fanout-commits-{kind}.json")
+    try:
+        after = newest_event_id()
+        slugs = [f"t{k % args.twins:03d}" for k in range(args.subscribers - args.firehose)]
+        streams = [Stream(twin=s) for s in slugs] + [Stream(twin=None)
+                                                     for _ in range(args.firehose)]
+        producer = multiprocessing.get_context("spawn").Process(
+            target=produce, args=(url, args.rate, args.seconds, args.twins, "outbox", out))
+        print(f"{kind}: {len(streams)} {args.transport} streams, producing {args.rate}/s for "
+              f"{args.seconds:.0f} s ...", flush=True)
+        cpu_before, started = cpu_seconds(server.pid), time.time()
+        asyncio.run(run_subscribers(port, token, streams, _cursor(after) if after else "0",
+                                    args, producer))
+        elapsed, cpu = time.time() - started, cpu_seconds(server.pid) - cpu_before
+        diff = time_diff_page(port, token, after) if kind == "ours" else None
+    finally:
+        server.terminate()
+        server.wait(20)
+    commits = {int(k): v for k, v in json.loads(Path(out).read_text()).items()}
+    Path(out).unlink(missing_ok=True)
+    gaps, dups, disorder = verify(streams, after)
+    live, _ = lags(streams, commits)
+    delivered = sum(len(s.received) for s in streams)
+    return {"events": len(commits) / args.seconds, "deliveries": delivered / args.seconds,
+            "p50": percentile(live, 50), "p99": percentile(live, 99), "gaps": gaps,
+            "dups": dups, "disorder": disorder, "cpu": cpu / elapsed, "diff": diff}
+
+
+def time_diff_page(port: int, token: str, after: int, repeats: int = 20) -> tuple[float, float]:
+    """(p50 ms of GET /diff with 1,000 events over HTTP, p50 ms of the same read in-process:
+    its baseline)."""
+    import http.client
+    import statistics
 
     from aiw.feed import read_events
 
@@ -351,94 +542,58 @@ def time_diff_pages(port: int, token: str, after: int, repeats: int = 30) -> dic
             samples.append((time.perf_counter() - started) * 1000)
         return statistics.median(samples)
 
-    with connection.cursor() as cursor:  # fresh statistics, as autovacuum would leave them
-        cursor.execute("ANALYZE aiw_changeevent")
     conn = http.client.HTTPConnection("127.0.0.1", port)
 
-    def http_page(limit: int = 1000) -> None:
-        conn.request("GET", f"/diff?since={_cursor(after)}&limit={limit}",
+    def page() -> None:
+        conn.request("GET", f"/diff?since={_cursor(after) if after else 0}&limit=1000",
                      headers={"Authorization": f"Bearer {token}"})
-        body = conn.getresponse().read()
-        assert len(json.loads(body)["events"]) == limit
+        conn.getresponse().read()
 
-    def sql_only() -> None:
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT e.*, t.slug FROM aiw_changeevent e LEFT JOIN twins_twin t "
-                           "ON t.id = e.twin_id WHERE e.id > %s ORDER BY e.id LIMIT 1000",
-                           [after])
-            cursor.fetchall()
-
-    return {"http": p50(http_page), "http_one": p50(lambda: http_page(1)),
-            "read": p50(lambda: read_events(after, limit=1000)),
-            "sql": p50(sql_only)}
+    return p50(page), p50(lambda: read_events(after, limit=1000))
 
 
-def report(args, streams, commits, seconds, gaps, dups, disorder, cpu, diff) -> None:
-    live, everything = lags(streams, commits)
-    delivered = sum(len(s.received) for s in streams)
-    rows = [
-        (f"events produced ({args.writer} writer)",
-         f"{len(commits)} ({len(commits) / seconds:.0f}/s)", "2,000/s"),
-        ("subscribers (twin-filtered + firehose)", f"{len(streams)}", "500"),
-        ("deliveries", f"{delivered} ({delivered / seconds:.0f}/s)", ""),
-        ("forced reconnects (Last-Event-ID)", f"{args.reconnects}", ""),
-        ("lag p50 / p99, live (ms)",
-         f"{percentile(live, 50):.1f} / {percentile(live, 99):.1f}", "p99 < 250"),
-        ("lag p50 / p99, all incl. resumes (ms)",
-         f"{percentile(everything, 50):.1f} / {percentile(everything, 99):.1f}", ""),
-        ("gaps / duplicates / out of order", f"{gaps} / {dups} / {disorder}", "0 / 0 / 0"),
-        ("CPU s per s: server / all 500 clients",
-         f"{cpu / seconds:.2f} / {diff['client_cpu']:.2f}", "2 cores in all"),
-        ("/diff 1,000 events over HTTP, p50 (ms)", f"{diff['http']:.1f}", "< 50"),
-        ("baseline: /diff of 1 event over HTTP, p50 (ms)", f"{diff['http_one']:.1f}", ""),
-        ("baseline: same read in-process, p50 (ms)", f"{diff['read']:.1f}", ""),
-        ("baseline: bare SQL fetch, p50 (ms)", f"{diff['sql']:.1f}", ""),
-        ("record_change throughput, 1 process (ev/s)", f"{diff['audited']:.0f}", ""),
-    ]
-    rows.append(("machine load average (1 min, 2 cores)", f"{os.getloadavg()[0]:.1f}", ""))
-    width = max(len(r[0]) for r in rows)
-    print(f"\n{'measure':<{width}}  {'result':>24}  target")
-    for name, value, target in rows:
-        print(f"{name:<{width}}  {value:>24}  {target}")
+def report(args: argparse.Namespace, figures: dict[str, dict]) -> None:
+    kinds = list(figures)
+    rows = [("events produced /s", "events", "{:.0f}"), ("deliveries /s", "deliveries", "{:.0f}"),
+            ("live lag p50 (ms)", "p50", "{:.1f}"), ("live lag p99 (ms)", "p99", "{:.1f}"),
+            ("gaps", "gaps", "{}"), ("duplicates", "dups", "{}"),
+            ("out of order", "disorder", "{}"), ("server CPU-s per s", "cpu", "{:.2f}")]
+    print(f"\n{args.subscribers} {args.transport} subscribers ({args.firehose} firehose), "
+          f"{args.reconnects} forced reconnects per phase")
+    print(f"{'measure':<22}" + "".join(f"{k:>12}" for k in kinds)
+          + ("   ours/bare" if len(kinds) == 2 else ""))
+    for name, key, fmt in rows:
+        values = [figures[k][key] for k in kinds]
+        line = f"{name:<22}" + "".join(f"{fmt.format(v):>12}" for v in values)
+        if len(kinds) == 2 and key in ("p50", "p99", "cpu", "deliveries") and values[0]:
+            line += f"{values[1] / values[0]:>11.2f}x"
+        print(line)
+    print("targets: deliveries >= 10,000/s, 0 gaps, 0 duplicates, live p99 < 100 ms, "
+          "CPU ours/bare <= 2x")
+    if figures.get("ours", {}).get("diff"):
+        http, read = figures["ours"]["diff"]
+        print(f"/diff of 1,000 events over HTTP p50 {http:.1f} ms; the same read in-process "
+              f"{read:.1f} ms (target 50 ms)")
+    print(f"machine load average (1 min, 2 cores): {os.getloadavg()[0]:.1f}")
 
 
 def main() -> None:
     args = _args()
+    if args.serve_bare:
+        setup_django(os.environ["DATABASE_URL"])
+        import uvloop
+
+        uvloop.run(bare_server(args.serve_bare, args.transport))
+        return
     admin_url, url = scratch_database()
     print(f"scratch database {urlsplit(url).path.lstrip('/')}: migrating ...", flush=True)
     create_database(admin_url, url)
     setup_django(url)
     token = seed(args.twins)
-    port = free_port()
-    server = start_server(url, port)
-    out = str(ROOT / ".fanout-commits.json")
     try:
-        from aiw.feed import newest_event_id
-
-        after = newest_event_id()
-        slugs = [f"t{k % args.twins:03d}" for k in range(args.subscribers - args.firehose)]
-        streams = [Stream(twin=s) for s in slugs] + [Stream(twin=None)
-                                                     for _ in range(args.firehose)]
-        producer = multiprocessing.get_context("spawn").Process(
-            target=produce, args=(url, args.rate, args.seconds, args.twins, args.writer, out))
-        cpu_before, started = cpu_seconds(server.pid), time.time()
-        client_before = own_cpu_seconds()
-        print(f"{len(streams)} streams, producing {args.rate}/s for {args.seconds:.0f} s ...",
-              flush=True)
-        asyncio.run(run_subscribers(port, token, streams, _cursor(after) if after else "0",
-                                    args, producer))
-        elapsed, cpu = time.time() - started, cpu_seconds(server.pid) - cpu_before
-        client_cpu = (own_cpu_seconds() - client_before) / elapsed
-        commits = {int(k): v for k, v in json.loads(Path(out).read_text()).items()}
-        gaps, dups, disorder = verify(streams, after)
-        diff = time_diff_pages(port, token, after) | {"audited": audited_rate(),
-                                                      "client_cpu": client_cpu}
-        report(args, streams, commits, args.seconds, gaps, dups, disorder,
-               cpu * args.seconds / elapsed, diff)
+        figures = {kind: run_phase(kind, url, token, args) for kind in args.servers.split(",")}
+        report(args, figures)
     finally:
-        server.terminate()
-        server.wait(10)
-        Path(out).unlink(missing_ok=True)
         if not args.keep:
             from django.db import connections
 

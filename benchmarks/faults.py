@@ -1,6 +1,6 @@
 """Faults during a load run (prints figures; no assertions on time; exit 1 if a check fails).
 
-One daphne process under mixed agent traffic (``benchmarks/_apiload.MIX``) reaches PostgreSQL
+One uvicorn process under mixed agent traffic (``benchmarks/_apiload.MIX``) reaches PostgreSQL
 through a TCP proxy of this script and uses a Redis and a Mosquitto of its own (never the
 machine's shared ones), all on loopback ports from --port (9500-9599). During the load:
 
@@ -438,7 +438,7 @@ def main() -> None:
             CELERY_VISIBILITY_TIMEOUT_SECONDS="70",
             CELERY_TASK_ALWAYS_EAGER="0",
         )
-        server = Server(web_port, env, tmp / "daphne.log").start()
+        server = Server(web_port, env, tmp / "web.log").start()
         base = f"http://127.0.0.1:{web_port}"
         ok = True
         try:

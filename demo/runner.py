@@ -17,6 +17,7 @@ from tqdm import tqdm
 
 from demo.label_scoring import Agreement, agreement
 from demo.skab import SkabRun
+from opstwin_site import webserver
 from opstwin_site.broker import EmbeddedBroker
 from policy.models import Proposal
 from simulation.models import SimulationRun
@@ -171,13 +172,12 @@ def subscriber_committed(children: Children | None = None) -> int:
 
 
 def start_children(mqtt_url: str, port: int, *, web: bool) -> Children:
-    """Start web (daphne), ``manage.py ingest_mqtt`` and, with Redis, a Celery worker."""
+    """Start web (uvicorn), ``manage.py ingest_mqtt`` and, with Redis, a Celery worker."""
     env = os.environ | {"MQTT_URL": mqtt_url, "DJANGO_SETTINGS_MODULE": "opstwin_site.settings"}
     python, logs, children = sys.executable, settings.DATA_DIR / "logs", Children()
     ingest_status_path().unlink(missing_ok=True)
     if web:
-        children.start("web", [python, "-m", "daphne", "--no-server-name", "-b", "127.0.0.1",
-                               "-p", str(port), "opstwin_site.asgi:application"], env, logs)
+        children.start("web", webserver.command("127.0.0.1", port, python=python), env, logs)
     children.start("ingest", [python, "manage.py", "ingest_mqtt", "--url", mqtt_url,
                               "--stats-every", "30", "--status-file", str(ingest_status_path())],
                    env, logs)

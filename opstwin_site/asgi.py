@@ -2,7 +2,8 @@
 
 WebSockets authenticate with a session cookie (Origin checked against ALLOWED_HOSTS) or with
 ``Authorization: Bearer <agent token>`` (no Origin needed: not ambient authority).
-``aiw.flow.install()`` gives SSE streams daphne's socket backpressure (see ``aiw/flow.py``).
+Served by uvicorn (``opstwin_site/webserver.py``), whose ``send`` waits while a client's socket
+is full: streams get backpressure from the server, not from a patch.
 """
 
 import os
@@ -22,11 +23,8 @@ django_asgi_app = get_asgi_application()
 from channels.auth import AuthMiddlewareStack  # noqa: E402 - needs Django set up first
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
-from aiw import flow  # noqa: E402
 from aiw.authentication import TokenAuthMiddleware, TokenOrOriginValidator  # noqa: E402
 from aiw.routing import websocket_urlpatterns  # noqa: E402
-
-flow.install()
 
 application = ProtocolTypeRouter(
     {

@@ -59,7 +59,7 @@ def check_database() -> dict:
     """``SELECT 1`` over a fresh connection with a connect timeout."""
     import psycopg
 
-    from opstwin_site.env import database_url_of
+    from twins.env import database_url_of
 
     timeout = max(1, round(settings.READY_TIMEOUT_SECONDS))
     url = database_url_of(settings.DATABASES["default"])
@@ -80,7 +80,7 @@ def check_migrations() -> dict:
     """Every app's latest migration is recorded in ``django_migrations``."""
     import psycopg
 
-    from opstwin_site.env import database_url_of
+    from twins.env import database_url_of
 
     timeout = max(1, round(settings.READY_TIMEOUT_SECONDS))
     url = database_url_of(settings.DATABASES["default"])

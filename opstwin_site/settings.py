@@ -14,7 +14,7 @@ from pathlib import Path
 import environ
 from django.core.exceptions import ImproperlyConfigured
 
-from opstwin_site.env import env_bool, env_float, env_int, env_str, env_url
+from twins.env import env_bool, env_float, env_int, env_str, env_url
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 DATA_DIR = Path(env_str("OPSTWIN_DATA_DIR", str(BASE_DIR / ".opstwin")))
@@ -40,7 +40,6 @@ CSRF_TRUSTED_ORIGINS = [o for o in (env_str("CSRF_TRUSTED_ORIGINS") or "").split
 PUBLIC_URL = (env_url("PUBLIC_URL", ("http", "https")) or "").rstrip("/")
 
 INSTALLED_APPS = [
-    "daphne",
     "django.contrib.admin",
     "django.contrib.auth",
     "django.contrib.contenttypes",
@@ -331,8 +330,10 @@ if not re.fullmatch(r"\d+/[smhd]\w*", AIW_TOKEN_RATE):
 AIW_SSE_HEARTBEAT_SECONDS = env_float("AIW_SSE_HEARTBEAT_SECONDS", 15.0)
 AIW_STREAM_QUEUE_MAX = env_int("AIW_STREAM_QUEUE_MAX", 2000, minimum=1)  # events per stream
 AIW_MAX_STREAMS_PER_CALLER = env_int("AIW_MAX_STREAMS_PER_CALLER", 20, minimum=1)  # per process
-AIW_HUB_POLL_SECONDS = env_float("AIW_HUB_POLL_SECONDS", 1.0)  # safety net for lost notifies
-AIW_STREAM_FLUSH_SECONDS = env_float("AIW_STREAM_FLUSH_SECONDS", 0.05)  # per-stream write pacing
+AIW_HUB_POLL_SECONDS = env_float("AIW_HUB_POLL_SECONDS", 1.0)  # safety net for lost NOTIFYs
+# The hub reads the feed at most this often; events committed meanwhile reach each stream in
+# one write (aiw/hub.py). Lower: less lag, more wake-ups per stream.
+AIW_STREAM_FLUSH_SECONDS = env_float("AIW_STREAM_FLUSH_SECONDS", 0.025)
 AIW_SCOPE_REFRESH_SECONDS = env_float("AIW_SCOPE_REFRESH_SECONDS", 30.0)
 AIW_IDEMPOTENCY_TTL_HOURS = env_int("AIW_IDEMPOTENCY_TTL_HOURS", 24, minimum=1)
 AIW_IDEMPOTENCY_LOCK_SECONDS = env_int("AIW_IDEMPOTENCY_LOCK_SECONDS", 60, minimum=1)
@@ -449,7 +450,7 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": CELERY_VISIBILITY_TIMEO
 # --- issue 17: production and security (HTTPS, cookies, hosts, CSP, probes, metrics) ----------
 # OPSTWIN_PRODUCTION=1 (the Docker image's default) turns every HTTPS-only switch on; each can
 # still be set on its own. `manage.py check --deploy` passes with these production defaults
-# (tests/test_deploy.py runs it). TLS terminates at a reverse proxy in front of daphne.
+# (tests/test_deploy.py runs it). TLS terminates at a reverse proxy in front of uvicorn.
 OPSTWIN_PRODUCTION = env_bool("OPSTWIN_PRODUCTION", False)
 if OPSTWIN_PRODUCTION and DEBUG:
     raise ImproperlyConfigured("DEBUG must be off with OPSTWIN_PRODUCTION=1")

@@ -83,8 +83,7 @@ def test_an_empty_json_body_is_a_400_problem_naming_the_reason(api, asset, verb)
 @pytest.mark.parametrize("url", ["/proposals/{pk}/reject", "/proposals/{pk}/rollback",
                                  "/proposals", "/policy/evaluate", "/sim/run"])
 def test_a_form_body_is_a_415_problem_the_api_takes_json_only(api, asset, url):
-    """A form cannot say null and the OpenAPI documents JSON bodies only (issue 13 item 3).
-    (Under daphne, a malformed multipart body is answered 400 by Twisted before Django.)"""
+    """A form cannot say null and the OpenAPI documents JSON bodies only (issue 13 item 3)."""
     target = proposal(asset)
     response = api.post(url.format(pk=target.pk), {"reason": "form"})
     assert _is_problem(response, 415)

@@ -144,7 +144,7 @@ def _tile_text(driver, name: str) -> str:
 def test_a_supervisors_home_page_shows_a_new_anomaly_without_reloading(
         browser, plant, users, tmp_path, shots):
     port = int(os.environ.get("OPSTWIN_BROWSER_TEST_PORT", "0")) or None
-    with live_server_process(tmp_path / "daphne.log", port=port) as base:
+    with live_server_process(tmp_path / "web.log", port=port) as base:
         _login(browser, base, users["supervisor"])
         browser.get(base + "/")
         _wait_for(browser, lambda d: d.find_element("id", "live-status").text == "Live")
@@ -173,7 +173,7 @@ def test_a_run_page_follows_its_run_without_polling(browser, pump, users, tmp_pa
                                                 "parameters": {"fraction": 0.1}},
                                        created_by=users["supervisor"])
     port = int(os.environ.get("OPSTWIN_BROWSER_TEST_PORT", "0")) or None
-    with live_server_process(tmp_path / "daphne.log", port=port) as base:
+    with live_server_process(tmp_path / "web.log", port=port) as base:
         _login(browser, base, users["supervisor"])
         browser.get(f"{base}/sim/runs/{run.pk}/view")
         _wait_for(browser, lambda d: d.find_element("id", "live-status").text == "Live")

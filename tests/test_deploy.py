@@ -27,7 +27,7 @@ import paho.mqtt.client as mqtt
 import pytest
 import yaml
 
-from opstwin_site.env import database_url_of
+from twins.env import database_url_of
 
 REPO = Path(__file__).resolve().parent.parent
 DOCKER = REPO / "docker"
@@ -161,7 +161,7 @@ def test_the_image_is_multi_stage_pinned_and_runs_unprivileged_without_a_banner(
     assert len(re.findall(r"^FROM ", text, re.M)) >= 2
     users = re.findall(r"^USER (\S+)$", text, re.M)
     assert users and users[-1].split(":")[0] not in {"0", "root"}
-    assert "--no-server-name" in text
+    assert "--no-server-header" in text
 
 
 # --- .env.example ----------------------------------------------------------------------------

@@ -16,8 +16,8 @@ import pytest
 from django.db import connection
 
 from opstwin_site import health
-from opstwin_site.env import database_url_of
 from telemetry.ingest_status import write_status
+from twins.env import database_url_of
 
 REPO = Path(__file__).resolve().parent.parent
 NOTHING_LISTENS = 18169  # in this suite's port range, never bound
@@ -188,14 +188,14 @@ def _get(port: int, path: str) -> tuple[int, dict[str, str], bytes]:
 
 @pytest.mark.django_db(transaction=True)
 def test_the_image_command_serves_probes_without_a_server_banner(tmp_path, redis_url, mqtt_url):
-    """GIVEN daphne started with the Dockerfile's CMD (bound to loopback) and production settings
+    """GIVEN uvicorn started with the Dockerfile's CMD (bound to loopback) and production settings
     THEN /health and /ready answer 200 over plain HTTP (exempt from the HTTPS redirect), with a
     CSP and no ``Server`` header; other pages redirect to HTTPS;
     and the compose health-check command for the web passes."""
     port = 18163
     command = dockerfile_command()
-    command[command.index("-b") + 1] = "127.0.0.1"
-    command[command.index("-p") + 1] = str(port)
+    command[command.index("--host") + 1] = "127.0.0.1"
+    command[command.index("--port") + 1] = str(port)
     env = os.environ | {
         "OPSTWIN_PRODUCTION": "1", "SECRET_KEY": "s" * 20 + "-production-test-key-0123456789abc",
         "AUDIT_HMAC_KEY": "a" * 40, "ALLOWED_HOSTS": "127.0.0.1", "DEBUG": "0",
@@ -203,13 +203,13 @@ def test_the_image_command_serves_probes_without_a_server_banner(tmp_path, redis
         "MQTT_URL": mqtt_url, "OPSTWIN_DATA_DIR": str(tmp_path), "LOG_LEVEL": "WARNING",
         "DB_POOL_MAX_SIZE": "2",
     }
-    log = (tmp_path / "daphne.log").open("w")
+    log = (tmp_path / "web.log").open("w")
     proc = subprocess.Popen([sys.executable, "-m", *command], env=env, cwd=REPO, stdout=log,
                             stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 60
         while True:
-            assert proc.poll() is None, (tmp_path / "daphne.log").read_text()[-3000:]
+            assert proc.poll() is None, (tmp_path / "web.log").read_text()[-3000:]
             try:
                 status, headers, body = _get(port, "/health")
                 break

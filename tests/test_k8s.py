@@ -108,7 +108,7 @@ def test_the_web_is_live_on_health_and_ready_on_ready_with_an_allowed_host():
     for probe in ("livenessProbe", "readinessProbe", "startupProbe"):
         (header,) = web[probe]["httpGet"]["httpHeaders"]
         assert header["name"] == "Host" and header["value"] in allowed, probe
-    assert "--no-server-name" in web["command"]
+    assert "--no-server-header" in web["command"]
     assert workloads()["opstwin-web"]["spec"]["replicas"] >= 2
 
 

@@ -21,12 +21,12 @@ from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 
 from opstwin_site.celery import app as celery_app
-from opstwin_site.env import database_url_of
 from opstwin_site.metrics import metrics_view
 from policy.choices import ProposalStatus
 from policy.tests import factories
 from telemetry.ingest_status import LagHistogram, write_status
 from telemetry.models import Anomaly, DeadLetter
+from twins.env import database_url_of
 
 REPO = Path(__file__).resolve().parent.parent
 

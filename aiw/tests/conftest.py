@@ -1,4 +1,4 @@
-"""AIW test fixtures: a live daphne server on the test database, agent tokens, feed writers."""
+"""AIW test fixtures: a live uvicorn server on the test database, agent tokens, feed writers."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ import http.client
 import os
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -20,8 +19,9 @@ from django.db import connection, transaction
 from guardian.shortcuts import assign_perm
 
 from aiw import services
-from opstwin_site.env import database_url_of
+from opstwin_site import webserver
 from twins.api.serializers import TwinSerializer
+from twins.env import database_url_of
 from twins.ledger import record_change
 from twins.models import Twin
 
@@ -47,7 +47,7 @@ def _wait_until_serving(port: int, proc: subprocess.Popen, log: Path) -> None:
     deadline = time.monotonic() + 120  # a Django process starts slowly on a busy machine
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            pytest.fail(f"daphne exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
+            pytest.fail(f"the web server exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
         try:
             conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
             conn.request("GET", "/schemas")
@@ -55,7 +55,7 @@ def _wait_until_serving(port: int, proc: subprocess.Popen, log: Path) -> None:
                 return
         except OSError:
             time.sleep(0.1)
-    pytest.fail(f"daphne did not serve within 120 s:\n{log.read_text()[-3000:]}")
+    pytest.fail(f"the web server did not serve within 120 s:\n{log.read_text()[-3000:]}")
 
 
 @contextmanager
@@ -69,9 +69,8 @@ def live_server_process(log: Path, extra_env: dict[str, str] | None = None,
     env = os.environ | SERVER_ENV | {"DATABASE_URL": _database_url()} | (extra_env or {})
     with log.open("w") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port),
-             "opstwin_site.asgi:application"],
-            env=env, cwd=settings.BASE_DIR, stdout=out, stderr=subprocess.STDOUT)
+            webserver.command("127.0.0.1", port), env=env, cwd=settings.BASE_DIR, stdout=out,
+            stderr=subprocess.STDOUT)
     try:
         _wait_until_serving(port, proc, log)
         yield f"http://127.0.0.1:{port}"
@@ -85,11 +84,11 @@ def live_server_process(log: Path, extra_env: dict[str, str] | None = None,
 
 @pytest.fixture(scope="session")
 def aiw_server(django_db_setup, tmp_path_factory) -> Iterator[str]:
-    """``http://127.0.0.1:<port>`` of a daphne process serving the test database.
+    """``http://127.0.0.1:<port>`` of a uvicorn process serving the test database.
 
     Tests that write data the server must see use ``django_db(transaction=True)``.
     """
-    with live_server_process(tmp_path_factory.mktemp("daphne") / "daphne.log") as url:
+    with live_server_process(tmp_path_factory.mktemp("web") / "web.log") as url:
         yield url
 
 
@@ -98,7 +97,7 @@ def fresh_server(django_db_setup, transactional_db, tmp_path) -> Iterator[str]:
     """A server started for this test alone. Every flush between transactional tests
     recreates content types under new ids, which a long-running server has cached, so
     django-guardian per-object grants need a server that started after the last flush."""
-    with live_server_process(tmp_path / "daphne.log") as url:
+    with live_server_process(tmp_path / "web.log") as url:
         yield url
 
 

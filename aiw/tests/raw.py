@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import base64
 import http.client
 import json
+import os
 import socket
 import time
 from urllib.parse import urlsplit
@@ -90,12 +92,19 @@ def dechunk(raw: bytes) -> bytes:
     return body
 
 
-def stalled_socket(base: str, path: str, headers: dict) -> socket.socket:
-    """A socket that sends a GET and then reads nothing (tiny receive buffer): a slow client."""
+def small_buffer_socket(base: str) -> socket.socket:
+    """A socket connected to ``base`` with a tiny (4 KiB) receive buffer."""
     parts = urlsplit(base)
     sock = socket.socket()
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     sock.connect((parts.hostname, parts.port))
+    return sock
+
+
+def stalled_socket(base: str, path: str, headers: dict) -> socket.socket:
+    """A socket that sends a GET and then reads nothing (tiny receive buffer): a slow client."""
+    parts = urlsplit(base)
+    sock = small_buffer_socket(base)
     lines = [f"GET {path} HTTP/1.1", f"Host: {parts.hostname}",
              *(f"{k}: {v}" for k, v in headers.items()), "", ""]
     sock.sendall("\r\n".join(lines).encode())
@@ -122,3 +131,33 @@ def read_until_closed(sock: socket.socket, timeout: float = 20.0) -> bytes:
         if not chunk:
             return b"".join(chunks)
         chunks.append(chunk)
+
+
+def stalled_websocket(base: str, path: str, headers: dict) -> socket.socket:
+    """A socket that opens a WebSocket (RFC 6455 handshake) and then reads nothing."""
+    key = base64.b64encode(os.urandom(16)).decode()
+    return stalled_socket(base, path, headers | {
+        "Upgrade": "websocket", "Connection": "Upgrade", "Sec-WebSocket-Key": key,
+        "Sec-WebSocket-Version": "13"})
+
+
+def websocket_messages(raw: bytes) -> tuple[list[str], int | None]:
+    """(text messages, close code or None) of the server's frames after the handshake in
+    ``raw`` (server frames are unmasked; RFC 6455 section 5.2). A truncated last frame is
+    ignored."""
+    _head, _, rest = raw.partition(b"\r\n\r\n")
+    messages, code = [], None
+    while len(rest) >= 2:
+        opcode, size, start = rest[0] & 0x0F, rest[1] & 0x7F, 2
+        if size == 126:
+            size, start = int.from_bytes(rest[2:4], "big"), 4
+        elif size == 127:
+            size, start = int.from_bytes(rest[2:10], "big"), 10
+        if len(rest) < start + size:
+            break
+        payload, rest = rest[start:start + size], rest[start + size:]
+        if opcode == 0x1:
+            messages.append(payload.decode())
+        elif opcode == 0x8 and len(payload) >= 2:
+            code = int.from_bytes(payload[:2], "big")
+    return messages, code

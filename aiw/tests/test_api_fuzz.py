@@ -1,6 +1,6 @@
 """schemathesis over the whole API, as part of the suite (issue 13 item 3).
 
-The schemathesis CLI runs against a daphne process serving the test database, once with an
+The schemathesis CLI runs against a uvicorn process serving the test database, once with an
 admin token and once with an agent token: the OpenAPI examples, the coverage phase (boundary
 values, every enum, missing and wrong-typed parameters), fuzzing, each in positive and
 negative mode, and stateful sequences following the OpenAPI links (coverage and stateful as

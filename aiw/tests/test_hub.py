@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 
 import pytest
 from asgiref.sync import sync_to_async
 from django.db import transaction
 
-from aiw.feed import read_events
+from aiw.feed import listen_for_commits, read_events
 from aiw.hub import FeedHub, Subscriber
 from aiw.tests.conftest import touch
 from twins.feed_scope import FeedFilter, Scope
@@ -81,3 +82,20 @@ def test_scope_and_filters_select_the_same_events_in_sql_and_in_memory(twin):
         in_sql = [i.id for i in read_events(0, limit=100, scope=scope, where=where)]
         in_memory = [i.id for i in everything if scope.allows(i) and where.matches(i)]
         assert in_sql == in_memory, (scope, where)
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.asyncio
+async def test_a_commit_reaches_a_listening_hub_as_a_postgresql_notification(twin):
+    """GIVEN a listener on the feed's PostgreSQL channel (as each hub keeps one)
+    WHEN a change commits through record_change
+    THEN the listener hears its event id: the hub learns of commits from PostgreSQL itself,
+    which queues a notification for every listener instead of dropping it when busy."""
+    listener = listen_for_commits()
+    assert await anext(listener) is None  # listening: read what came before
+    try:
+        (event_id,) = await sync_to_async(touch)(twin)
+        heard = await asyncio.wait_for(anext(listener), 30)  # a bound, not a speed check
+    finally:
+        await listener.aclose()
+    assert heard == event_id

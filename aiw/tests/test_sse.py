@@ -1,4 +1,4 @@
-"""GET /subscribe against a live daphne server: framing, resume, filters, limits, slow clients."""
+"""GET /subscribe against a live uvicorn server: framing, resume, filters, limits, slow clients."""
 
 from __future__ import annotations
 

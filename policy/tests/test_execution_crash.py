@@ -25,13 +25,13 @@ from django.db import connection
 from django.utils import timezone
 
 from opstwin_site.celery import app as celery_app
-from opstwin_site.env import database_url_of
 from policy import services, tasks
 from policy.choices import ProposalStatus
 from policy.models import Proposal
 from policy.signing import public_key_b64
 from policy.tests import factories
 from telemetry.models import Anomaly
+from twins.env import database_url_of
 from twins.models import AuditEntry
 
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import paho.mqtt.client as mqtt
 
-from opstwin_site.env import database_url_of
+from twins.env import database_url_of
 
 REPO = Path(__file__).resolve().parents[2]
 SKAB_METRICS = ["Accelerometer1RMS", "Accelerometer2RMS", "Current", "Pressure", "Temperature",

@@ -18,9 +18,9 @@ import psycopg
 import pytest
 from django.db import connections
 
-from opstwin_site.env import database_url_of
 from telemetry.replica import from_replica, query_alias
 from tests.test_deploy import REPO
+from twins.env import database_url_of
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
