@@ -18,7 +18,6 @@ from functools import cached_property
 
 import psycopg
 from django.db import connection
-from django.db.models import QuerySet
 from psycopg.rows import dict_row
 
 from aiw.models import FeedRetention
@@ -109,7 +108,6 @@ class FeedNotifier:
                 self._send(event_id)
 
 
-
 def notify_subscribers(event_id: int) -> None:
     """Tell live-stream hubs that events up to ``event_id`` are committed: ``NOTIFY`` on
     :data:`FEED_CHANNEL` with the id as payload, on this thread's database connection.
@@ -164,11 +162,6 @@ notifier = FeedNotifier(_notify_and_release)
 def announce_committed(sender, event_id: int, **_kwargs) -> None:
     """``change_committed`` receiver (connected in ``AiwConfig.ready``): wake the notifier."""
     notifier.announce(event_id)
-
-
-def events_after(after_id: int, queryset: QuerySet[ChangeEvent], limit: int) -> list[ChangeEvent]:
-    """Up to ``limit`` events with id > ``after_id`` from ``queryset``, in feed order."""
-    return list(queryset.filter(id__gt=after_id).order_by("id")[:limit])
 
 
 def iso_utc(value: datetime) -> str:

@@ -23,7 +23,7 @@ from opstwin_site.celery import app as celery_app
 from telemetry.services import RawPayload, ingest_batch
 from twins.choices import AssetKind, Role
 from twins.models import Asset, Twin
-from twins.roles import grant_all_twins
+from twins.roles import grant_all_twins, grant_twin
 
 REQUIRE_SERVICES = os.environ.get("OPSTWIN_REQUIRE_SERVICES") == "1"
 
@@ -115,6 +115,15 @@ def make_user(django_user_model, role: str | None, name: str | None = None):
         user.is_staff = True
         user.save()
     return user
+
+
+def grant_only(users: dict, twin, roles=("viewer", "agent", "executor", "supervisor")) -> None:
+    """Narrow each of ``roles``' users (from ``users``) to ``twin`` alone, granted object by
+    object as an admin does on the twin's "Object permissions" page (``make_user`` grants every
+    twin); admins keep every twin."""
+    for role in roles:
+        users[role].user_permissions.clear()
+        grant_twin(twin, to=users[role], role=role)
 
 
 def _client_for(user) -> Client:

@@ -177,10 +177,14 @@ EVENT_COLUMNS = ("type", "resource_type", "resource_id", "operation", "twin_id",
                  "data", "created_at")
 
 
+def _jsonb(value):
+    """A JSON column's parameter: SQL NULL for None (as Django's JSONField stores it)."""
+    return None if value is None else Jsonb(value)
+
+
 def _insert(cursor, entry: AuditEntry, event: dict) -> int:
     """INSERT the audit entry and the change event in one statement; the event's id."""
-    json_value = lambda value: None if value is None else Jsonb(value)  # noqa: E731
-    entry_values = [json_value(v) if c in ("before", "after") else v
+    entry_values = [_jsonb(v) if c in ("before", "after") else v
                     for c, v in ((c, getattr(entry, c)) for c in ENTRY_COLUMNS)]
     event_values = [Jsonb(event[c]) if c == "data" else event[c] for c in EVENT_COLUMNS]
     cursor.execute(

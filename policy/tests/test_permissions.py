@@ -13,6 +13,7 @@ from django.test import Client
 from policy.choices import ProposalStatus
 from policy.tests import factories
 from policy.transitions import VERBS, allowed_verbs
+from tests.fixtures import grant_only
 from twins.choices import AssetKind
 from twins.models import Asset, Twin
 from twins.roles import grant_twin
@@ -115,9 +116,7 @@ def world(users, signing_key, settings, monkeypatch):
                                     metrics=[{"name": m} for m in factories.NORMAL])
         factories.reading(pump)
         factories.signed_policy(twin, signing_key)
-    for role in ROLES[:4]:
-        users[role].user_permissions.clear()  # the shared fixture grants every twin
-        grant_twin(twins["in"], to=users[role], role=role)
+    grant_only(users, twins["in"])
     monkeypatch.setattr("policy.services.proposals.run_what_if",
                         lambda *, asset, **kw: factories.simulation(asset))
     return twins

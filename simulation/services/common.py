@@ -32,16 +32,23 @@ def is_user(actor) -> bool:
     return hasattr(actor, "has_perm")
 
 
+def run_refusal(user, asset) -> str:
+    """Why ``user`` may not run (or cancel) a simulation on ``asset`` (None: no asset): it
+    needs ``simulation.add_simulationrun`` and, on an asset, operate rights on its twin
+    (``twins.scoping``); ``""`` when it may."""
+    if asset is None:
+        return refusal_of_user(user, RUN_PERMISSION)
+    return refusal(user, RUN_PERMISSION, asset.twin)
+
+
 def may_run(user, asset) -> bool:
     """Whether ``require_run_permission(user, asset)`` passes (for buttons)."""
-    return not (refusal(user, RUN_PERMISSION, asset.twin) if asset is not None
-                else refusal_of_user(user, RUN_PERMISSION))
+    return not run_refusal(user, asset)
 
 
 def require_run_permission(actor, asset) -> None:
     """Raise RunNotPermitted unless ``actor`` (a user) holds ``simulation.add_simulationrun``
     and, for a run on ``asset``, may operate its twin (``twins.scoping.may``)."""
-    reason = (refusal(actor, RUN_PERMISSION, asset.twin) if asset is not None
-              else refusal_of_user(actor, RUN_PERMISSION))
+    reason = run_refusal(actor, asset)
     if reason:
         raise RunNotPermitted(reason)

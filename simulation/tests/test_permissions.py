@@ -15,9 +15,9 @@ import pytest
 from django.test import Client
 
 from simulation.tests.factories import linear_request, stored_run
+from tests.fixtures import grant_only
 from twins.choices import AssetKind
 from twins.models import Asset, Twin
-from twins.roles import grant_twin
 
 pytestmark = pytest.mark.django_db
 ROLES = ["viewer", "agent", "executor", "supervisor", "admin", "outsider"]
@@ -52,9 +52,7 @@ def world(users):
     for twin in twins.values():
         Asset.objects.create(twin=twin, slug="pump-1", name="Pump", kind=AssetKind.GENERIC,
                              metrics=[{"name": "flow"}])
-    for role in ROLES[:4]:
-        users[role].user_permissions.clear()  # the shared fixture grants every twin
-        grant_twin(twins["in"], to=users[role], role=role)
+    grant_only(users, twins["in"])
     return twins
 
 

@@ -7,6 +7,7 @@ contributions are the per-metric shares of the charted quantity.
 from __future__ import annotations
 
 import math
+from abc import abstractmethod
 from typing import Any, ClassVar
 
 import numpy as np
@@ -157,9 +158,10 @@ class _ChartDetector(_CalibratedDetector):
             "block_n": 0,
         }
 
+    @abstractmethod
     def _chart(self, u: np.ndarray, rec: dict[str, Any]) -> np.ndarray:
-        """Per-metric chart statistic ``(n, m)`` of standardised rows ``u``; updates ``rec``."""
-        raise NotImplementedError
+        """Per-metric chart statistic ``(n, m)`` of standardised rows ``u``; updates ``rec``.
+        Each chart (EWMA, CUSUM) defines its own."""
 
     def _raw(self, X: np.ndarray, start: int = 0) -> RawScores:
         return self._raw_stream(X, 0, None)[0]

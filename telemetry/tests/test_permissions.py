@@ -17,10 +17,9 @@ from django.test import Client, TestCase
 
 from telemetry.choices import AnomalyStatus
 from telemetry.models import Anomaly
-from tests.fixtures import T0, event
+from tests.fixtures import T0, event, grant_only
 from twins.choices import AssetKind
 from twins.models import Asset, Twin
-from twins.roles import grant_twin
 
 pytestmark = pytest.mark.django_db
 ROLES = ["viewer", "agent", "executor", "supervisor", "admin", "outsider"]
@@ -60,9 +59,7 @@ def world(users):
         Anomaly.objects.create(asset=pump, metric="Pressure", detector="ewma", kind="drift",
                                severity="critical", score=1.0, started_at=T0, last_seen_at=T0,
                                features={})
-    for role in ROLES[:4]:
-        users[role].user_permissions.clear()  # the shared fixture grants every twin
-        grant_twin(twins["in"], to=users[role], role=role)
+    grant_only(users, twins["in"])
     return twins
 
 

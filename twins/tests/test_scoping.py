@@ -6,6 +6,7 @@ import pytest
 from django.contrib.auth.models import AnonymousUser, Group
 from django.http import Http404
 
+from tests.fixtures import grant_only
 from twins.models import Asset, Twin
 from twins.roles import grant_twin
 from twins.scoping import (
@@ -30,9 +31,7 @@ def plants():
 @pytest.fixture
 def granted(plants, users):
     """Each role user granted "plant" only, as an admin does on its Object permissions page."""
-    for role in ("viewer", "agent", "executor", "supervisor"):
-        users[role].user_permissions.clear()
-        grant_twin(plants[0], to=users[role], role=role)
+    grant_only(users, plants[0])
     return users
 
 
