@@ -257,3 +257,39 @@ def record_change(
     transaction.on_commit(partial(announce_commit, event_id))
     return ChangeEvent.from_db(connection.alias, ["id", *EVENT_COLUMNS],
                                [event_id, *(event[c] for c in EVENT_COLUMNS)])
+
+
+def append_events(events: list[dict]) -> list[int]:
+    """Append change events that carry no audit entry (coalesced asset state), in order.
+
+    Each item is ``{"type", "resource_type", "resource_id", "operation", "twin", "actor",
+    "data"}`` (``twin`` a ``Twin`` or None). Used for derived state that changes with every
+    reading (``asset.state``): it belongs on the feed, so agents see the plant move, but not
+    in the audit chain, which records decisions and edits. The ids are drawn under the same
+    sequencing lock as ``record_change``'s, so the feed stays gap-free in commit order.
+    Returns the new ids; raises ``TransactionManagementError`` outside ``transaction.atomic()``.
+    """
+    if not connection.in_atomic_block:
+        raise transaction.TransactionManagementError("append_events needs transaction.atomic()")
+    if not events:
+        return []
+    now = timezone.now()
+    rows = [(e["type"], e["resource_type"], str(e["resource_id"]), e["operation"],
+             e["twin"].pk if e["twin"] is not None else None, e["actor"],
+             Jsonb(jsonable(e["data"])), now) for e in events]
+    with connection.cursor() as cursor:
+        # The lock order of ``_lock_and_read_tip``: row locks, then the sequencing lock.
+        twin_ids = sorted({int(row[4]) for row in rows if row[4] is not None})
+        statements = ["SET CONSTRAINTS ALL IMMEDIATE", "SET CONSTRAINTS ALL DEFERRED"]
+        if twin_ids:
+            statements.append(f"SELECT 1 FROM {Twin._meta.db_table} WHERE id IN "
+                              f"({', '.join(map(str, twin_ids))}) ORDER BY id FOR KEY SHARE")
+        statements.append(f"SELECT pg_advisory_xact_lock({AUDIT_LOCK_KEY})")
+        cursor.execute("; ".join(statements))
+        placeholders = ", ".join(["(" + ", ".join(["%s"] * len(EVENT_COLUMNS)) + ")"] * len(rows))
+        cursor.execute(
+            f'INSERT INTO "{ChangeEvent._meta.db_table}" ({", ".join(EVENT_COLUMNS)}) '
+            f"VALUES {placeholders} RETURNING id", [v for row in rows for v in row])
+        ids = [row[0] for row in cursor.fetchall()]
+    transaction.on_commit(partial(announce_commit, ids[-1]))
+    return ids
