@@ -398,6 +398,16 @@ CELERY_BEAT_SCHEDULE["policy-expire-proposals"] = {
     "task": "policy.tasks.expire_proposals", "schedule": 30.0}
 CELERY_BEAT_SCHEDULE["policy-verify-executions"] = {
     "task": "policy.tasks.verify_executions", "schedule": 10.0}
+# --- issue 14: the twin model ------------------------------------------------------------------
+# Reported state and liveness (twins/state.py): an asset is silent after this many sampling
+# intervals without a reading (server clock); asset.state events are coalesced to at most one
+# per asset per ASSET_STATE_MIN_INTERVAL_SECONDS, at most ASSET_STATE_PUBLISH_LIMIT per pass.
+ASSET_SILENT_AFTER_INTERVALS = env_float("ASSET_SILENT_AFTER_INTERVALS", 5.0)
+ASSET_STATE_MIN_INTERVAL_SECONDS = env_float("ASSET_STATE_MIN_INTERVAL_SECONDS", 1.0)
+ASSET_STATE_PUBLISH_LIMIT = env_int("ASSET_STATE_PUBLISH_LIMIT", 2000, minimum=1)
+CELERY_BEAT_SCHEDULE["twins-publish-asset-states"] = {
+    "task": "twins.tasks.publish_asset_states", "schedule": ASSET_STATE_MIN_INTERVAL_SECONDS,
+    "options": {"expires": ASSET_STATE_MIN_INTERVAL_SECONDS}}
 CELERY_BEAT_SCHEDULE["policy-anchor-audit"] = {
     "task": "twins.tasks.anchor_audit", "schedule": 300.0}
 # Commands left in flight by a dead process: re-sent under their command id once their lease

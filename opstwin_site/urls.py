@@ -7,6 +7,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitVie
 
 from opstwin_site.health import health_view, ready_view
 from opstwin_site.metrics import metrics_view
+from telemetry.api.query_views import AssetStateView
 
 urlpatterns = [
     path("admin/", admin.site.urls),
@@ -21,6 +22,9 @@ urlpatterns = [
     path("ready", ready_view, name="ready"),
     path("metrics", metrics_view, name="metrics"),
     path("", include("aiw.urls")),
+    path("", include("twins.urls")),
+    # The state of an asset reads stored telemetry, so telemetry serves it at the asset's URL.
+    path("assets/<int:pk>/state", AssetStateView.as_view(), name="asset-state"),
     path("telemetry/", include("telemetry.urls")),
     path("sim/", include("simulation.urls")),
     path("", include("policy.urls")),

@@ -1,16 +1,19 @@
 """The only code that writes telemetry: ``ingest_batch`` (MQTT subscriber, HTTP, demo replay).
 
 Hot path, per batch: decode and validate in Python (``telemetry.validation``: a fast path for
-well-formed events), one asset lookup, then three statements in one transaction: COPY the
+well-formed events), one asset lookup, then four statements in one transaction: COPY the
 envelopes into a session temp table and ``INSERT ... ON CONFLICT DO NOTHING RETURNING`` the new
-ids (de-duplication), binary COPY of the new events' samples, and one row per asset into the
-rollups' dirty ranges (plain PostgreSQL). Dead letters go in the same transaction.
+ids (de-duplication), binary COPY of the new events' samples, one row per asset into the
+rollups' dirty ranges (plain PostgreSQL), and the newest reading per asset and metric into the
+assets' reported state (``twins.state.record_reported``). Dead letters go in the same
+transaction.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -26,6 +29,7 @@ from telemetry.models import DeadLetter
 from telemetry.storage import mark_dirty
 from telemetry.validation import InvalidEvent, TelemetryEventIn, parse_payload
 from twins.models import Asset
+from twins.state import record_reported
 
 log = logging.getLogger(__name__)
 DEAD_LETTER_MAX_CHARS = 1_000_000
@@ -62,25 +66,43 @@ def _topic_matches(topic: str, event: TelemetryEventIn) -> bool:
 def _assets_for(events: list[TelemetryEventIn]) -> dict[tuple[str, str], Asset]:
     pairs = {(e.twin_id, e.asset_id) for e in events}
     twins, slugs = {t for t, _ in pairs}, {a for _, a in pairs}
-    found = Asset.objects.filter(twin__slug__in=twins, slug__in=slugs).select_related("twin")
+    found = Asset.objects.filter(twin__slug__in=twins, slug__in=slugs).select_related(
+        "twin", "asset_type")
     return {(a.twin.slug, a.slug): a for a in found if (a.twin.slug, a.slug) in pairs}
 
 
 def _check(
     event: TelemetryEventIn, topic: str, assets: dict, twins: set[str] | None, declared: dict
 ) -> Asset:
+    """The event's asset, or ``InvalidEvent``: a topic that names another asset, an unknown
+    asset (or one outside ``twins``), an undeclared metric, or a value outside the valid range
+    its metric declares (``min``/``max`` of the asset's or its type's metric list)."""
     if not _topic_matches(topic, event):
         raise InvalidEvent(f"topic {topic!r} does not match twin_id/asset_id of the event")
     asset = assets.get((event.twin_id, event.asset_id))
     if asset is None or (twins is not None and event.twin_id not in twins):
         raise InvalidEvent(f"unknown asset {event.twin_id}/{event.asset_id}")
-    names = declared.get(asset.pk)
-    if names is None:
-        names = declared[asset.pk] = frozenset(asset.metric_names)
+    known = declared.get(asset.pk)
+    if known is None:
+        known = declared[asset.pk] = _declared(asset)
+    names, bounds = known
     if names and not names.issuperset(event.metrics):
         unknown = sorted(set(event.metrics) - names)
         raise InvalidEvent(f"metrics not declared on asset {asset}: {', '.join(unknown)}")
+    for metric, (low, high) in bounds.items():
+        value = event.metrics.get(metric)
+        if value is not None and not low <= value <= high:
+            raise InvalidEvent(f"{metric}={value:g} is outside its valid range [{low:g}, "
+                               f"{high:g}] {asset.unit_of(metric)} on asset {asset}".rstrip())
     return asset
+
+
+def _declared(asset: Asset) -> tuple[frozenset, dict[str, tuple[float, float]]]:
+    """The asset's declared metric names and the valid ranges declared for them (a missing
+    bound is unbounded)."""
+    bounds = {m["name"]: (m.get("min", -math.inf), m.get("max", math.inf))
+              for m in asset.declared_metrics if "min" in m or "max" in m}
+    return frozenset(asset.metric_names), bounds
 
 
 def _validate(payloads: list[RawPayload], report: IngestReport, twins: set[str] | None):
@@ -93,7 +115,7 @@ def _validate(payloads: list[RawPayload], report: IngestReport, twins: set[str] 
     assets = _assets_for([e for _, e, _ in parsed])
     valid: list[tuple[TelemetryEventIn, Asset]] = []
     seen: set = set()
-    declared: dict[int, frozenset] = {}
+    declared: dict[int, tuple] = {}
     for index, event, topic in parsed:
         if event.event_id in seen:  # repeated inside this batch: a duplicate, not an error
             report.duplicates += 1
@@ -246,6 +268,7 @@ def _store(valid, source: str, report: IngestReport) -> None:
         fresh = [pair for n, pair in enumerate(valid) if n not in skipped] if skipped else valid
         report.samples = _copy_samples(cursor, fresh)
         mark_dirty(cursor, _dirty_ranges(fresh))
+        record_reported(cursor, ((a.pk, e.ts, e.metrics) for e, a in fresh), now)
     report.accepted = len(fresh)
     report.duplicates += len(valid) - len(fresh)
     report.asset_ids = {a.pk for _, a in fresh}

@@ -27,6 +27,9 @@ class Twin(models.Model):
     name = models.CharField(max_length=200)
     description = models.TextField(blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    #: Bumped by every change through ``twins.services`` (the API's ETag; If-Match checks it).
+    revision = models.PositiveBigIntegerField(default=1, editable=False)
 
     class Meta:
         ordering = ["slug"]
@@ -36,21 +39,75 @@ class Twin(models.Model):
         return self.name
 
 
-class Asset(models.Model):
-    """A piece of equipment inside a twin (a pump, a valve, ...).
+class AssetType(models.Model):
+    """A kind of equipment as data: its metrics, actions, detector and what-if model.
 
-    ``metrics`` is a list of metric definitions ``[{"name": "Pressure", "unit": "bar"}, ...]``;
-    telemetry for metrics not listed here is rejected. ``metadata`` holds free-form facts
-    (vendor, location, the replayed file for the SKAB demo).
+    ``base_kind`` is the built-in behaviour the type extends (``AssetKind``: the action
+    catalogue and what-if model families the code knows). ``metrics`` declares each metric
+    ``{"name", "unit", "min", "max", "cadence_seconds"}`` (only ``name`` required; ``min``/``max``
+    the physically valid range, ``cadence_seconds`` the expected sampling interval used for
+    liveness). ``actions`` lists the catalogue actions offered on assets of this type,
+    ``[{"action": "reduce_load", "risk_level": "high"}, ...]`` (an optional ``risk_level``
+    raises or lowers the catalogue's default; empty list: every action of the base kind).
+    ``detector``/``detector_params`` name the anomaly detector (empty: the base kind's
+    configuration) and ``whatif_model`` the what-if model family (``""`` auto, ``"pump"``,
+    ``"generic"``). The apps that own those names validate them (``twins.asset_types``).
+    Admins edit types in Django admin through ``twins.services``: every change bumps
+    ``revision`` and is audited (asset-type.v1 on the feed).
+    """
+
+    slug = models.SlugField(max_length=64, unique=True)
+    name = models.CharField(max_length=200)
+    description = models.TextField(blank=True)
+    base_kind = models.CharField(max_length=32, choices=AssetKind.choices,
+                                 default=AssetKind.GENERIC)
+    metrics = models.JSONField(default=list, blank=True)
+    actions = models.JSONField(default=list, blank=True)
+    detector = models.CharField(max_length=32, blank=True)
+    detector_params = models.JSONField(default=dict, blank=True)
+    whatif_model = models.CharField(max_length=32, blank=True)
+    revision = models.PositiveBigIntegerField(default=1, editable=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["slug"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def clean(self) -> None:
+        """Validate metrics, actions, detector and what-if model (``twins.asset_types``)."""
+        from twins.asset_types import validate_asset_type
+
+        validate_asset_type(self)
+
+
+class Asset(models.Model):
+    """A piece of equipment inside a twin (a pump, a valve, a line, a traffic sensor, ...).
+
+    ``asset_type`` gives its metrics, actions, detector and what-if model; ``kind`` mirrors the
+    type's ``base_kind`` (set by ``twins.services.save_asset``). ``metrics`` overrides the
+    type's metric list when not empty (``declared_metrics``); telemetry for undeclared metrics
+    is rejected. ``parent`` places it in the twin's hierarchy (site → line → machine; same twin,
+    no cycles). ``desired`` is the state OpsTwin last commanded (``twins.state``), ``revision``
+    counts changes to the asset's definition and desired state (the API's ETag).
     """
 
     twin = models.ForeignKey(Twin, on_delete=models.CASCADE, related_name="assets")
     slug = models.SlugField(max_length=64)
     name = models.CharField(max_length=200)
     kind = models.CharField(max_length=32, choices=AssetKind.choices, default=AssetKind.GENERIC)
+    asset_type = models.ForeignKey(AssetType, null=True, blank=True, on_delete=models.PROTECT,
+                                   related_name="assets")
+    parent = models.ForeignKey("self", null=True, blank=True, on_delete=models.PROTECT,
+                               related_name="children")
     metadata = models.JSONField(default=dict, blank=True)
     metrics = models.JSONField(default=list, blank=True)
+    desired = models.JSONField(default=dict, blank=True, editable=False)
+    revision = models.PositiveBigIntegerField(default=1, editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
         ordering = ["twin", "slug"]
@@ -60,14 +117,66 @@ class Asset(models.Model):
         return f"{self.twin.slug}/{self.slug}"
 
     @property
+    def declared_metrics(self) -> list[dict]:
+        """The asset's own metric definitions, else its type's (``[]`` when neither)."""
+        if self.metrics:
+            return self.metrics
+        return self.asset_type.metrics if self.asset_type_id else []
+
+    @property
     def metric_names(self) -> list[str]:
         """Names of the declared metrics, in declaration order."""
-        return [m["name"] for m in self.metrics]
+        return [m["name"] for m in self.declared_metrics]
 
     def unit_of(self, metric: str) -> str:
         """Unit of ``metric`` ('' when undeclared or unitless)."""
-        return next((m.get("unit", "") for m in self.metrics if m["name"] == metric), "")
+        return next((m.get("unit", "") for m in self.declared_metrics if m["name"] == metric),
+                    "")
 
+
+class ReportedMetric(models.Model):
+    """The last reading of one metric of an asset: the reported half of its state.
+
+    Written by ingest in the transaction that stores the samples (``twins.state.
+    record_reported``): ``value`` and ``ts`` (sensor time) only move forward in sensor time, so
+    a late, older sample never replaces a newer one; ``received_at`` (server clock at commit)
+    always moves, and liveness is judged on it, never on the sensor's clock.
+    ``cadence_seconds`` is the sampling interval seen so far (an exponentially weighted mean
+    of the gaps between readings, sensor time), used when the asset type declares none.
+    """
+
+    asset = models.ForeignKey(Asset, on_delete=models.CASCADE, related_name="reported")
+    metric = models.CharField(max_length=64)
+    value = models.FloatField()
+    ts = models.DateTimeField()
+    received_at = models.DateTimeField()
+    cadence_seconds = models.FloatField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["asset", "metric"]
+        constraints = [models.UniqueConstraint(fields=["asset", "metric"],
+                                               name="reported_metric_per_asset")]
+
+    def __str__(self) -> str:
+        return f"{self.asset_id}.{self.metric} = {self.value:g} at {self.ts.isoformat()}"
+
+
+class StatePublication(models.Model):
+    """When an asset's state was last put on the feed, and the liveness it said.
+
+    ``twins.state.publish_states`` coalesces: at most one ``asset.state`` event per asset per
+    ``ASSET_STATE_MIN_INTERVAL_SECONDS``, whatever the number of readings in between.
+    """
+
+    asset = models.OneToOneField(Asset, on_delete=models.CASCADE, primary_key=True,
+                                 related_name="publication")
+    published_at = models.DateTimeField()
+    received_at = models.DateTimeField(null=True, blank=True)
+    liveness = models.CharField(max_length=16)
+    revision = models.PositiveBigIntegerField(default=0)
+
+    def __str__(self) -> str:
+        return f"{self.asset_id} published at {self.published_at.isoformat()} ({self.liveness})"
 
 
 class AuditEntry(models.Model):
@@ -101,6 +210,9 @@ class AuditEntry(models.Model):
     class Meta:
         db_table = "policy_auditentry"
         ordering = ["seq"]
+        # A resource's history (the state of an asset at a past time, twins.state).
+        indexes = [models.Index(fields=["resource_type", "resource_id", "seq"],
+                                name="audit_resource_seq")]
         verbose_name_plural = "audit entries"
 
     def __str__(self) -> str:

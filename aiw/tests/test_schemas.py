@@ -24,7 +24,8 @@ PRESSURE = 3
 EXPECTED = {"telemetry.v1", "anomaly.v1", "simulation.v1", "proposal.v1", "decision.v1",
             "action.v1", "audit.v1", "twin.v1", "asset.v1", "change-event.v1",
             "stream-control.v1", "whatif-model.v1", "policy.v1", "problem.v1",
-            "action-catalogue.v1", "detector-config.v1", "agent-token.v1"}
+            "action-catalogue.v1", "detector-config.v1", "agent-token.v1", "asset-type.v1",
+            "asset-state.v1"}
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))
@@ -42,7 +43,8 @@ def test_every_promised_schema_is_served():
 
 
 def test_a_schema_rejects_what_it_should():
-    twin = {"id": 1, "slug": "plant", "name": "P", "description": "", "created_at": "nope"}
+    twin = {"id": 1, "slug": "plant", "name": "P", "description": "", "revision": 1,
+            "created_at": "nope", "updated_at": "2024-01-01T00:00:00Z"}
     assert errors("twin.v1", twin) == ["created_at: 'nope' is not a 'date-time'"]
     assert errors("twin.v1", twin | {"created_at": "2024-01-01T00:00:00Z", "extra": 1})
     change = {"cursor": "x", "id": 1, "type": "twin.updated", "resource_type": "twin",

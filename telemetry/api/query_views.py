@@ -11,7 +11,9 @@ titled "Invalid query" with the reason.
 from __future__ import annotations
 
 from django.conf import settings
-from drf_spectacular.utils import OpenApiResponse, extend_schema
+from django.utils.dateparse import parse_datetime
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework.exceptions import PermissionDenied, ValidationError
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -26,11 +28,13 @@ from telemetry.api.serializers import (
     QueryParamsSerializer,
     SamplePageSerializer,
 )
+from telemetry.asset_state import asset_state
 from telemetry.detection import detection_failures
 from telemetry.ingest_status import merged_lag, read_statuses
 from telemetry.replica import from_replica
+from twins.models import Asset
 from twins.problems import problem
-from twins.scoping import visible_twins
+from twins.scoping import get_scoped_or_404, visible_twins
 
 PROBLEMS = {400: OpenApiResponse(description="invalid parameters or over a limit (problem+json)"),
             404: OpenApiResponse(description="twin or asset not found or not visible")}
@@ -146,3 +150,29 @@ class IngestStatusView(APIView):
             "commit_lag_p99_s": commit_lag.quantile(0.99),
             "detection": detection_failures(visible_twins(request.user)),
         })
+
+
+class AssetStateView(APIView):
+    """``GET /assets/{id}/state[?at=<ISO 8601>]``: asset-state.v1 now or at a past time."""
+
+    @extend_schema(
+        parameters=[OpenApiParameter("at", OpenApiTypes.DATETIME, description=(
+            "A past time (ISO 8601 with offset): the state as stored then. Omit for now."))],
+        responses={200: OpenApiResponse(description="asset-state.v1")},
+        summary="An asset's reported and desired state, and their delta")
+    def get(self, request, pk: int):
+        asset = get_scoped_or_404(Asset.objects.select_related("twin", "asset_type"),
+                                  request.user, pk=pk)
+        at = None
+        if "at" in request.query_params:
+            raw = request.query_params["at"]
+            try:
+                at = parse_datetime(raw)
+            except ValueError:
+                at = None
+            if at is None or at.tzinfo is None:
+                raise ValidationError({"at": "an ISO 8601 date-time with offset, e.g. "
+                                             "2026-12-03T01:00:00Z"})
+            if at.year < 1900:
+                raise ValidationError({"at": "must be after 1900"})
+        return Response(asset_state(asset, at))

@@ -1,6 +1,13 @@
+"""twin.v1, asset-type.v1 and asset.v1: the API's bodies and the feed's event data.
+
+Writable fields are what an API client may send; ``id``, ``revision`` and the timestamps are
+the server's. An asset names its twin, type and parent by slug (the parent is an asset of the
+same twin).
+"""
+
 from rest_framework import serializers
 
-from twins.models import Asset, Twin
+from twins.models import Asset, AssetType, Twin
 
 
 class TwinSerializer(serializers.ModelSerializer):
@@ -8,14 +15,59 @@ class TwinSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Twin
-        fields = ["id", "slug", "name", "description", "created_at"]
+        fields = ["id", "slug", "name", "description", "revision", "created_at", "updated_at"]
+        read_only_fields = ["id", "revision", "created_at", "updated_at"]
+
+
+class AssetTypeSerializer(serializers.ModelSerializer):
+    """asset-type.v1."""
+
+    class Meta:
+        model = AssetType
+        fields = ["id", "slug", "name", "description", "base_kind", "metrics", "actions",
+                  "detector", "detector_params", "whatif_model", "revision", "created_at",
+                  "updated_at"]
+        read_only_fields = ["id", "revision", "created_at", "updated_at"]
+
+
+class _ParentField(serializers.SlugRelatedField):
+    """The parent asset by slug, looked up in the asset's own twin."""
+
+    def to_internal_value(self, data):
+        twin = self.parent.context.get("twin")
+        if twin is None:
+            self.fail("does_not_exist", slug_name=self.slug_field, value=data)
+        try:
+            return Asset.objects.get(twin=twin, slug=data)
+        except (Asset.DoesNotExist, TypeError, ValueError):
+            self.fail("does_not_exist", slug_name=self.slug_field, value=data)
 
 
 class AssetSerializer(serializers.ModelSerializer):
     """asset.v1."""
 
-    twin = serializers.CharField(source="twin.slug", read_only=True)
+    twin = serializers.SlugRelatedField(slug_field="slug", queryset=Twin.objects.all())
+    asset_type = serializers.SlugRelatedField(slug_field="slug", queryset=AssetType.objects.all(),
+                                              allow_null=True, required=False)
+    parent = _ParentField(slug_field="slug", queryset=Asset.objects.all(), allow_null=True,
+                          required=False)
 
     class Meta:
         model = Asset
-        fields = ["id", "twin", "slug", "name", "kind", "metadata", "metrics", "created_at"]
+        fields = ["id", "twin", "slug", "name", "kind", "asset_type", "parent", "metadata",
+                  "metrics", "desired", "revision", "created_at", "updated_at"]
+        read_only_fields = ["id", "kind", "desired", "revision", "created_at", "updated_at"]
+
+    def validate_twin(self, twin: Twin) -> Twin:
+        """An asset stays in the twin it was created in (its telemetry and history are there)."""
+        if self.instance is not None and twin.pk != self.instance.twin_id:
+            raise serializers.ValidationError("an asset cannot move to another twin")
+        return twin
+
+    def validate_metrics(self, metrics):
+        """Metric definitions as ``twins.asset_types.metric_errors`` describes them."""
+        from twins.asset_types import metric_errors
+
+        if problems := metric_errors(metrics):
+            raise serializers.ValidationError(problems)
+        return metrics

@@ -23,7 +23,8 @@ RESOURCE_SCHEMAS = {
     "twin": "twin.v1", "asset": "asset.v1", "anomaly": "anomaly.v1",
     "simulation": "simulation.v1", "proposal": "proposal.v1", "whatif_model": "whatif-model.v1",
     "policy": "policy.v1", "detector_config": "detector-config.v1",
-    "agent_token": "agent-token.v1",
+    "agent_token": "agent-token.v1", "asset_type": "asset-type.v1",
+    "asset_state": "asset-state.v1",
 }
 PROBLEM_SCHEMA = "problem.v1"
 CATALOGUE_SCHEMA = "action-catalogue.v1"
