@@ -8,7 +8,10 @@ class PolicyConfig(AppConfig):
 
     def ready(self) -> None:
         from policy import checks  # noqa: F401 - registers the system checks
+        from policy.catalogue import asset_type_errors
+        from twins.asset_types import register_validator
         from twins.roles import ensure_roles
 
         # Runs once, after the last app migrated, when every permission row exists.
         post_migrate.connect(ensure_roles, sender=self, dispatch_uid="policy.ensure_roles")
+        register_validator(asset_type_errors)

@@ -26,6 +26,49 @@ def actions_for(kind: str) -> dict[str, ActionSpec]:
     return {name: spec for name, spec in CATALOGUE.items() if kind in spec.kinds}
 
 
+def offered_actions(asset) -> dict[str, ActionSpec]:
+    """The actions that may be sent to ``asset``: its kind's, narrowed to the ones its asset
+    type lists (``AssetType.actions``; an empty list offers them all), plus the rollbacks of
+    those offered (a rollback must always be possible)."""
+    actions = actions_for(asset.kind)
+    listed = {a["action"] for a in asset.asset_type.actions} if asset.asset_type_id else set()
+    if not listed:
+        return actions
+    keep = listed | {CATALOGUE[n].rollback for n in listed if n in CATALOGUE}
+    return {name: spec for name, spec in actions.items() if name in keep}
+
+
+def type_risk(asset, action: str) -> str | None:
+    """The risk level ``asset``'s type gives ``action`` (None: the catalogue's default)."""
+    if not asset.asset_type_id:
+        return None
+    return next((a.get("risk_level") for a in asset.asset_type.actions
+                 if a.get("action") == action), None)
+
+
+def asset_type_errors(asset_type) -> dict[str, list[str]]:
+    """``twins.asset_types`` validator: each listed action is in the catalogue for the type's
+    base kind, proposable, listed once, not forbidden, with a known risk level."""
+    from policy.actions import FORBIDDEN
+    from policy.choices import RiskLevel
+
+    problems, seen = [], set()
+    for item in asset_type.actions:
+        name, risk = item["action"], item.get("risk_level")
+        if name in FORBIDDEN:
+            problems.append(f"{name!r} is forbidden everywhere")
+        elif problem := action_errors(asset_type.base_kind, name):
+            problems.extend(problem)
+        if name in seen:
+            problems.append(f"{name!r} is listed twice")
+        seen.add(name)
+        if risk is not None and risk not in RiskLevel.values:
+            problems.append(f"{name!r}: risk_level must be one of {list(RiskLevel.values)}")
+        if unknown := sorted(set(item) - {"action", "risk_level", "description"}):
+            problems.append(f"{name!r}: unknown keys {unknown}")
+    return {"actions": problems} if problems else {}
+
+
 @cache
 def _validator(action: str) -> Draft202012Validator:
     return Draft202012Validator(CATALOGUE[action].parameters)
@@ -76,6 +119,19 @@ def parameter_errors(action: str, parameters: Any) -> dict[str, list[str]]:
                 message = error.message
             found.setdefault(name, []).append(message)
     return found
+
+
+def asset_action_errors(asset, action: str) -> list[str]:
+    """Why ``action`` may not be proposed on ``asset`` ([] when it may): its kind's catalogue
+    (``action_errors``), then its asset type's list (``offered_actions``)."""
+    if problems := action_errors(asset.kind, action):
+        return problems
+    offered = offered_actions(asset)
+    if action not in offered:
+        names = sorted(n for n, s in offered.items() if s.proposable)
+        return [f"{action!r} is not offered on asset type {asset.asset_type.slug}; "
+                f"one of {names}"]
+    return []
 
 
 def action_errors(kind: str, action: str) -> list[str]:

@@ -94,14 +94,15 @@ def _no_automation(result: DecisionResult, policy: ActivePolicy) -> None:
 
 def decide(
     *, action: str, proposer, twin, confidence: float, p_breach: float | None,
-    policy: ActivePolicy, interlocks: list[InterlockResult],
+    policy: ActivePolicy, interlocks: list[InterlockResult], type_risk: str | None = None,
 ) -> DecisionResult:
     """Decide what happens to a proposal. Pure apart from the permission lookup; never raises.
 
     ``p_breach`` is the simulation's largest P(breach) (None when nothing was simulated);
-    ``interlocks`` the results for the interlocks guarding ``action``.
+    ``interlocks`` the results for the interlocks guarding ``action``; ``type_risk`` the
+    asset type's risk level for the action (the policy document's still wins).
     """
-    risk = policy.rules.risk_of(action)
+    risk = policy.rules.risk_of(action, type_risk)
     rule = policy.rules.approval_rule(risk)
     result = DecisionResult(Decision.REJECT, risk, rule.approvers, rule.ttl_s)
     result.step("policy", policy.trusted, policy.reason, **policy.summary())

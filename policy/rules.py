@@ -97,9 +97,10 @@ class PolicyRules:
     tolerance_sigmas: float = 4.0
     verification: VerificationRule = VerificationRule()
 
-    def risk_of(self, action: str) -> str:
-        """Risk level of ``action``: the document's, else the catalogue's (unknown: CRITICAL)."""
-        return self.risk.get(action) or risk_of(action)
+    def risk_of(self, action: str, default: str | None = None) -> str:
+        """Risk level of ``action``: the document's, else ``default`` (the asset type's,
+        ``policy.catalogue.type_risk``), else the catalogue's (unknown: CRITICAL)."""
+        return self.risk.get(action) or default or risk_of(action)
 
     def approval_rule(self, risk: str) -> ApprovalRule:
         """The approval rule of ``risk`` (CRITICAL's for an unknown level)."""

@@ -46,9 +46,32 @@ class Watch:
 
 
 def config_for(asset: Asset) -> DetectorConfig:
-    """The asset kind's DetectorConfig, or the seed's z-score baseline if none is stored."""
+    """The detector configuration that watches ``asset``.
+
+    The asset type's detector when it names one (``AssetType.detector``/``detector_params``,
+    with the kind's calibration length), else the asset kind's stored DetectorConfig, else
+    the seed's z-score baseline. The type's configuration is not saved: it is the type's.
+    """
     config = DetectorConfig.objects.filter(asset_kind=asset.kind).first()
+    asset_type = asset.asset_type if asset.asset_type_id else None
+    if asset_type is not None and asset_type.detector:
+        rows = config.calibration_rows if config else DetectorConfig().calibration_rows
+        return DetectorConfig(asset_kind=asset.kind, detector=asset_type.detector,
+                              params=asset_type.detector_params, calibration_rows=rows)
     return config or DetectorConfig(asset_kind=asset.kind, detector=FIT_FREE, params={})
+
+
+def asset_type_errors(asset_type) -> dict[str, list[str]]:
+    """``twins.asset_types`` validator: the type's detector and parameters build."""
+    if not asset_type.detector:
+        return {}
+    try:
+        build_detector(asset_type.detector, asset_type.detector_params)
+    except ValueError as exc:
+        return {"detector": [str(exc)]}
+    except TypeError as exc:
+        return {"detector_params": [str(exc)]}
+    return {}
 
 
 def _zscore(config: DetectorConfig) -> RollingZScore:

@@ -211,7 +211,7 @@ def set_desired(asset: Asset, desired: dict, *, actor, reason: str = "",
     """
     from twins.services import asset_state
 
-    locked = Asset.objects.select_for_update().select_related("twin", "asset_type").get(
+    locked = Asset.objects.select_for_update(of=("self",)).select_related("twin", "asset_type").get(
         pk=asset.pk)
     before = asset_state(locked)
     locked.desired, locked.revision = desired, locked.revision + 1

@@ -4,7 +4,7 @@ from drf_spectacular.extensions import OpenApiSerializerExtension
 from rest_framework import serializers
 
 from policy.actions import CATALOGUE
-from policy.catalogue import action_errors, parameter_errors, proposal_request_branches
+from policy.catalogue import asset_action_errors, parameter_errors, proposal_request_branches
 from policy.models import Approval, Proposal
 from twins.models import AuditEntry
 
@@ -87,7 +87,7 @@ def check_action(asset, action: str, parameters) -> None:
     """Refuse an action outside the catalogue of ``asset``'s kind, or parameters outside its
     schema: DRF ``ValidationError`` (a 400 problem) naming the field, e.g.
     ``{"parameters": {"fraction": ["1e+16 is greater than the maximum of 1"]}}``."""
-    if problems := action_errors(asset.kind, action):
+    if problems := asset_action_errors(asset, action):
         raise serializers.ValidationError({"action": problems})
     if problems := parameter_errors(action, parameters):
         raise serializers.ValidationError({"parameters": problems})

@@ -44,6 +44,8 @@ from policy.services.common import audit, load, require, serialize, transition, 
 from policy.services.documents import active_policy
 from policy.services.verification import start_verification
 from policy.transitions import VERBS
+from twins.models import Asset
+from twins.state import set_desired
 
 Then = Callable[[int], None] | None
 
@@ -144,6 +146,7 @@ def complete_execution(proposal_id: int, *, actor=None, request=None,
         if not (outcome["acknowledged"] and EXECUTION.in_flight(locked)) and \
                 not current(locked, EXECUTION, state):
             return locked  # recorded meanwhile, or a newer attempt owns the failure
+        lock_asset_row(locked)
         before = serialize(locked)
         proposal = transition(proposal_id, [ProposalStatus.EXECUTING], status=status,
                               execution=final_state(state, outcome),
@@ -154,7 +157,31 @@ def complete_execution(proposal_id: int, *, actor=None, request=None,
               request=request)
         if status == ProposalStatus.EXECUTED:
             proposal = start_verification(proposal, request=request)
+            plan = proposal.verification or {}
+            expected = {plan["metric"]: plan["band"]} if plan.get("band") else {}
+            record_desired(proposal, proposal.action, expected=expected,
+                           converge_by=proposal.verify_until, actor=actor, request=request)
     return proposal
+
+
+def lock_asset_row(proposal: Proposal) -> None:
+    """Lock the proposal's asset row before the audit chain's lock (the ledger's lock order:
+    rows first), so recording its desired state cannot deadlock with an asset edit."""
+    Asset.objects.select_for_update().filter(pk=proposal.asset_id).exists()
+
+
+def record_desired(proposal: Proposal, action: str, *, expected: dict, converge_by, actor,
+                   request) -> None:
+    """The asset's desired state after an acknowledged command (``twins.state.set_desired``):
+    the action and parameters, the proposal, and what the asset should read by when
+    (``expected``: metric → [p5, p95] of the simulated band; ``{}`` after a rollback, which
+    restores the state before the action)."""
+    set_desired(proposal.asset, {
+        "action": action, "parameters": proposal.parameters, "proposal": proposal.pk,
+        "commanded_at": timezone.now().isoformat(),
+        "converge_by": converge_by.isoformat() if converge_by else None,
+        "expected": expected}, actor=actor or "executor",
+        reason=f"proposal {proposal.pk}: {action} acknowledged", request=request)
 
 
 def execute_proposal(proposal_id: int, *, actor=None, request=None) -> Proposal:
@@ -225,6 +252,7 @@ def complete_rollback(proposal_id: int, *, actor=None, request=None,
         locked = load(proposal_id, lock=True)
         if not (ok and ROLLBACK.in_flight(locked)) and not current(locked, ROLLBACK, state):
             return locked
+        lock_asset_row(locked)
         before = serialize(locked)
         proposal = transition(proposal_id, ROLLBACK_FROM,
                               status=ProposalStatus.ROLLED_BACK if ok else ProposalStatus.FAILED,
@@ -233,6 +261,9 @@ def complete_rollback(proposal_id: int, *, actor=None, request=None,
               action="proposal.rolled_back" if ok else "alert.rollback_failed", before=before,
               reason=state.get("reason", "") if ok
               else f"rollback not acknowledged: {outcome['effect']['detail']}", request=request)
+        if ok:
+            record_desired(proposal, proposal.rollback_action, expected={}, converge_by=None,
+                           actor=actor or "verifier", request=request)
     return proposal
 
 

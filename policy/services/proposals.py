@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -12,6 +13,7 @@ from django.utils import timezone
 from policy import confidence as conf
 from policy import interlocks
 from policy.actions import candidate_action
+from policy.catalogue import offered_actions, type_risk
 from policy.choices import Decision, ProposalStatus
 from policy.decision import DecisionResult, decide
 from policy.errors import ProposalConflict
@@ -25,6 +27,8 @@ from simulation.models import SimulationRun
 from simulation.services import breach_probability, run_what_if
 from telemetry.models import Anomaly
 from twins.models import Asset
+
+log = logging.getLogger(__name__)
 
 STATUS_FOR = {
     Decision.AUTO_EXECUTE: ProposalStatus.APPROVED,
@@ -88,7 +92,7 @@ def assess_action(*, asset: Asset, action: str, actor, anomaly: Anomaly | None,
     checks = interlocks.evaluate(policy.rules.interlocks, asset=asset, action=action, now=now)
     result = decide(action=action, proposer=actor, twin=asset.twin, confidence=confidence,
                     p_breach=breach_probability(simulation) if simulation else None,
-                    policy=policy, interlocks=checks)
+                    policy=policy, interlocks=checks, type_risk=type_risk(asset, action))
     evidence = evidence_snapshot(asset, simulation, sigmas=policy.rules.tolerance_sigmas,
                                  now=now)
     return Assessment(policy, breakdown, confidence, result, evidence,
@@ -148,6 +152,10 @@ def respond_to_anomaly(anomaly_id: int) -> Proposal | None:
                                           features.get("value", 0.0),
                                           features.get("baseline_mean", 0.0),
                                           kind=anomaly.asset.kind)
+    if action not in offered_actions(anomaly.asset):
+        log.info("no automatic proposal for anomaly %s: %s is not offered on asset type %s",
+                 anomaly.pk, action, anomaly.asset.asset_type)
+        return None
     run = run_what_if(asset=anomaly.asset, action=action, parameters=parameters,
                       metrics=[anomaly.metric], at=anomaly.last_seen_at, anomaly=anomaly)
     return propose(asset=anomaly.asset, action=action, parameters=parameters, anomaly=anomaly,

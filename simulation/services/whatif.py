@@ -66,11 +66,25 @@ def _bands(X: np.ndarray, metrics: list[str]) -> dict[str, list[float]]:
 
 
 def model_kind(asset: Asset, metrics: list[str]) -> str:
-    """``"pump"`` for a pump asset whose ``metrics`` include the SKAB drivers, else
-    ``"generic"``: the pump model is for pumps only, and needs its drivers."""
+    """The what-if model family for ``asset``: its type's ``whatif_model`` when set and
+    usable, else ``"pump"`` for a pump asset whose ``metrics`` include the pump model's
+    drivers, else ``"generic"``: the pump model is for pumps only, and needs its drivers."""
+    chosen = asset.asset_type.whatif_model if asset.asset_type_id else ""
+    if chosen == GENERIC:
+        return GENERIC
     if asset.kind == AssetKind.PUMP and all(d in metrics for d in DRIVERS):
         return PUMP
     return GENERIC
+
+
+def asset_type_errors(asset_type) -> dict[str, list[str]]:
+    """``twins.asset_types`` validator: a known what-if family, the pump model only for pumps
+    (it needs the pump's drivers: ``simulation.engine.pump_model``)."""
+    if asset_type.whatif_model not in ("", PUMP, GENERIC):
+        return {"whatif_model": [f"one of '', {PUMP!r}, {GENERIC!r}"]}
+    if asset_type.whatif_model == PUMP and asset_type.base_kind != AssetKind.PUMP:
+        return {"whatif_model": ["the pump model needs a pump (base_kind pump)"]}
+    return {}
 
 
 def _fit(kind: str, X: np.ndarray, metrics: list[str]) -> PumpModel | GenericModel:
