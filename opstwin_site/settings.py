@@ -235,6 +235,7 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    "ENUM_NAME_OVERRIDES": {"AssetKindEnum": "twins.choices.AssetKind"},
 }
 
 LANGUAGE_CODE = "en-us"

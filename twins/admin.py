@@ -7,7 +7,7 @@ from django.contrib import admin
 from guardian.admin import GuardedModelAdmin
 
 from twins import services
-from twins.models import Asset, AuditAnchor, AuditEntry, ChangeEvent, Twin
+from twins.models import Asset, AssetType, AuditAnchor, AuditEntry, ChangeEvent, Twin
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -26,7 +26,7 @@ class ReadOnlyAdmin(admin.ModelAdmin):
 class AssetInline(admin.TabularInline):
     model = Asset
     extra = 0
-    fields = ["slug", "name", "kind"]
+    fields = ["slug", "name", "asset_type", "parent"]
 
 
 @admin.register(Twin)
@@ -63,9 +63,10 @@ class TwinAdmin(GuardedModelAdmin):
 class AssetAdmin(admin.ModelAdmin):
     """Assets; saves and deletes go through ``twins.services`` (audited, on the feed)."""
 
-    list_display = ["__str__", "name", "kind"]
-    list_filter = ["kind", "twin"]
+    list_display = ["__str__", "name", "asset_type", "parent", "revision"]
+    list_filter = ["asset_type", "kind", "twin"]
     search_fields = ["slug", "name"]
+    readonly_fields = ["kind", "desired", "revision"]
 
     def save_model(self, request, obj: Asset, form, change: bool) -> None:
         services.save_asset(obj, actor=request.user, request=request)
@@ -76,6 +77,29 @@ class AssetAdmin(admin.ModelAdmin):
     def delete_queryset(self, request, queryset) -> None:
         for asset in queryset.select_related("twin"):
             services.delete_asset(asset, actor=request.user, request=request)
+
+
+@admin.register(AssetType)
+class AssetTypeAdmin(admin.ModelAdmin):
+    """Asset types (admins only, by the role's model permissions). The form validates the
+    metric list and, through the apps that own them, the action, detector and what-if names
+    (``AssetType.clean``); saves and deletes go through ``twins.services`` (revision bumped,
+    audited, on the feed). A type still used by assets cannot be deleted."""
+
+    list_display = ["slug", "name", "base_kind", "detector", "whatif_model", "revision"]
+    list_filter = ["base_kind"]
+    search_fields = ["slug", "name"]
+    readonly_fields = ["revision", "created_at", "updated_at"]
+
+    def save_model(self, request, obj: AssetType, form, change: bool) -> None:
+        services.save_asset_type(obj, actor=request.user, request=request)
+
+    def delete_model(self, request, obj: AssetType) -> None:
+        services.delete_asset_type(obj, actor=request.user, request=request)
+
+    def delete_queryset(self, request, queryset) -> None:
+        for asset_type in queryset:
+            services.delete_asset_type(asset_type, actor=request.user, request=request)
 
 
 @admin.register(AuditEntry)

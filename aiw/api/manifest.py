@@ -28,6 +28,8 @@ ENDPOINTS = {  # name in the manifest → (URL name, args)
     "subscribe": ("aiw-subscribe", []), "openapi": ("openapi-schema", []),
     "docs": ("api-docs", []), "telemetry_ingest": ("telemetry-ingest", []),
     "proposals": ("proposal-list", []), "actions": ("aiw-actions", []),
+    "twins": ("twin-list", []), "asset_types": ("asset-type-list", []),
+    "assets": ("asset-list", []),
 }
 WS_CLOSE_CODES = {"4401": "not authenticated", "4403": "token lacks the read scope",
                   "4410": "cursor expired or unknown: resync from /snapshot",
@@ -47,7 +49,32 @@ def _endpoints(request: Request) -> dict[str, str]:
     websocket = "wss" + base[5:] if base.startswith("https:") else "ws" + base[4:]
     found["websocket"] = websocket + "ws/feed"
     found["schema"] = public_url(request, "/schemas/") + "{name}"
+    if "assets" in found:
+        found["asset_state"] = found["assets"] + "/{id}/state"
     return found
+
+
+def _twin_model(endpoints: dict, schemas: dict) -> dict:
+    """Where the twin model lives and how to write it (issue 14): resources with their
+    schemas, optimistic concurrency, and the asset state with its feed event."""
+    return {
+        "resources": {
+            name: {"url": endpoints.get(url), "schema": schemas[schema]}
+            for name, url, schema in (("twin", "twins", "twin.v1"),
+                                      ("asset_type", "asset_types", "asset-type.v1"),
+                                      ("asset", "assets", "asset.v1"))},
+        "concurrency": {"etag": "the resource's revision, e.g. \"3\"",
+                        "if_match": "required on PUT, PATCH and DELETE: 428 when missing, "
+                                    "412 when stale; * matches any revision",
+                        "if_none_match": "304 when the ETag is current"},
+        "hierarchy": "an asset's parent is an asset of the same twin (site, line, machine); "
+                     "grants on a twin apply to all its assets",
+        "state": {"url": endpoints.get("asset_state"), "schema": schemas["asset-state.v1"],
+                  "past": "?at=<ISO 8601 with offset>",
+                  "feed_event": "asset.state",
+                  "coalesced_seconds": settings.ASSET_STATE_MIN_INTERVAL_SECONDS,
+                  "silent_after_intervals": settings.ASSET_SILENT_AFTER_INTERVALS},
+    }
 
 
 @cache
@@ -149,6 +176,7 @@ def manifest_body(request: Request) -> dict:
         "schemas": schemas,
         "resources": RESOURCE_SCHEMAS,
         "actions": _actions(request, endpoints, schemas),
+        "twin_model": _twin_model(endpoints, schemas),
         "auth": [
             {"type": "bearer", "header": "Authorization: Bearer <token>",
              "obtain": "Django admin > Agent tokens, or `manage.py agent_token create`"},

@@ -93,6 +93,8 @@ class ManifestSerializer(serializers.Serializer):
         help_text="Resource type on the feed -> the schema of its events' data.")
     actions = serializers.DictField(help_text="action-catalogue.v1: what the caller may "
                                               "propose, with url, schema and propose links.")
+    twin_model = serializers.DictField(help_text="Twin, asset type and asset resources, "
+                                                 "If-Match concurrency, asset state.")
     auth = serializers.ListField(child=serializers.DictField())
     limits = serializers.DictField()
     cursor = serializers.DictField()

@@ -194,8 +194,8 @@ def _state(user, newest: int) -> dict:
     return {
         "cursor": encode_cursor(newest) if newest else "0",
         "twins": TwinSerializer(twins, many=True).data,
-        "assets": AssetSerializer(Asset.objects.filter(twin__in=twins).select_related("twin"),
-                                  many=True).data,
+        "assets": AssetSerializer(Asset.objects.filter(twin__in=twins).select_related(
+            "twin", "asset_type", "parent"), many=True).data,
         "open_anomalies": AnomalySerializer(
             Anomaly.objects.filter(asset__twin__in=twins, status=AnomalyStatus.OPEN)
             .select_related("asset__twin"), many=True).data,

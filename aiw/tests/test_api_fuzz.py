@@ -24,6 +24,11 @@ The documented departures from the checks' defaults:
   400 for rules across parameters that OpenAPI cannot state, each documented on the parameter:
   ``cursor`` is the opaque ``next_cursor`` of a previous page of the same query, and
   ``source=rollup`` needs a bucket of whole minutes and no percentiles.
+- The twin model's writes (``/twins``, ``/asset-types``, ``/assets``) may answer a schema-valid
+  request 400 when it names a twin, asset type or parent that does not exist or a definition
+  its owning app refuses (an unknown detector, an action outside the base kind), 412 when
+  ``If-Match`` names another revision and 428 when it is missing (RFC 6585), the precondition
+  being the point of the header.
 - Generated strings carry no NUL character (``allow-x00 = false``): PostgreSQL text cannot
   store one, and every field refuses it with a 400 naming the field.
 """
@@ -78,6 +83,13 @@ checks.positive_data_acceptance.enabled = false
 [[operations]]
 include-path-regex = "^/telemetry/(query|aggregate)$"
 checks.positive_data_acceptance.expected-statuses = ["2xx", "400", "401", "403", "404", "429"]
+
+[[operations]]
+include-path-regex = "^/(twins|asset-types|assets)"
+checks.positive_data_acceptance.expected-statuses = [
+    "2xx", "304", "400", "401", "403", "404", "409", "412", "428", "429"]
+checks.missing_required_header.expected-statuses = [
+    "400", "401", "403", "404", "406", "415", "422", "428"]
 """
 MAX_EXAMPLES = 8  # per operation, mode and phase
 #: The coverage phase (~1,400 requests) and stateful runs are the admin's, who may call every
@@ -133,5 +145,7 @@ def test_schemathesis_finds_no_server_error_and_no_schema_violation(
     operations = re.search(r"Tested: (\d+)", result.stdout)
     print(f"schemathesis as {role}: {operations and operations.group(0)}; "
           f"{summary and summary.group(0)}")
-    assert result.returncode == 0, result.stdout[-12000:] + result.stderr[-3000:]
+    (tmp_path / "schemathesis-output.txt").write_text(result.stdout + result.stderr)
+    assert result.returncode == 0, (f"whole output: {tmp_path}/schemathesis-output.txt\n"
+                                    + result.stdout[-12000:] + result.stderr[-3000:])
     assert operations and int(operations.group(1)) >= 20

@@ -5,12 +5,35 @@ the server's. An asset names its twin, type and parent by slug (the parent is an
 same twin).
 """
 
+from django.db import models
 from rest_framework import serializers
 
 from twins.models import Asset, AssetType, Twin
 
 
-class TwinSerializer(serializers.ModelSerializer):
+class StrictCharField(serializers.CharField):
+    """A CharField that refuses numbers and booleans instead of turning them into text (the
+    schema says string, so ``"name": 0`` is a 400, not the name "0")."""
+
+    def to_internal_value(self, data):
+        if not isinstance(data, str):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+class StrictSlugField(serializers.SlugField, StrictCharField):
+    """A SlugField with ``StrictCharField``'s type check."""
+
+
+class StrictModelSerializer(serializers.ModelSerializer):
+    """ModelSerializer whose text fields accept JSON strings only."""
+
+    serializer_field_mapping = serializers.ModelSerializer.serializer_field_mapping | {
+        models.CharField: StrictCharField, models.TextField: StrictCharField,
+        models.SlugField: StrictSlugField}
+
+
+class TwinSerializer(StrictModelSerializer):
     """twin.v1."""
 
     class Meta:
@@ -19,7 +42,7 @@ class TwinSerializer(serializers.ModelSerializer):
         read_only_fields = ["id", "revision", "created_at", "updated_at"]
 
 
-class AssetTypeSerializer(serializers.ModelSerializer):
+class AssetTypeSerializer(StrictModelSerializer):
     """asset-type.v1."""
 
     class Meta:
@@ -43,7 +66,7 @@ class _ParentField(serializers.SlugRelatedField):
             self.fail("does_not_exist", slug_name=self.slug_field, value=data)
 
 
-class AssetSerializer(serializers.ModelSerializer):
+class AssetSerializer(StrictModelSerializer):
     """asset.v1."""
 
     twin = serializers.SlugRelatedField(slug_field="slug", queryset=Twin.objects.all())

@@ -21,11 +21,13 @@ from django.http import Http404
 from django.urls import reverse
 from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
 from rest_framework import status, viewsets
-from rest_framework.exceptions import APIException, PermissionDenied
+from rest_framework.exceptions import APIException, PermissionDenied, ValidationError
 from rest_framework.response import Response
 
 from twins import services
 from twins.api.serializers import AssetSerializer, AssetTypeSerializer, TwinSerializer
+from twins.choices import AssetKind
+from twins.filters import StrictBooleanFilter, StrictChoiceFilter
 from twins.models import Asset, AssetType, Twin
 from twins.problems import PROBLEMS_EXTENSION
 from twins.scoping import TwinScopedViewSetMixin, refusal, refusal_of_user, visible_twins
@@ -95,7 +97,7 @@ class RevisionedViewSet(viewsets.ModelViewSet):
 
     def create(self, request, *args, **kwargs):
         serializer = self.get_serializer(data=request.data)
-        serializer.is_valid(raise_exception=True)
+        self._validate(serializer)
         obj = self.serializer_class.Meta.model(**serializer.validated_data)
         self.check_write(obj, "add")
         self._guarded(self._save, obj, None)
@@ -105,10 +107,10 @@ class RevisionedViewSet(viewsets.ModelViewSet):
     def update(self, request, *args, **kwargs):
         obj = self.get_object()
         self.check_write(obj, "change")
-        revision = expected_revision(request)
         serializer = self.get_serializer(obj, data=request.data,
                                          partial=kwargs.pop("partial", False))
-        serializer.is_valid(raise_exception=True)
+        self._validate(serializer)
+        revision = expected_revision(request)
         for field, value in serializer.validated_data.items():
             setattr(obj, field, value)
         self._guarded(self._save, obj, revision)
@@ -119,6 +121,17 @@ class RevisionedViewSet(viewsets.ModelViewSet):
         self.check_write(obj, "delete")
         self._guarded(self._delete, obj, expected_revision(request))
         return Response(status=status.HTTP_204_NO_CONTENT)
+
+    @staticmethod
+    def _validate(serializer) -> None:
+        """400 naming the fields, except a slug already taken: 409 (the request is fine, the
+        stored data is in the way)."""
+        if serializer.is_valid():
+            return
+        codes = serializer.errors and ValidationError(serializer.errors).get_codes()
+        if isinstance(codes, dict) and any("unique" in c for c in codes.values()):
+            raise Conflict(" ".join(str(m) for v in serializer.errors.values() for m in v))
+        raise ValidationError(serializer.errors)
 
     @staticmethod
     def _guarded(write, obj, revision) -> None:
@@ -150,8 +163,7 @@ class TwinFilterSet(django_filters.FilterSet):
 
 
 class AssetTypeFilterSet(django_filters.FilterSet):
-    base_kind = django_filters.ChoiceFilter(choices=AssetType._meta.get_field(
-        "base_kind").choices)
+    base_kind = StrictChoiceFilter(choices=AssetKind.choices)
 
     class Meta:
         model = AssetType
@@ -162,9 +174,9 @@ class AssetFilterSet(django_filters.FilterSet):
     twin = django_filters.CharFilter(field_name="twin__slug")
     asset_type = django_filters.CharFilter(field_name="asset_type__slug")
     parent = django_filters.CharFilter(field_name="parent__slug")
-    root = django_filters.BooleanFilter(field_name="parent", lookup_expr="isnull",
-                                        label="Only assets without a parent (true)")
-    kind = django_filters.ChoiceFilter(choices=Asset._meta.get_field("kind").choices)
+    root = StrictBooleanFilter(field_name="parent", lookup_expr="isnull",
+                               label="true: only assets without a parent; false: only children")
+    kind = StrictChoiceFilter(choices=AssetKind.choices)
     slug = django_filters.CharFilter()
 
     class Meta:
@@ -172,11 +184,21 @@ class AssetFilterSet(django_filters.FilterSet):
         fields = ["twin", "asset_type", "parent", "root", "kind", "slug"]
 
 
-_DOC = {name: extend_schema(extensions=WRITE_DOC, parameters=[IF_MATCH])
-        for name in ("update", "partial_update", "destroy")}
+def documented(noun: str, plural: str):
+    """``extend_schema_view`` with one summary per operation, and If-Match with its problem
+    statuses on the writes."""
+    writes = {"extensions": WRITE_DOC, "parameters": [IF_MATCH]}
+    return extend_schema_view(
+        list=extend_schema(summary=f"List {plural}"),
+        retrieve=extend_schema(summary=f"Read one {noun} (ETag: its revision)"),
+        create=extend_schema(summary=f"Create a {noun}", extensions={PROBLEMS_EXTENSION: [409]}),
+        update=extend_schema(summary=f"Replace a {noun} (If-Match)", **writes),
+        partial_update=extend_schema(summary=f"Change fields of a {noun} (If-Match)", **writes),
+        destroy=extend_schema(summary=f"Delete a {noun} (If-Match)", **writes),
+    )
 
 
-@extend_schema_view(**_DOC)
+@documented("twin", "the twins the caller may see")
 class TwinViewSet(RevisionedViewSet):
     """Twins the caller may see; admins create and delete them, operators of a twin with
     ``twins.change_twin`` rename it."""
@@ -204,7 +226,7 @@ class TwinViewSet(RevisionedViewSet):
                              expected_revision=revision)
 
 
-@extend_schema_view(**_DOC)
+@documented("asset type", "asset types")
 class AssetTypeViewSet(RevisionedViewSet):
     """Asset types: every signed-in caller reads them; only admins change them."""
 
@@ -226,7 +248,7 @@ class AssetTypeViewSet(RevisionedViewSet):
                                    expected_revision=revision)
 
 
-@extend_schema_view(**_DOC)
+@documented("asset", "the assets of the caller's twins")
 class AssetViewSet(TwinScopedViewSetMixin, RevisionedViewSet):
     """Assets of the twins the caller may see, by id; agents and admins register and change
     them on twins they operate (``twins.add_asset``/``change_asset``/``delete_asset``)."""
@@ -249,8 +271,9 @@ class AssetViewSet(TwinScopedViewSetMixin, RevisionedViewSet):
 
     def get_serializer(self, *args, **kwargs):
         serializer = super().get_serializer(*args, **kwargs)
-        # Only the caller's twins are valid values of ``twin``: another twin reads as unknown.
-        serializer.fields["twin"].queryset = visible_twins(self.request.user)
+        if not kwargs.get("many"):
+            # Only the caller's twins are valid values of ``twin``: another reads as unknown.
+            serializer.fields["twin"].queryset = visible_twins(self.request.user)
         return serializer
 
     def check_write(self, asset: Asset, verb: str) -> None:
