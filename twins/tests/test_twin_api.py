@@ -559,3 +559,95 @@ def test_an_agent_token_with_write_scope_registers_an_asset_and_follows_it_on_th
     viewer = Client()
     viewer.force_login(users["viewer"])
     assert events_of(served, viewer, "asset", asset["id"]) == ["asset.created", "asset.updated"]
+
+
+def _hold_audit_lock_while(jobs) -> None:
+    """Run ``jobs`` in threads while this test holds the audit chain's lock (every write takes
+    it before commit), and release it once two lock waits are seen (or after 30 s): both
+    writers have then made their checks before either commits. The interleaving is forced,
+    not left to chance."""
+    import time
+
+    from django.db import connection
+
+    from twins.ledger import AUDIT_LOCK_KEY
+
+    def run(job):
+        try:
+            job()
+        finally:
+            connection.close()
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_advisory_lock(%s)", [AUDIT_LOCK_KEY])
+    threads = [threading.Thread(target=run, args=(job,)) for job in jobs]
+    try:
+        for thread in threads:
+            thread.start()
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and any(t.is_alive() for t in threads):
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT count(*) FROM pg_locks l JOIN pg_database d "
+                               "ON d.oid = l.database WHERE NOT l.granted "
+                               "AND d.datname = current_database()")
+                if cursor.fetchone()[0] >= len(jobs):
+                    break
+            time.sleep(0.05)
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_unlock(%s)", [AUDIT_LOCK_KEY])
+        for thread in threads:
+            thread.join(timeout=60)
+
+
+def _reparent(outcomes: dict, child_pk: int, parent_pk: int):
+    def job():
+        try:
+            child = Asset.objects.get(pk=child_pk)
+            child.parent_id = parent_pk
+            outcomes[child_pk] = services.save_asset(child, actor="racer")
+        except Exception as exc:  # noqa: BLE001 - the outcome under test
+            outcomes[child_pk] = exc
+    return job
+
+
+def _has_cycle(twin) -> bool:
+    parents = dict(Asset.objects.filter(twin=twin).values_list("pk", "parent_id"))
+    for start in parents:
+        seen, node = set(), start
+        while node is not None:
+            if node in seen:
+                return True
+            seen.add(node)
+            node = parents.get(node)
+    return False
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_writers_pointing_two_assets_at_each_other_make_no_cycle_and_no_500(users):
+    """A → parent B and B → parent A at the same time: one is saved, the other is refused as a
+    cycle (400), neither a cycle in the hierarchy nor a database deadlock (a 500)."""
+    twin = Twin.objects.create(slug="race", name="Race")
+    a = Asset.objects.create(twin=twin, slug="a", name="A")
+    b = Asset.objects.create(twin=twin, slug="b", name="B")
+    outcomes: dict = {}
+    _hold_audit_lock_while([_reparent(outcomes, a.pk, b.pk), _reparent(outcomes, b.pk, a.pk)])
+    assert not _has_cycle(twin), outcomes
+    assert sorted(type(o).__name__ for o in outcomes.values()) == [
+        "ChangeEvent", "InvalidTwinModel"], outcomes
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_writers_closing_a_longer_loop_make_no_cycle(users):
+    """B is a child of A; at the same time A is moved under C and C under B. Each change alone
+    is fine, together they make A → C → B → A: at most one may be saved."""
+    twin = Twin.objects.create(slug="race", name="Race")
+    a = Asset.objects.create(twin=twin, slug="a", name="A")
+    Asset.objects.create(twin=twin, slug="b", name="B", parent=a)
+    c = Asset.objects.create(twin=twin, slug="c", name="C")
+    b = Asset.objects.get(slug="b")
+    outcomes: dict = {}
+    _hold_audit_lock_while([_reparent(outcomes, a.pk, c.pk), _reparent(outcomes, c.pk, b.pk)])
+    assert not _has_cycle(twin), outcomes
+    assert sorted(type(o).__name__ for o in outcomes.values()) == [
+        "ChangeEvent", "InvalidTwinModel"], outcomes
