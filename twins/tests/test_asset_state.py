@@ -362,3 +362,22 @@ def test_state_at_a_past_time_takes_desired_and_revision_from_the_audit_chain(
 def test_a_bad_at_is_a_400_problem(pump, admin_client, served, value):
     response = admin_client.get(f"/assets/{pump.pk}/state", {"at": value})
     assert "at" in problem(served, response, 400)["errors"]
+
+
+def test_the_beat_task_publishes_due_states(pump, admin_client):
+    """``twins.tasks.publish_asset_states`` (Celery beat, every spacing) is publish_states."""
+    from twins.tasks import publish_asset_states
+
+    ingest(reading(pump, T0, {"Pressure": 1.0}))
+    assert publish_asset_states.delay().get() == 1
+    assert publish_asset_states.delay().get() == 0
+    assert [e["resource_id"] for e in state_events(admin_client)] == [str(pump.pk)]
+
+
+def test_a_deleted_asset_has_no_state(pump, admin_client):
+    ingest(reading(pump, T0, {"Pressure": 1.0}))
+    publish_states(timezone.now())
+    services.delete_asset(pump, actor="test")
+    assert admin_client.get(f"/assets/{pump.pk}/state").status_code == 404
+    assert not ReportedMetric.objects.filter(asset_id=pump.pk).exists()
+    assert publish_states(timezone.now() + timedelta(seconds=5)) == 0

@@ -245,3 +245,40 @@ def test_only_admins_change_asset_types_through_the_api(users, chiller_type):
         assert send(client, "patch", "/asset-types/chiller", {"name": "Mine"},
                     if_match=chiller_type.revision).status_code == 403
     assert AssetType.objects.get(slug="chiller").name == "Chiller"
+
+
+# --- Django admin ---------------------------------------------------------------------------
+
+ADMIN_FORM = {"slug": "boiler", "name": "Boiler", "description": "", "base_kind": "generic",
+              "metrics": '[{"name": "Steam pressure", "unit": "bar", "min": 0, "max": 40}]',
+              "actions": "[]", "detector": "", "detector_params": "{}", "whatif_model": ""}
+
+
+def test_admins_manage_asset_types_in_django_admin_audited_and_on_the_feed(
+        admin_client, users, served):
+    """Issue 14: "Admins manage them in Django admin; they are versioned and audited"."""
+    assert admin_client.get("/admin/twins/assettype/").status_code == 200
+    response = admin_client.post("/admin/twins/assettype/add/", ADMIN_FORM)
+    assert response.status_code == 302, response.content.decode()[:2000]
+    asset_type = AssetType.objects.get(slug="boiler")
+    assert asset_type.metrics[0]["max"] == 40 and asset_type.revision == 1
+    response = admin_client.post(f"/admin/twins/assettype/{asset_type.pk}/change/",
+                                 ADMIN_FORM | {"name": "Steam boiler"})
+    assert response.status_code == 302
+    assert AssetType.objects.get(slug="boiler").revision == 2
+    assert list(AuditEntry.objects.filter(resource_type="asset_type").order_by("seq")
+                .values_list("action", "actor")) == [("asset_type.create", "admin-user"),
+                                                     ("asset_type.update", "admin-user")]
+    events = [e for e in feed(admin_client) if e["resource_type"] == "asset_type"]
+    assert [e["type"] for e in events] == ["asset_type.created", "asset_type.updated"]
+    for event in events:
+        served.check("change-event.v1", event)
+
+
+def test_django_admin_refuses_a_bad_metric_list_and_records_nothing(admin_client, users):
+    response = admin_client.post("/admin/twins/assettype/add/", ADMIN_FORM | {
+        "metrics": '[{"name": "T", "min": 3, "max": 1}]'})
+    assert response.status_code == 200  # the form again, with the error
+    assert "min must be below max" in response.content.decode()
+    assert not AssetType.objects.filter(slug="boiler").exists()
+    assert not AuditEntry.objects.filter(resource_type="asset_type").exists()
