@@ -381,3 +381,20 @@ def test_a_deleted_asset_has_no_state(pump, admin_client):
     assert admin_client.get(f"/assets/{pump.pk}/state").status_code == 404
     assert not ReportedMetric.objects.filter(asset_id=pump.pk).exists()
     assert publish_states(timezone.now() + timedelta(seconds=5)) == 0
+
+
+def test_liveness_at_a_past_time_is_judged_on_what_had_been_received_by_then(
+        pump, admin_client, served):
+    before = timezone.now()
+    ingest(reading(pump, T0, {"Pressure": 1.0}))
+    received = ReportedMetric.objects.get(asset=pump).received_at
+
+    def at(when: datetime) -> dict:
+        response = admin_client.get(f"/assets/{pump.pk}/state", {"at": when.isoformat()})
+        return served.response(response, "asset-state.v1", 200)
+
+    assert at(before)["liveness"] == "unknown"  # nothing received yet then
+    soon = at(received + timedelta(seconds=1))
+    assert (soon["liveness"], soon["last_received_at"]) == ("live", received.isoformat())
+    assert soon["reported"]["Pressure"]["value"] == 1.0  # sensor time T0 is long before
+    assert at(received + timedelta(seconds=CADENCE * INTERVALS + 1))["liveness"] == "silent"
