@@ -68,6 +68,7 @@ from telemetry.choices import IngestSource
 from telemetry.ingest_status import LagHistogram, read_status, write_status
 from telemetry.services import IngestReport, RawPayload, ingest_batch, store_dead_letters
 from twins.mqtt import make_client, protocol_for
+from twins.state import publish_states
 
 log = logging.getLogger(__name__)
 CONNECTION_ERRORS = (OperationalError, InterfaceError)
@@ -110,7 +111,10 @@ class DetectionHandoff:
     ``add(asset_ids)`` returns at once; the thread hands the pending assets (a set: an asset
     added several times while waiting runs once) to ``telemetry.handoff`` (stage ``DETECT``),
     which isolates each asset's failures. ``stop(timeout)`` finishes what is pending, up to
-    ``timeout`` seconds.
+    ``timeout`` seconds. After committed telemetry it also puts the assets' coalesced state on
+    the feed (``twins.state.publish_states``), at most once per
+    ``ASSET_STATE_MIN_INTERVAL_SECONDS`` and once more when the readings stop, so the feed
+    follows the plant without Celery beat (which still catches what goes silent).
     """
 
     def __init__(self) -> None:
@@ -140,19 +144,29 @@ class DetectionHandoff:
             self._thread.join(timeout)
 
     def _loop(self) -> None:
+        interval = settings.ASSET_STATE_MIN_INTERVAL_SECONDS
+        unpublished, published_at = False, 0.0
         try:
             while True:
                 with self._wake:
-                    while not self._pending and not self._stopping:
-                        self._wake.wait()
-                    if not self._pending:
+                    if not self._pending and not self._stopping:
+                        self._wake.wait(interval if unpublished else None)
+                    if not self._pending and self._stopping:
                         return
                     asset_ids, self._pending = sorted(self._pending), set()
                 close_old_connections()
-                try:
-                    handoff.send(handoff.DETECT, asset_ids)
-                except Exception:  # never let one round end the thread
-                    log.exception("detection of assets %s failed", asset_ids)
+                if asset_ids:
+                    unpublished = True
+                    try:
+                        handoff.send(handoff.DETECT, asset_ids)
+                    except Exception:  # never let one round end the thread
+                        log.exception("detection of assets %s failed", asset_ids)
+                if unpublished and time.monotonic() - published_at >= interval:
+                    unpublished, published_at = False, time.monotonic()
+                    try:
+                        publish_states()
+                    except Exception:
+                        log.exception("could not publish the assets' state")
         finally:
             connection.close()
 

@@ -47,7 +47,7 @@ class AssetType(models.Model):
     ``{"name", "unit", "min", "max", "cadence_seconds"}`` (only ``name`` required; ``min``/``max``
     the physically valid range, ``cadence_seconds`` the expected sampling interval used for
     liveness). ``actions`` lists the catalogue actions offered on assets of this type,
-    ``[{"action": "reduce_load", "risk_level": "high"}, ...]`` (an optional ``risk_level``
+    ``[{"action": "reduce_load", "risk_level": "HIGH"}, ...]`` (an optional ``risk_level``
     raises or lowers the catalogue's default; empty list: every action of the base kind).
     ``detector``/``detector_params`` name the anomaly detector (empty: the base kind's
     configuration) and ``whatif_model`` the what-if model family (``""`` auto, ``"pump"``,

@@ -79,8 +79,11 @@ def problem_exception_handler(exc, context):
 
 
 def service_problem(exc: ServiceError) -> Response:
-    """A DRF Response for a service error (its ``status``, ``title`` and message)."""
+    """A DRF Response for a service error (its ``status``, ``title`` and message; an
+    ``errors`` attribute, field → messages, becomes the body's ``errors`` member)."""
     body = _body(exc.status, exc.title, str(exc))
+    if isinstance(getattr(exc, "errors", None), dict):
+        body["errors"] = exc.errors
     return Response(body, status=exc.status, content_type=PROBLEM_CONTENT_TYPE)
 
 

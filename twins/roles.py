@@ -32,6 +32,7 @@ ROLE_PERMISSIONS: dict[str, list[str]] = {
     Role.VIEWER: READ,
     Role.AGENT: READ + [
         "telemetry.add_telemetrysample", "policy.add_proposal", "simulation.add_simulationrun",
+        "twins.add_asset", "twins.change_asset",  # register assets, report their metadata
     ],
     Role.EXECUTOR: READ + ["policy.execute_proposal"],
     Role.SUPERVISOR: READ + [

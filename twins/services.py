@@ -135,15 +135,21 @@ def save_asset(asset: Asset, *, actor, request=None, reason: str = "",
     Its ``kind`` follows its type's ``base_kind``; its parent must be an asset of the same twin
     and must not make a cycle (``InvalidTwinModel``); ``StaleRevision`` as ``save_twin``.
     """
-    _check_asset(asset)
-    return _save(asset, "asset", asset_state, lambda: asset.twin, actor=actor,
-                 request=request, reason=reason, expected_revision=expected_revision)
+    with transaction.atomic():
+        if asset.parent_id is not None:
+            # Hierarchy edits of one twin take turns, so two re-parentings cannot each pass
+            # the cycle check and together close a loop. NO KEY UPDATE: the ledger's KEY
+            # SHARE lock on the twin (record_change) is not blocked by it.
+            Twin.objects.select_for_update(no_key=True).filter(pk=asset.twin_id).exists()
+        _check_asset(asset)
+        return _save(asset, "asset", asset_state, lambda: asset.twin, actor=actor,
+                     request=request, reason=reason, expected_revision=expected_revision)
 
 
 def _save(obj, resource_type: str, state, twin_of, *, actor, request, reason,
           expected_revision) -> ChangeEvent:
     with transaction.atomic():
-        stored = (type(obj).objects.select_for_update().filter(pk=obj.pk).first()
+        stored = (type(obj).objects.select_for_update(no_key=True).filter(pk=obj.pk).first()
                   if obj.pk is not None else None)
         if expected_revision is not None and (stored is None
                                               or stored.revision != expected_revision):

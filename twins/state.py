@@ -211,8 +211,8 @@ def set_desired(asset: Asset, desired: dict, *, actor, reason: str = "",
     """
     from twins.services import asset_state
 
-    locked = Asset.objects.select_for_update(of=("self",)).select_related("twin", "asset_type").get(
-        pk=asset.pk)
+    locked = (Asset.objects.select_for_update(of=("self",), no_key=True)
+              .select_related("twin", "asset_type").get(pk=asset.pk))
     before = asset_state(locked)
     locked.desired, locked.revision = desired, locked.revision + 1
     locked.save(update_fields=["desired", "revision", "updated_at"])

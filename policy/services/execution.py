@@ -167,7 +167,7 @@ def complete_execution(proposal_id: int, *, actor=None, request=None,
 def lock_asset_row(proposal: Proposal) -> None:
     """Lock the proposal's asset row before the audit chain's lock (the ledger's lock order:
     rows first), so recording its desired state cannot deadlock with an asset edit."""
-    Asset.objects.select_for_update().filter(pk=proposal.asset_id).exists()
+    Asset.objects.select_for_update(no_key=True).filter(pk=proposal.asset_id).exists()
 
 
 def record_desired(proposal: Proposal, action: str, *, expected: dict, converge_by, actor,

@@ -54,6 +54,15 @@ def etag_of(obj) -> str:
     return f'"{obj.revision}"'
 
 
+def none_match(header: str | None, tag: str) -> bool:
+    """True when ``If-None-Match`` matches ``tag`` (RFC 9110 §13.1.2: ``*``, or any listed
+    tag under the weak comparison, ``W/"1"`` matching ``"1"``)."""
+    if header is None:
+        return False
+    listed = [t.strip().removeprefix("W/") for t in header.split(",")]
+    return "*" in listed or tag in listed
+
+
 def expected_revision(request) -> int | None:
     """The revision ``If-Match`` names (None for ``*``).
 
@@ -91,7 +100,7 @@ class RevisionedViewSet(viewsets.ModelViewSet):
     def retrieve(self, request, *args, **kwargs):
         obj = self.get_object()
         tag = etag_of(obj)
-        if request.headers.get("If-None-Match") == tag:
+        if none_match(request.headers.get("If-None-Match"), tag):
             return Response(status=status.HTTP_304_NOT_MODIFIED, headers={"ETag": tag})
         return Response(self.get_serializer(obj).data, headers={"ETag": tag})
 
@@ -275,6 +284,14 @@ class AssetViewSet(TwinScopedViewSetMixin, RevisionedViewSet):
             # Only the caller's twins are valid values of ``twin``: another reads as unknown.
             serializer.fields["twin"].queryset = visible_twins(self.request.user)
         return serializer
+
+    def create(self, request, *args, **kwargs):
+        """A ``twin`` outside the caller's scope is 404, as if it did not exist (like a
+        proposal on such a twin), before the body is judged."""
+        slug = request.data.get("twin") if isinstance(request.data, dict) else None
+        if isinstance(slug, str) and not visible_twins(request.user).filter(slug=slug).exists():
+            raise Http404("no such twin")
+        return super().create(request, *args, **kwargs)
 
     def check_write(self, asset: Asset, verb: str) -> None:
         if asset.twin_id is None:

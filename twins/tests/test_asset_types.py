@@ -111,10 +111,10 @@ def test_a_well_formed_asset_type_with_catalogue_names_is_accepted(admin_client,
         "slug": "big-pump", "name": "Big pump", "base_kind": "pump",
         "metrics": [{"name": "Pressure", "unit": "bar", "min": 0, "max": 16,
                      "cadence_seconds": 1, "description": "discharge"}],
-        "actions": [{"action": "reduce_load", "risk_level": "high"}],
+        "actions": [{"action": "reduce_load", "risk_level": "HIGH"}],
         "detector": "ewma", "detector_params": {}, "whatif_model": "pump"})
     assert served.response(response, "asset-type.v1", 201)["actions"] == [
-        {"action": "reduce_load", "risk_level": "high"}]
+        {"action": "reduce_load", "risk_level": "HIGH"}]
 
 
 @pytest.mark.parametrize(("field", "value"), [
