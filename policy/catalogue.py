@@ -152,16 +152,17 @@ def _interlock_json(interlock: Any) -> dict:
     return {"invalid": repr(interlock)[:200]}
 
 
-def entry(name: str, rules: PolicyRules | None = None) -> dict:
+def entry(name: str, rules: PolicyRules | None = None, type_risk: str | None = None) -> dict:
     """One action of the catalogue (action-catalogue.v1 ``$defs/action``).
 
     Without ``rules``: the catalogue's defaults. With a twin's ``rules``: its risk level and
     rollback, whether it forbids the action, and the interlocks that guard the action.
+    ``type_risk`` is an asset type's risk level for it (the policy document's still wins).
     """
     spec = CATALOGUE[name]
     resolved = rules or default_rules()
     body = {"name": name, "description": spec.description, "parameters": spec.parameters,
-            "risk_level": str(resolved.risk_of(name)),
+            "risk_level": str(resolved.risk_of(name, type_risk)),
             "rollback": resolved.rollback_of(name) or None, "proposable": spec.proposable}
     if rules is not None:
         body["forbidden"] = name in rules.forbidden
@@ -182,14 +183,24 @@ def twin_catalogue(twin, assets: Iterable) -> dict:
 
     policy = active_policy(twin)
     by_kind: dict[str, list[str]] = {}
+    by_type: dict[str, list] = {}
     for asset in assets:
         by_kind.setdefault(asset.kind, []).append(asset.slug)
+        if asset.asset_type_id:
+            by_type.setdefault(asset.asset_type.slug, []).append(asset)
+    types = {}
+    for slug, typed in sorted(by_type.items()):
+        first = typed[0]
+        types[slug] = {"base_kind": first.kind, "assets": sorted(a.slug for a in typed),
+                       "actions": [entry(n, policy.rules, type_risk(first, n))
+                                   for n in offered_actions(first)]}
     return {
         "policy": policy.summary() | {"reason": policy.reason or ""},
         "forbidden": sorted(policy.rules.forbidden),
         "kinds": {kind: {"assets": sorted(slugs),
                          "actions": [entry(n, policy.rules) for n in actions_for(kind)]}
                   for kind, slugs in sorted(by_kind.items())},
+        "types": types,
     }
 
 
@@ -198,7 +209,8 @@ def catalogue_document(twins) -> dict:
     from twins.models import Asset
 
     assets: dict[int, list] = {}
-    for asset in Asset.objects.filter(twin__in=twins).only("twin_id", "slug", "kind"):
+    for asset in Asset.objects.filter(twin__in=twins).select_related("asset_type").only(
+            "twin_id", "slug", "kind", "asset_type", "asset_type__slug", "asset_type__actions"):
         assets.setdefault(asset.twin_id, []).append(asset)
     return {"kinds": kinds_catalogue(),
             "twins": {twin.slug: twin_catalogue(twin, assets.get(twin.pk, []))

@@ -177,3 +177,26 @@ def test_the_openapi_proposal_body_carries_the_catalogue(client):
         0, True, 1)
     assert fraction["x-unit"] == "1" and branches["reduce_load"]["required"] == ["parameters"]
     assert branches["hold"]["properties"]["parameters"]["additionalProperties"] is False
+
+
+def test_an_asset_type_narrows_the_catalogue_and_sets_risk(agent_client, pump):
+    """GIVEN the pump's type offering only reduce_load, at HIGH risk
+    WHEN the catalogue is read and open_valve is proposed
+    THEN the twin's ``types`` lists reduce_load (HIGH) and its rollback only, the kind's list
+    is unchanged, and open_valve is a 400 naming the type."""
+    from twins.models import AssetType
+    from twins.services import save_asset_type
+
+    pump_type = AssetType.objects.get(slug="pump")
+    pump.asset_type = pump_type
+    pump.save()
+    pump_type.actions = [{"action": "reduce_load", "risk_level": "HIGH"}]
+    save_asset_type(pump_type, actor="test")
+    twin = catalogue_document(Twin.objects.all())["twins"]["plant"]
+    offered = {a["name"]: a["risk_level"] for a in twin["types"]["pump"]["actions"]}
+    assert offered == {"reduce_load": "HIGH", "restore_load": "MEDIUM"}
+    assert twin["types"]["pump"]["assets"] == ["pump-1"]
+    assert "open_valve" in {a["name"] for a in twin["kinds"]["pump"]["actions"]}
+    response = _propose(agent_client, "open_valve", fraction=0.5)
+    assert response.status_code == 400
+    assert "not offered on asset type pump" in response.json()["errors"]["action"][0]
