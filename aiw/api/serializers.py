@@ -110,6 +110,8 @@ class SnapshotSerializer(serializers.Serializer):
     cursor = serializers.CharField(help_text="Follow /diff or /subscribe from here.")
     twins = serializers.ListField(child=serializers.DictField(), help_text="twin.v1")
     assets = serializers.ListField(child=serializers.DictField(), help_text="asset.v1")
+    asset_states = serializers.ListField(child=serializers.DictField(),
+                                         help_text="asset-state.v1 of each asset")
     open_anomalies = serializers.ListField(child=serializers.DictField(),
                                            help_text="anomaly.v1")
     proposals = serializers.ListField(child=serializers.DictField(), help_text="proposal.v1")

@@ -189,13 +189,16 @@ def _state(user, newest: int) -> dict:
     from twins.api.serializers import AssetSerializer, TwinSerializer
     from twins.models import Asset
     from twins.scoping import visible_twins
+    from twins.state import states_of
 
     twins = visible_twins(user)
+    assets = list(Asset.objects.filter(twin__in=twins).select_related(
+        "twin", "asset_type", "parent"))
     return {
         "cursor": encode_cursor(newest) if newest else "0",
         "twins": TwinSerializer(twins, many=True).data,
-        "assets": AssetSerializer(Asset.objects.filter(twin__in=twins).select_related(
-            "twin", "asset_type", "parent"), many=True).data,
+        "assets": AssetSerializer(assets, many=True).data,
+        "asset_states": states_of(assets),
         "open_anomalies": AnomalySerializer(
             Anomaly.objects.filter(asset__twin__in=twins, status=AnomalyStatus.OPEN)
             .select_related("asset__twin"), many=True).data,

@@ -252,6 +252,7 @@ def test_every_other_resource_state_validates_in_responses_and_on_the_feed(
 
     snapshot = admin_client.get("/snapshot").json()
     for key, name in [("twins", "twin.v1"), ("assets", "asset.v1"),
+                      ("asset_states", "asset-state.v1"),
                       ("open_anomalies", "anomaly.v1"), ("proposals", "proposal.v1")]:
         for item in snapshot[key]:
             served.check(name, item, f"/snapshot {key}")

@@ -144,7 +144,8 @@ def test_diff_and_snapshot_responses_validate(loop_events, admin_client):
     assert page["events"] and invalid == []
     snapshot = admin_client.get("/snapshot").json()
     for key, name in [("twins", "twin.v1"), ("assets", "asset.v1"),
+                      ("asset_states", "asset-state.v1"),
                       ("open_anomalies", "anomaly.v1"), ("proposals", "proposal.v1")]:
         assert all(errors(name, item) == [] for item in snapshot[key]), key
-    assert snapshot["twins"] and snapshot["assets"]
+    assert snapshot["twins"] and snapshot["assets"] and snapshot["asset_states"]
 
