@@ -8,6 +8,7 @@ import secrets
 
 from django.conf import settings
 from django.contrib.postgres.fields import ArrayField
+from django.core.validators import URLValidator
 from django.db import models
 
 from policy.choices import Channel, DeliveryStatus, NotificationKind
@@ -44,7 +45,9 @@ class NotificationSubscription(models.Model):
     twins = models.ManyToManyField("twins.Twin", blank=True, related_name="+",
                                    help_text="Used when 'all twins' is off.")
     email = models.BooleanField("by e-mail", default=True)
-    webhook_url = models.URLField(max_length=500, blank=True)
+    webhook_url = models.URLField(max_length=500, blank=True,
+                                  validators=[URLValidator(schemes=["http", "https"])],
+                                  help_text="Receives a signed JSON POST per notification.")
     webhook_secret = models.CharField(max_length=64, default=new_webhook_secret)
     updated_at = models.DateTimeField(auto_now=True)
 
