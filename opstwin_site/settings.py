@@ -420,6 +420,10 @@ NOTIFY_WEBHOOK_TIMEOUT_SECONDS = env_float("NOTIFY_WEBHOOK_TIMEOUT_SECONDS", 10.
 NOTIFY_MAX_RETRIES = env_int("NOTIFY_MAX_RETRIES", 5, minimum=0)
 NOTIFY_BACKOFF_SECONDS = env_float("NOTIFY_BACKOFF_SECONDS", 30.0)
 NOTIFY_BACKOFF_MAX_SECONDS = env_float("NOTIFY_BACKOFF_MAX_SECONDS", 3600.0)
+# Deliveries never tried this long after they were made (their queueing failed) are queued again.
+NOTIFY_REQUEUE_AFTER_SECONDS = env_float("NOTIFY_REQUEUE_AFTER_SECONDS", 600.0)
+CELERY_BEAT_SCHEDULE["policy-requeue-notifications"] = {
+    "task": "policy.tasks.requeue_unsent_notifications", "schedule": 300.0}
 # Fault injection for the recovery tests only: "after_claim" / "after_send" makes a process
 # SIGKILL itself at that point of a command's first attempt.
 POLICY_FAULT_POINT = env_str("POLICY_FAULT_POINT", "") or ""

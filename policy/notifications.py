@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from datetime import timedelta
 from smtplib import SMTPException
 from urllib.parse import urlsplit
 
@@ -238,3 +239,16 @@ def give_up(delivery_id: int, error: str) -> NotificationDelivery:
                              f"{delivery.user.get_username()} failed after "
                              f"{delivery.attempts} attempts: {error}")
     return delivery
+
+
+def requeue_unsent(older_than_s: float, now=None) -> int:
+    """Queue again every delivery still pending with no attempt ``older_than_s`` seconds after
+    it was made (its queueing failed, e.g. the broker was down); returns how many. Safe to
+    race the original task: ``deliver`` sends a delivery once (row lock, status check)."""
+    cutoff = (now or timezone.now()) - timedelta(seconds=older_than_s)
+    ids = list(NotificationDelivery.objects.filter(
+        status=DeliveryStatus.PENDING, attempts=0, created_at__lt=cutoff)
+        .order_by("pk").values_list("pk", flat=True))
+    for delivery_id in ids:
+        enqueue_delivery(delivery_id)
+    return len(ids)

@@ -113,4 +113,10 @@ def deliver_notification(self, delivery_id: int):
                           throw=not self.request.is_eager)
 
 
+@shared_task
+def requeue_unsent_notifications() -> int:
+    """Beat job: queue deliveries whose queueing failed (``notifications.requeue_unsent``)."""
+    return notifications.requeue_unsent(settings.NOTIFY_REQUEUE_AFTER_SECONDS)
+
+
 from policy.alerts import notify_escalations  # noqa: E402,F401  (register the task)

@@ -20,6 +20,7 @@ class Received:
     headers: dict  # names in lower case
     body: bytes
     signature_ok: bool
+    at: float  # time.monotonic() on arrival
 
     def json(self) -> dict:
         return json.loads(self.body)
@@ -55,7 +56,8 @@ class Receiver:
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 headers = {k.lower(): v for k, v in self.headers.items()}
-                receiver.requests.append(Received(headers, body, receiver.check(headers, body)))
+                receiver.requests.append(Received(headers, body, receiver.check(headers, body),
+                                                  time.monotonic()))
                 status = receiver.answers.pop(0) if receiver.answers else 200
                 self.send_response(status)
                 self.send_header("Content-Length", "0")
