@@ -9,6 +9,7 @@ from datetime import timedelta
 
 import pytest
 from django.core import mail
+from django.db import transaction
 from django.utils import timezone
 
 from policy import alerts, services
@@ -284,3 +285,42 @@ def test_a_proposal_on_an_unsubscribed_asset_kind_still_audits_the_gap(
     assert mail.outbox == []
     assert AuditEntry.objects.get(action="alert.approval_needed").reason.count("nobody") == 1
     assert Asset.objects.count() == 1
+
+
+def test_a_change_that_rolls_back_notifies_nobody(
+        trusted, pump, users, django_capture_on_commit_callbacks):
+    """The notification is queued on commit: a proposal whose transaction is rolled back
+    never existed, and nobody hears of it."""
+    subscribe(users["supervisor"], address="sup@example.com")
+    with django_capture_on_commit_callbacks(execute=True), \
+            pytest.raises(RuntimeError), transaction.atomic():
+        services.propose(asset=pump, action="reduce_load", parameters={"fraction": 0.1},
+                         actor=users["agent"], simulation=factories.simulation(pump))
+        raise RuntimeError("the caller's transaction fails after the proposal")
+    assert mail.outbox == [] and not Notification.objects.exists()
+
+
+def test_an_admin_sends_a_failed_delivery_again(pump, users, receiver, settings, admin_client):
+    """GIVEN a webhook delivery that failed (no retries allowed); WHEN an admin sends it again
+    from Django admin and the receiver now takes it; THEN it is delivered."""
+    from policy.notifications import notify
+
+    settings.NOTIFY_MAX_RETRIES = 0
+    receiver.answers = [503]
+    subscribe(users["supervisor"], webhook=receiver.url, email=False)
+    now = timezone.now()
+    anomaly = Anomaly.objects.create(
+        asset=pump, metric="Pressure", detector="ewma", kind="spike", severity="critical",
+        score=0.99, started_at=now, last_seen_at=now)
+    notify(alerts.escalation_message(anomaly))
+    delivery = NotificationDelivery.objects.get()
+    assert (delivery.status, delivery.response_status) == (DeliveryStatus.FAILED, 503)
+
+    response = admin_client.post("/admin/policy/notificationdelivery/", {
+        "action": "send_again", "_selected_action": [delivery.pk]})
+
+    assert response.status_code == 302
+    delivery.refresh_from_db()
+    assert (delivery.status, delivery.attempts, delivery.response_status) == \
+        (DeliveryStatus.DELIVERED, 2, 200)
+    assert [r.signature_ok for r in receiver.requests] == [True, True]
