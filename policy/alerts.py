@@ -111,7 +111,9 @@ def proposal_message(proposal: Proposal, kind: str, revision: int | None = None)
         kind=kind, twin=proposal.twin, resource_type="proposal", resource_id=str(proposal.pk),
         key=f"{kind}:proposal:{proposal.pk}:{revision or proposal.revision}",
         subject=f"[OpsTwin] {subject} ({proposal.twin.slug})", text=text, link=link,
-        data=serialize(proposal))
+        data=serialize(proposal),
+        skip_user_id=proposal.proposed_by_id if kind == NotificationKind.APPROVAL_NEEDED
+        else None)
 
 
 def notify_proposal(kind: str, proposal_id: int, revision: int) -> int | None:

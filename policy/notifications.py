@@ -79,6 +79,7 @@ class Message:
     text: str
     link: str
     data: dict
+    skip_user_id: int | None = None  # someone not to tell (a proposer cannot approve their own)
 
     def payload(self) -> dict:
         """The webhook body without its delivery id (notification.v1)."""
@@ -102,10 +103,10 @@ def subscription_of(user) -> NotificationSubscription:
         return NotificationSubscription(user=user)
 
 
-def recipients(kind: str, twin: Twin) -> list[tuple]:
-    """``(user, channel, target)`` for everyone to tell about ``kind`` on ``twin``, by
-    username: target is the e-mail address or the webhook URL."""
-    users = (get_user_model().objects.filter(is_active=True)
+def recipients(kind: str, twin: Twin, skip_user_id: int | None = None) -> list[tuple]:
+    """``(user, channel, target)`` for everyone to tell about ``kind`` on ``twin`` (but the
+    user ``skip_user_id``), by username: target is the e-mail address or the webhook URL."""
+    users = (get_user_model().objects.filter(is_active=True).exclude(pk=skip_user_id)
              .filter(Q(email__gt="") | Q(notification_subscription__webhook_url__gt=""))
              .select_related("notification_subscription")
              .prefetch_related("notification_subscription__twins").order_by("username"))
@@ -138,7 +139,7 @@ def notify(message: Message) -> Notification:
             "resource_id": message.resource_id, "subject": message.subject[:300],
             "text": message.text, "link": message.link, "payload": message.payload()})
         if created:
-            targets = recipients(message.kind, message.twin)
+            targets = recipients(message.kind, message.twin, message.skip_user_id)
             NotificationDelivery.objects.bulk_create(
                 NotificationDelivery(notification=notification, user=user, channel=channel,
                                      target=target) for user, channel, target in targets)

@@ -324,3 +324,16 @@ def test_an_admin_sends_a_failed_delivery_again(pump, users, receiver, settings,
     assert (delivery.status, delivery.attempts, delivery.response_status) == \
         (DeliveryStatus.DELIVERED, 2, 200)
     assert [r.signature_ok for r in receiver.requests] == [True, True]
+
+
+def test_a_supervisor_is_not_asked_to_approve_their_own_proposal(
+        trusted, pump, users, django_capture_on_commit_callbacks):
+    """Four eyes: the proposer may not approve, so only the other approvers are asked."""
+    subscribe(users["supervisor"], address="sup@example.com")
+    subscribe(users["admin"], address="admin@example.com")
+    with django_capture_on_commit_callbacks(execute=True):
+        proposal = services.propose(asset=pump, action="reduce_load",
+                                    parameters={"fraction": 0.1}, actor=users["supervisor"],
+                                    simulation=factories.simulation(pump))
+    assert proposal.status == ProposalStatus.PENDING_APPROVAL
+    assert [m.to for m in mail.outbox] == [["admin@example.com"]]
