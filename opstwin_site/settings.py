@@ -417,6 +417,24 @@ POLICY_COMMAND_MAX_ATTEMPTS = env_int("POLICY_COMMAND_MAX_ATTEMPTS", 3, minimum=
 CELERY_BEAT_SCHEDULE["policy-recover-commands"] = {
     "task": "policy.tasks.recover_commands",
     "schedule": env_float("POLICY_RECOVER_SECONDS", 10.0)}
+# Notifications (issue 15, policy/notifications.py): e-mail through EMAIL_BACKEND and signed
+# webhooks. A failed send is retried after BACKOFF * 2**n seconds (capped at BACKOFF_MAX), at
+# most MAX_RETRIES times, then recorded as failed (and audited). Links are PUBLIC_URL + path.
+EMAIL_BACKEND = env_str("EMAIL_BACKEND", "django.core.mail.backends.smtp.EmailBackend")
+EMAIL_HOST = env_str("EMAIL_HOST", "localhost")
+EMAIL_PORT = env_int("EMAIL_PORT", 25, minimum=1)
+EMAIL_HOST_USER = env_str("EMAIL_HOST_USER", "")
+EMAIL_HOST_PASSWORD = env_str("EMAIL_HOST_PASSWORD", "")
+EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", False)
+DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "opstwin@localhost")
+NOTIFY_WEBHOOK_TIMEOUT_SECONDS = env_float("NOTIFY_WEBHOOK_TIMEOUT_SECONDS", 10.0)
+NOTIFY_MAX_RETRIES = env_int("NOTIFY_MAX_RETRIES", 5, minimum=0)
+NOTIFY_BACKOFF_SECONDS = env_float("NOTIFY_BACKOFF_SECONDS", 30.0)
+NOTIFY_BACKOFF_MAX_SECONDS = env_float("NOTIFY_BACKOFF_MAX_SECONDS", 3600.0)
+# Deliveries never tried this long after they were made (their queueing failed) are queued again.
+NOTIFY_REQUEUE_AFTER_SECONDS = env_float("NOTIFY_REQUEUE_AFTER_SECONDS", 600.0)
+CELERY_BEAT_SCHEDULE["policy-requeue-notifications"] = {
+    "task": "policy.tasks.requeue_unsent_notifications", "schedule": 300.0}
 # Fault injection for the recovery tests only: "after_claim" / "after_send" makes a process
 # SIGKILL itself at that point of a command's first attempt.
 POLICY_FAULT_POINT = env_str("POLICY_FAULT_POINT", "") or ""

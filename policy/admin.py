@@ -9,7 +9,17 @@ from django.contrib import admin, messages
 from django.urls import reverse
 from django.utils.html import format_html
 
-from policy.models import Approval, PolicyDocument, Proposal
+from policy.choices import DeliveryStatus
+from policy.forms import SubscriptionAdminForm
+from policy.models import (
+    Approval,
+    Notification,
+    NotificationDelivery,
+    NotificationSubscription,
+    PolicyDocument,
+    Proposal,
+)
+from policy.notifications import enqueue_delivery
 from policy.rules import PolicyInvalid, parse_body
 from policy.services import active_policy, publish_policy
 from policy.services.documents import next_version
@@ -28,6 +38,60 @@ class ProposalAdmin(ReadOnlyAdmin):
 @admin.register(Approval)
 class ApprovalAdmin(ReadOnlyAdmin):
     list_display = ["proposal", "approver", "role", "created_at", "expires_at", "invalidated_at"]
+
+
+@admin.register(NotificationSubscription)
+class NotificationSubscriptionAdmin(admin.ModelAdmin):
+    """Anyone's notification choices (each user edits their own on the dashboard's
+    notification settings page); twins are validated against the chosen user's scope."""
+
+    form = SubscriptionAdminForm
+    list_display = ["user", "email", "webhook_url", "all_twins", "updated_at"]
+    list_filter = ["email", "all_twins"]
+    search_fields = ["user__username", "user__email", "webhook_url"]
+    readonly_fields = ["webhook_secret", "updated_at"]
+
+
+class DeliveryInline(admin.TabularInline):
+    model = NotificationDelivery
+    extra = 0
+    fields = ["user", "channel", "target", "status", "attempts", "response_status",
+              "last_error", "delivered_at"]
+    readonly_fields = fields
+    can_delete = False
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(Notification)
+class NotificationAdmin(ReadOnlyAdmin):
+    list_display = ["created_at", "kind", "twin", "subject"]
+    list_filter = ["kind", "twin"]
+    search_fields = ["subject", "resource_id"]
+    inlines = [DeliveryInline]
+
+
+@admin.register(NotificationDelivery)
+class NotificationDeliveryAdmin(ReadOnlyAdmin):
+    """Every delivery and its outcome; a failed one can be queued again (action)."""
+
+    list_display = ["created_at", "notification", "user", "channel", "status", "attempts",
+                    "response_status", "last_error"]
+    list_filter = ["status", "channel", "notification__kind"]
+    actions = ["send_again"]
+
+    @admin.action(description="Send the selected failed deliveries again")
+    def send_again(self, request, queryset) -> None:
+        ids = list(queryset.filter(status=DeliveryStatus.FAILED).values_list("pk", flat=True))
+        NotificationDelivery.objects.filter(pk__in=ids).update(status=DeliveryStatus.PENDING)
+        for delivery_id in ids:
+            enqueue_delivery(delivery_id)
+        self.message_user(request, f"{len(ids)} delivery(ies) queued again.")
+
+    def has_change_permission(self, request, obj=None):
+        # The action needs change rights on the list; the rows stay read-only (no form).
+        return obj is None and request.user.has_perm("policy.change_notificationdelivery")
 
 
 class PolicyDocumentForm(forms.ModelForm):

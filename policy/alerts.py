@@ -1,67 +1,127 @@
-"""Alerts that reach people when nobody looks: an escalated critical anomaly is e-mailed.
+"""Alerts that reach people when nobody looks: what each notification says, and its tasks.
 
-``telemetry.tasks.escalate_anomalies`` (Celery beat) escalates open critical anomalies nobody
-acknowledged in ``ANOMALY_ESCALATE_AFTER_SECONDS`` and hands their ids, by task name, to
-``notify_escalations`` here (telemetry sits below policy). Each one is e-mailed through Django's
-mail framework (``EMAIL_BACKEND``) to every active user with an e-mail address who may
-acknowledge it (``twins.scoping.may`` with ``telemetry.acknowledge_anomaly`` on its twin), with a
-link to the anomaly list where they act; the notification is itself an audit entry
-(``alert.escalation``, the recipients and link in its reason), so the audit log shows who was
-told and when.
+- ``anomaly_escalated``: ``telemetry.tasks.escalate_anomalies`` (Celery beat) escalates open
+  critical anomalies nobody acknowledged in ``ANOMALY_ESCALATE_AFTER_SECONDS`` and hands their
+  ids, by task name, to ``notify_escalations`` here (telemetry sits below policy). The link
+  goes to the anomaly list, filtered to the twin's open critical anomalies, where people
+  acknowledge.
+- ``approval_needed``, ``execution_failed``, ``rolled_back``: ``policy.services`` schedule
+  ``policy.tasks.notify_proposal`` on the commit that moved the proposal there; the link goes
+  to the proposal's page, where people approve, reject, re-simulate or roll back.
+
+Each is sent by ``policy.notifications.notify`` (subscriptions, permissions, e-mail and
+webhook deliveries) and is itself an audit entry (``alert.escalation``, ``alert.
+approval_needed``, ...) naming the recipients and the link, so the audit log shows who was
+told and when; with nobody to tell it is still audited, so the gap is visible.
 """
 
 from __future__ import annotations
 
+import json
+
 from celery import shared_task
 from django.conf import settings
-from django.contrib.auth import get_user_model
-from django.core.mail import send_mail
-from django.db import transaction
 from django.urls import reverse
 
-from telemetry.anomalies import ACKNOWLEDGE_PERMISSION
-from telemetry.detection import serialize
+from policy.choices import NotificationKind, ProposalStatus
+from policy.models import Proposal
+from policy.notifications import Message, absolute, notify
+from telemetry.detection import serialize as serialize_anomaly
 from telemetry.models import Anomaly
-from twins.ledger import record_change
-from twins.scoping import may
+
+#: The notification a proposal entering each status sends.
+STATUS_KIND = {
+    ProposalStatus.PENDING_APPROVAL: NotificationKind.APPROVAL_NEEDED,
+    ProposalStatus.FAILED: NotificationKind.EXECUTION_FAILED,
+    ProposalStatus.ROLLED_BACK: NotificationKind.ROLLED_BACK,
+}
 
 
-def recipients(twin) -> list[str]:
-    """E-mail addresses of active users who may acknowledge anomalies on ``twin``."""
-    users = get_user_model().objects.filter(is_active=True).exclude(email="")
-    return sorted(u.email for u in users if may(u, ACKNOWLEDGE_PERMISSION, twin))
-
-
-def _message(anomaly: Anomaly, link: str) -> tuple[str, str]:
-    asset = anomaly.asset
-    subject = f"[OpsTwin] Critical anomaly unacknowledged on {asset.name} ({asset.twin.slug})"
-    body = (f"{anomaly.kind} on {anomaly.metric} of {asset.name} ({asset}), score "
+def escalation_message(anomaly: Anomaly) -> Message:
+    """The ``anomaly_escalated`` message of one critical anomaly nobody acknowledged."""
+    asset, twin = anomaly.asset, anomaly.asset.twin
+    link = absolute(f"{reverse('anomaly-list')}?status=open&severity=critical&twin={twin.slug}")
+    text = (f"{anomaly.kind} on {anomaly.metric} of {asset.name} ({asset}), score "
             f"{anomaly.score:.2f}, open since {anomaly.started_at:%Y-%m-%d %H:%M:%S %Z} "
             f"(sensor time) and not acknowledged for {settings.ANOMALY_ESCALATE_AFTER_SECONDS} "
             f"s.\n\nAcknowledge it or act: {link}\n")
-    return subject, body
+    return Message(
+        kind=NotificationKind.ANOMALY_ESCALATED, twin=twin, resource_type="anomaly",
+        resource_id=str(anomaly.pk), key=f"anomaly_escalated:anomaly:{anomaly.pk}",
+        subject=f"[OpsTwin] Critical anomaly unacknowledged on {asset.name} ({twin.slug})",
+        text=text, link=link, data=serialize_anomaly(anomaly))
 
 
 def notify_escalation(anomaly_id: int) -> list[str]:
-    """E-mail one escalated anomaly to its twin's supervisors and audit it; returns the
-    addresses (none: nothing sent, still audited so the gap is visible)."""
+    """Notify one escalated anomaly; returns the targets told (e-mail addresses, webhook
+    URLs; none: nothing sent, still audited so the gap is visible)."""
     anomaly = Anomaly.objects.select_related("asset__twin").get(pk=anomaly_id)
-    twin = anomaly.asset.twin
-    link = (f"{settings.PUBLIC_URL}{reverse('anomaly-list')}?status=open&severity=critical"
-            f"&twin={twin.slug}")
-    to = recipients(twin)
-    if to:
-        send_mail(*_message(anomaly, link), from_email=None, recipient_list=to)
-    with transaction.atomic():
-        record_change(actor="alerts", action="alert.escalation", resource_type="anomaly",
-                      resource_id=anomaly.pk, operation="updated", twin=twin,
-                      after=serialize(anomaly),
-                      reason=f"critical anomaly unacknowledged: e-mailed "
-                             f"{', '.join(to) or 'nobody (no address on file)'}; {link}")
-    return to
+    notification = notify(escalation_message(anomaly))
+    return list(notification.deliveries.order_by("pk").values_list("target", flat=True))
 
 
 @shared_task(name="policy.alerts.notify_escalations")
 def notify_escalations(anomaly_ids: list[int]) -> dict[int, list[str]]:
     """Celery task: ``notify_escalation`` for each id (the escalation job's hand-off)."""
     return {anomaly_id: notify_escalation(anomaly_id) for anomaly_id in anomaly_ids}
+
+
+def _what(proposal: Proposal) -> str:
+    parameters = json.dumps(proposal.parameters, sort_keys=True) if proposal.parameters else ""
+    return (f"{proposal.action} {parameters} on {proposal.asset.name} ({proposal.asset})"
+            .replace("  ", " "))
+
+
+def _outcome(state: dict | None) -> str:
+    state = state or {}
+    effect, delivery = state.get("effect") or {}, state.get("delivery") or {}
+    return (f"delivery: {delivery.get('detail') or 'unknown'}; effect: "
+            f"{effect.get('detail') or effect.get('status') or 'unknown'}")
+
+
+def _proposal_text(proposal: Proposal, kind: str, link: str) -> tuple[str, str]:
+    what, risk = _what(proposal), proposal.get_risk_level_display()
+    if kind == NotificationKind.APPROVAL_NEEDED:
+        expires = (f" It expires at {proposal.expires_at:%Y-%m-%d %H:%M:%S %Z} (wall clock)."
+                   if proposal.expires_at else "")
+        return (f"Approval needed: {proposal.action} on {proposal.asset.name}, {risk} risk",
+                f"Proposal {proposal.pk}, {what}, waits for {proposal.approvals_required} "
+                f"approval(s): {risk} risk, confidence {proposal.confidence:.2f}.{expires}"
+                f"\n\nReview, approve or reject it: {link}\n")
+    if kind == NotificationKind.ROLLED_BACK:
+        reason = (proposal.rollback or {}).get("reason") or "no reason recorded"
+        return (f"Rolled back: {proposal.action} on {proposal.asset.name}",
+                f"Proposal {proposal.pk}, {what}, was rolled back "
+                f"({proposal.rollback_action}): {reason}.\n\nSee what happened: {link}\n")
+    step = "rollback" if proposal.rollback_started_at else "execution"
+    outcome = _outcome(proposal.rollback if step == "rollback" else proposal.execution)
+    return (f"{step.capitalize()} failed: {proposal.action} on {proposal.asset.name}",
+            f"The {step} of proposal {proposal.pk}, {what}, failed: {outcome}.\n\n"
+            f"Check the asset and decide what to do next: {link}\n")
+
+
+def proposal_message(proposal: Proposal, kind: str, revision: int | None = None) -> Message:
+    """The message of ``kind`` about ``proposal``, once per ``revision`` (the revision whose
+    commit caused it; default the proposal's own)."""
+    from policy.services import serialize
+
+    link = absolute(reverse("dashboard-proposal", args=[proposal.pk]))
+    subject, text = _proposal_text(proposal, kind, link)
+    return Message(
+        kind=kind, twin=proposal.twin, resource_type="proposal", resource_id=str(proposal.pk),
+        key=f"{kind}:proposal:{proposal.pk}:{revision or proposal.revision}",
+        subject=f"[OpsTwin] {subject} ({proposal.twin.slug})", text=text, link=link,
+        data=serialize(proposal),
+        skip_user_id=proposal.proposed_by_id if kind == NotificationKind.APPROVAL_NEEDED
+        else None)
+
+
+def notify_proposal(kind: str, proposal_id: int, revision: int) -> int | None:
+    """Notify ``kind`` about a proposal as of ``revision``; the notification's id, or None
+    when there is nothing to say any more: the proposal is gone, or moved on (an approval
+    request for a proposal no longer pending)."""
+    proposal = (Proposal.objects.select_related("twin", "asset", "simulation", "proposed_by")
+                .filter(pk=proposal_id).first())
+    if proposal is None or STATUS_KIND.get(proposal.status) != kind:
+        return None
+    return notify(proposal_message(proposal, kind, revision)).pk

@@ -47,3 +47,24 @@ class ProposalStatus(models.TextChoices):
     VERIFIED = "verified", "Verified"
     ROLLED_BACK = "rolled_back", "Rolled back"
     NEEDS_ANALYSIS = "needs_analysis", "Needs analysis"
+
+
+class NotificationKind(models.TextChoices):
+    """What a person can be told about (``policy.notifications``), each with the permission
+    the recipient needs on the twin (``policy.notifications.KIND_PERMISSION``)."""
+
+    APPROVAL_NEEDED = "approval_needed", "A proposal waits for approval"
+    ANOMALY_ESCALATED = "anomaly_escalated", "A critical anomaly is not acknowledged in time"
+    EXECUTION_FAILED = "execution_failed", "An execution or rollback failed"
+    ROLLED_BACK = "rolled_back", "An execution was rolled back"
+
+
+class Channel(models.TextChoices):
+    EMAIL = "email", "E-mail"
+    WEBHOOK = "webhook", "Webhook"
+
+
+class DeliveryStatus(models.TextChoices):
+    PENDING = "pending", "Pending"
+    DELIVERED = "delivered", "Delivered"
+    FAILED = "failed", "Failed"

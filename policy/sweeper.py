@@ -1,8 +1,9 @@
 """An in-process stand-in for Celery beat, for the demo (which runs no beat process).
 
 Every ``interval`` seconds it expires lapsed proposals, judges complete verification windows,
-recovers commands left in flight by a crash (``recover_commands``) and anchors the audit
-chain, the same services the beat schedule calls in production.
+recovers commands left in flight by a crash (``recover_commands``), queues notification
+deliveries whose queueing failed (``requeue_unsent``) and anchors the audit chain, the same
+services the beat schedule calls in production.
 """
 
 from __future__ import annotations
@@ -10,9 +11,11 @@ from __future__ import annotations
 import logging
 import threading
 
+from django.conf import settings
 from django.db import close_old_connections, connection
 
 from policy import services
+from policy.notifications import requeue_unsent
 from twins.audit_chain import write_anchor
 
 log = logging.getLogger(__name__)
@@ -43,6 +46,7 @@ class PolicySweeper:
                 services.expire_proposals()
                 services.verify_due()
                 services.recover_commands()
+                requeue_unsent(settings.NOTIFY_REQUEUE_AFTER_SECONDS)
                 if rounds % self.anchor_every == 0:
                     write_anchor()
             except Exception:  # the sweep must survive one bad round; the next retries

@@ -11,8 +11,9 @@ a live lease, and then re-send it under its stable command id.
 """
 
 from celery import shared_task
+from django.conf import settings
 
-from policy import services
+from policy import alerts, notifications, services
 from policy.choices import ProposalStatus
 from policy.errors import PolicyError, ProposalConflict
 from policy.models import Proposal
@@ -87,6 +88,35 @@ def verify_executions() -> int:
 def recover_commands() -> int:
     """Re-send or give up commands left in flight past their lease; how many settled."""
     return services.recover_commands()
+
+
+@shared_task(acks_late=True)
+def notify_proposal(kind: str, proposal_id: int, revision: int) -> int | None:
+    """Tell the subscribers about a proposal's new state (queued on the commit of it)."""
+    return alerts.notify_proposal(kind, proposal_id, revision)
+
+
+@shared_task(bind=True, acks_late=True, max_retries=None)
+def deliver_notification(self, delivery_id: int):
+    """Send one notification delivery; returns its status. A failure is retried after
+    ``notifications.backoff`` seconds (30, 60, 120, ... by default) up to
+    ``NOTIFY_MAX_RETRIES`` times; then the delivery is recorded as failed and audited
+    (``notifications.give_up``)."""
+    try:
+        return notifications.deliver(delivery_id)
+    except notifications.DeliveryFailed as exc:
+        if self.request.retries >= settings.NOTIFY_MAX_RETRIES:
+            return notifications.give_up(delivery_id, str(exc)).status
+        # A worker needs the Retry raised to re-queue the task with its countdown; eager Celery
+        # (the embedded default, tests) runs the retry inline when the task hands it back.
+        return self.retry(countdown=notifications.backoff(self.request.retries), exc=exc,
+                          throw=not self.request.is_eager)
+
+
+@shared_task
+def requeue_unsent_notifications() -> int:
+    """Beat job: queue deliveries whose queueing failed (``notifications.requeue_unsent``)."""
+    return notifications.requeue_unsent(settings.NOTIFY_REQUEUE_AFTER_SECONDS)
 
 
 from policy.alerts import notify_escalations  # noqa: E402,F401  (register the task)

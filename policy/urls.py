@@ -1,7 +1,7 @@
 from django.urls import path
 from rest_framework.routers import SimpleRouter
 
-from policy import asset_views, views
+from policy import asset_views, notification_views, views
 from policy.api.views import EvaluateView, ProposalViewSet
 from simulation.views import run_list
 from telemetry.views import anomaly_list
@@ -19,6 +19,8 @@ urlpatterns = [
     path("twins/<slug:twin>/<slug:asset>/", asset_views.asset_detail, name="asset-detail"),
     path("dashboard/proposals/<int:pk>/", views.proposal_detail, name="dashboard-proposal"),
     path("dashboard/proposals/<int:pk>/<str:verb>", views.act, name="dashboard-act"),
+    path("settings/notifications/", notification_views.notification_settings,
+         name="notification-settings"),
     path("policy/evaluate", EvaluateView.as_view(), name="policy-evaluate"),
     *router.urls,
 ]

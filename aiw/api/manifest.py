@@ -9,6 +9,7 @@ from functools import cache
 from django.conf import settings
 from django.urls import NoReverseMatch, reverse
 from drf_spectacular.utils import OpenApiResponse, extend_schema
+from rest_framework.negotiation import BaseContentNegotiation
 from rest_framework.permissions import AllowAny
 from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
@@ -198,12 +199,26 @@ def manifest_body(request: Request) -> dict:
     }
 
 
+class JSONWhateverAccepted(BaseContentNegotiation):
+    """Content negotiation that ignores ``Accept``: the view's first renderer and parser, so a
+    browser (``text/html``), an XML-only client or an empty header all get the JSON document
+    rather than DRF's browsable page or a 406 (the pattern of DRF's docs, "Custom content
+    negotiation")."""
+
+    def select_parser(self, request, parsers):
+        return parsers[0]
+
+    def select_renderer(self, request, renderers, format_suffix=None):
+        return renderers[0], renderers[0].media_type
+
+
 class ManifestView(APIView):
     """GET /.well-known/aiw-manifest.json with an ETag (304 on ``If-None-Match``)."""
 
     permission_classes = [AllowAny]
-    # A file name ending in .json answers JSON, also to a browser (no browsable HTML page).
+    # A file name ending in .json answers JSON whatever the Accept header (no browsable page).
     renderer_classes = [JSONRenderer]
+    content_negotiation_class = JSONWhateverAccepted
 
     @extend_schema(operation_id="manifest_retrieve",
                    responses={200: ManifestSerializer, 304: OpenApiResponse(description="")},

@@ -50,6 +50,21 @@ def test_the_manifest_lists_endpoints_schemas_limits_and_the_callers_permissions
     assert viewer_client.get(MANIFEST, HTTP_IF_NONE_MATCH=etag).status_code == 304
 
 
+@pytest.mark.parametrize("accept", [
+    "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8",  # a browser
+    "text/html",
+    "application/xml",
+    "",
+])
+def test_the_manifest_is_json_whatever_the_accept_header(client, accept):
+    """Opened in a browser (or asked for HTML or XML only) it is still the JSON document,
+    never DRF's browsable HTML page nor a 406."""
+    response = client.get(MANIFEST, HTTP_ACCEPT=accept)
+    assert response.status_code == 200
+    assert response["Content-Type"] == "application/json"
+    assert response.json()["aiw_version"] == "1.0"
+
+
 def test_the_manifest_describes_a_token_caller_and_its_twins(client, users, make_token, twin):
     Twin.objects.create(slug="elsewhere", name="Elsewhere")
     assign_perm("twins.view_twin", users["outsider"], twin)

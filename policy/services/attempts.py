@@ -32,7 +32,7 @@ from django.utils.dateparse import parse_datetime
 
 from policy.choices import ProposalStatus
 from policy.models import Proposal
-from policy.services.common import audit, load, serialize, transition, update
+from policy.services.common import audit, load, notify_on_commit, serialize, transition, update
 from policy.transitions import VERBS
 
 log = logging.getLogger(__name__)
@@ -144,6 +144,7 @@ def _give_up(proposal: Proposal, kind: Command, state: dict, now: datetime) -> P
                         **{kind.field: final})
     audit(failed, actor="sweeper", action=kind.gave_up, before=before,
           reason=f"{state['command_id']}: {detail}")
+    notify_on_commit(failed)
     return failed
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from django.db import connection
+from django.db import connection, transaction
 from django.db.models import F
 
 from policy.errors import NotPermitted, ProposalConflict
@@ -76,3 +76,23 @@ def lock_asset(asset_id: int) -> None:
     with connection.cursor() as cursor:
         cursor.execute("SELECT pg_advisory_xact_lock(%s::int, %s::int)",
                        [ASSET_LOCK_NAMESPACE, asset_id % 2**31])
+
+
+def notify_on_commit(proposal: Proposal) -> None:
+    """If ``proposal`` just entered a status people are told about (``policy.alerts.
+    STATUS_KIND``: waiting for approval, failed, rolled back), queue the notification once
+    this transaction commits (never blocking it: a broker failure is logged, not raised)."""
+    from policy.alerts import STATUS_KIND
+
+    kind = STATUS_KIND.get(proposal.status)
+    if kind is None:
+        return
+    proposal_id, revision = proposal.pk, proposal.revision
+    transaction.on_commit(lambda: _enqueue_notification(kind, proposal_id, revision),
+                          robust=True)
+
+
+def _enqueue_notification(kind: str, proposal_id: int, revision: int) -> None:
+    from policy.tasks import notify_proposal
+
+    notify_proposal.delay(str(kind), proposal_id, revision)

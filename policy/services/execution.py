@@ -40,7 +40,15 @@ from policy.services.attempts import (
     stuck,
     take_attempt,
 )
-from policy.services.common import audit, load, require, serialize, transition, update
+from policy.services.common import (
+    audit,
+    load,
+    notify_on_commit,
+    require,
+    serialize,
+    transition,
+    update,
+)
 from policy.services.documents import active_policy
 from policy.services.verification import start_verification
 from policy.transitions import VERBS
@@ -60,6 +68,7 @@ def _authorised(proposal: Proposal, now, request):
                               status=ProposalStatus.PENDING_APPROVAL, decided_at=None)
             audit(back, actor="policy", action="proposal.automation_denied", before=before,
                   reason=policy.reason, request=request)
+            notify_on_commit(back)
             return AutomationDenied(policy.reason)
         return None
     if live_approvals(proposal, now).count() < proposal.approvals_required:
@@ -155,6 +164,7 @@ def complete_execution(proposal_id: int, *, actor=None, request=None,
               reason=f"delivery: {outcome['delivery']['detail']}; effect: "
                      f"{outcome['effect']['detail'] or outcome['effect']['status']}",
               request=request)
+        notify_on_commit(proposal)
         if status == ProposalStatus.EXECUTED:
             proposal = start_verification(proposal, request=request)
             plan = proposal.verification or {}
@@ -264,6 +274,7 @@ def complete_rollback(proposal_id: int, *, actor=None, request=None,
         if ok:
             record_desired(proposal, proposal.rollback_action, expected={}, converge_by=None,
                            actor=actor or "verifier", request=request)
+        notify_on_commit(proposal)
     return proposal
 
 

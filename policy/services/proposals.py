@@ -18,7 +18,15 @@ from policy.choices import Decision, ProposalStatus
 from policy.decision import DecisionResult, decide
 from policy.errors import ProposalConflict
 from policy.models import Approval, Proposal
-from policy.services.common import audit, load, lock_asset, require, serialize, update
+from policy.services.common import (
+    audit,
+    load,
+    lock_asset,
+    notify_on_commit,
+    require,
+    serialize,
+    update,
+)
 from policy.services.documents import active_policy
 from policy.state import evidence_snapshot, newest_event_ts
 from policy.transitions import VERBS
@@ -128,6 +136,7 @@ def propose(
             parameters=parameters, proposed_by=actor, **assessment.fields(now))
         audit(proposal, actor=actor or "policy", action="proposal.create", operation="created",
               request=request)
+        notify_on_commit(proposal)
         if proposal.decision == Decision.AUTO_EXECUTE:
             transaction.on_commit(lambda: enqueue_execution(proposal.pk))
     return proposal
@@ -250,6 +259,7 @@ def resimulate_proposal(proposal_id: int, *, actor=None, request=None) -> Propos
                           **a.fields(now))
         audit(proposal, actor=actor or "policy", action="proposal.resimulate", before=before,
               request=request, reason="fresh evidence; earlier approvals void")
+        notify_on_commit(proposal)
         if proposal.decision == Decision.AUTO_EXECUTE:
             transaction.on_commit(lambda: enqueue_execution(proposal_id))
     return proposal

@@ -25,7 +25,7 @@ from django.utils.dateparse import parse_datetime
 from policy.choices import ProposalStatus
 from policy.errors import InterlockBlocked, NoRollback, PolicyError, ProposalConflict
 from policy.models import Proposal
-from policy.services.common import audit, load, serialize, transition, update
+from policy.services.common import audit, load, notify_on_commit, serialize, transition, update
 from policy.state import newest_event_ts
 from telemetry.models import TelemetrySample
 
@@ -157,6 +157,7 @@ def _rollback_blocked(proposal_id: int, exc: PolicyError) -> Proposal:
             return load(proposal_id)
         audit(failed, actor="verifier", action="alert.rollback_blocked", before=before,
               reason=f"breach, and the rollback could not run: {exc}")
+        notify_on_commit(failed)
     return failed
 
 

@@ -1,0 +1,54 @@
+"""The dashboard's notification settings page: each signed-in user chooses what they are told
+about, for which twins, and how (``policy.notifications``). It edits only the caller's own
+subscription: the page takes no user from the request, so a forged POST can change nobody
+else's, and twins the caller may not see are refused (400)."""
+
+from __future__ import annotations
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_http_methods
+
+from policy.choices import NotificationKind
+from policy.forms import SubscriptionForm
+from policy.models import NotificationDelivery
+from policy.notifications import KIND_PERMISSION, subscription_of
+from policy.webhooks import DELIVERY_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER
+from twins.scoping import refusal_of_user
+
+RECENT_DELIVERIES = 20
+
+
+def _context(request: HttpRequest, form: SubscriptionForm) -> dict:
+    user = request.user
+    receivable = [(label, not refusal_of_user(user, KIND_PERMISSION[kind]))
+                  for kind, label in NotificationKind.choices]
+    deliveries = (NotificationDelivery.objects.filter(user=user)
+                  .select_related("notification").order_by("-pk")[:RECENT_DELIVERIES])
+    return {"form": form, "subscription": form.instance, "receivable": receivable,
+            "deliveries": deliveries, "saved": form.instance.pk is not None,
+            "headers": {"signature": SIGNATURE_HEADER, "timestamp": TIMESTAMP_HEADER,
+                        "delivery": DELIVERY_HEADER}}
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def notification_settings(request: HttpRequest) -> HttpResponse:
+    """GET: the caller's choices (the defaults until first saved). POST: save them (303 back
+    to the page), or 400 with the form's errors."""
+    subscription = subscription_of(request.user)
+    form = SubscriptionForm(request.POST if request.method == "POST" else None,
+                            instance=subscription,
+                            subscriber=request.user)
+    if request.method == "POST":
+        if form.is_valid():
+            form.save()
+            messages.success(request, "Notification settings saved.")
+            response = redirect("notification-settings")
+            response.status_code = 303
+            return response
+        return render(request, "policy/notification_settings.html", _context(request, form),
+                      status=400)
+    return render(request, "policy/notification_settings.html", _context(request, form))
