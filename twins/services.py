@@ -102,6 +102,8 @@ def save_asset_type(asset_type: AssetType, *, actor, request=None, reason: str =
 
 def _check_asset(asset: Asset) -> None:
     errors: dict[str, list[str]] = {}
+    if asset.asset_type_id is None:  # untyped: the built-in type of its kind (migration 0004)
+        asset.asset_type = AssetType.objects.filter(slug=asset.kind).first()
     if asset.asset_type_id is not None:
         asset.kind = AssetType.objects.values_list("base_kind", flat=True).get(
             pk=asset.asset_type_id)
@@ -132,7 +134,8 @@ def save_asset(asset: Asset, *, actor, request=None, reason: str = "",
                expected_revision: int | None = None) -> ChangeEvent:
     """Create or update ``asset`` and record ``asset.create``/``asset.update`` on its twin.
 
-    Its ``kind`` follows its type's ``base_kind``; its parent must be an asset of the same twin
+    An asset given no type gets the built-in type named after its ``kind`` (when it exists);
+    its ``kind`` follows its type's ``base_kind``; its parent must be an asset of the same twin
     and must not make a cycle (``InvalidTwinModel``); ``StaleRevision`` as ``save_twin``.
     """
     with transaction.atomic():
