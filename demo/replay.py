@@ -110,8 +110,12 @@ def publish_runs(
     url: str, twin_slug: str, runs: list[SkabRun], *, rate: float,
     on_progress: Callable[[int], None] | None = None,
     window: AckWindow | None = None, poll: float = 0.1,
+    sense: Callable[[dict], dict] | None = None,
 ) -> int:
     """Publish every row of ``runs`` at QoS 1, at most ``rate`` events/s; return the count.
+
+    ``sense`` (the demo's plant, ``SimulatedDevice.sense``) gets every event just before it
+    is published and returns the event to publish: the recording, or the plant's reading.
 
     Flow control: with a ``window`` (``AckWindow``), publishing pauses while the consumer's
     commits are a window or more behind, looking again every ``poll`` seconds; an exception
@@ -137,6 +141,8 @@ def publish_runs(
                 # The rate counts publishing time only.
                 started += window.wait_for_room(sent, poll=poll, on_wait=waiting)
             event = to_event(twin_slug, run, row)
+            if sense is not None:
+                event = sense(event)
             last = client.publish(topic(twin_slug, run.asset_slug, "telemetry"),
                                   json.dumps(event), qos=1)
             sent += 1
