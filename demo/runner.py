@@ -9,14 +9,17 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
 from django.conf import settings
 from django.db.models import Count, Max
+from django.utils.dateparse import parse_datetime
 from tqdm import tqdm
 
 from demo.label_scoring import Agreement, agreement
+from demo.replay import RunOn
 from demo.skab import SkabRun
 from opstwin_site import webserver
 from opstwin_site.broker import EmbeddedBroker
@@ -241,15 +244,34 @@ def _progress(twin: Twin) -> tuple[int, int, tuple]:
     return up_to_date, len(latest), counts
 
 
+def run_on_verifications(twin: Twin, run_on: RunOn) -> int:
+    """Run on (``demo.replay.RunOn``) every asset of ``twin`` with a verifying proposal until
+    its verification window's end (``from_ts + window_s``, the asset's clock); returns the
+    events published now."""
+    sent = 0
+    for proposal in (Proposal.objects.filter(twin=twin, status=ProposalStatus.VERIFYING)
+                     .select_related("asset")):
+        plan = proposal.verification or {}
+        start = parse_datetime(plan.get("from_ts") or "")
+        if start is not None and plan.get("window_s"):
+            sent += run_on.until(proposal.asset.slug,
+                                 start + timedelta(seconds=float(plan["window_s"])))
+    return sent
+
+
 def wait_for_quiet(twin: Twin, children: Children, timeout: float, quiet_for: float = 5.0,
-                   progress: Progress | None = None) -> bool:
+                   progress: Progress | None = None,
+                   tick: Callable[[], object] | None = None) -> bool:
     """Block until detection has scored every asset up to its last event and no anomaly,
     simulation or proposal has changed for ``quiet_for`` seconds (the workers are done).
-    ``progress`` (total: the twin's assets) gets the assets scored up to date and the counts.
+    ``progress`` (total: the twin's assets) gets the assets scored up to date and the counts;
+    ``tick`` (e.g. ``run_on_verifications``) is called on every look.
     Returns False on timeout; raises RuntimeError if a child died."""
     previous, stable_since, deadline = None, time.monotonic(), time.monotonic() + timeout
     while time.monotonic() < deadline:
         children.check()
+        if tick is not None:
+            tick()
         up_to_date, with_events, counts = _progress(twin)
         caught_up = up_to_date == with_events
         if progress is not None:
@@ -287,14 +309,18 @@ IN_FLIGHT = (ProposalStatus.EXECUTING, ProposalStatus.VERIFYING)
 
 
 def wait_for_verdicts(twin: Twin, children: Children, timeout: float,
-                      progress: Progress | None = None) -> bool:
+                      progress: Progress | None = None,
+                      tick: Callable[[], object] | None = None) -> bool:
     """Block until no proposal of ``twin`` is executing or verifying (every executed
     proposal verified, rolled back or judged inconclusive; the sweeper judges a window at its
-    wall-clock deadline at the latest). ``progress`` gets the count still open. Returns False
-    on timeout; raises RuntimeError if a child died."""
+    wall-clock deadline at the latest). ``progress`` gets the count still open; ``tick`` is
+    called on every look (as in ``wait_for_quiet``). Returns False on timeout; raises
+    RuntimeError if a child died."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         children.check()
+        if tick is not None:
+            tick()
         open_ = Proposal.objects.filter(twin=twin, status__in=IN_FLIGHT).count()
         if progress is not None:
             progress.set(open_)

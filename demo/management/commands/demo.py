@@ -20,7 +20,7 @@ from demo.device import SimulatedDevice
 from demo.plant import DEFAULT_FAULT, FaultPlan, Plant
 from demo.policy_document import ensure_demo_policy
 from demo.provision import create_demo_users, create_skab_twin
-from demo.replay import AckWindow, publish_runs
+from demo.replay import AckWindow, RunOn, publish_runs
 from demo.skab import default_data_dir, list_files, read_run
 from opstwin_site.embedded import stop_embedded_database
 from policy.sweeper import PolicySweeper
@@ -178,7 +178,7 @@ class Command(BaseCommand):
             published = publish_runs(mqtt_url, twin.slug, runs, rate=opts["rate"],
                                      on_progress=progress.update, window=window,
                                      sense=self._device.sense)
-        self._wait(twin, published, children, opts)
+        run_on = self._wait(twin, runs, published, children, opts)
         if self._nab:
             nab_twin, nab_run = self._nab
             with self._progress(f"published {nab_twin.slug}", total=len(nab_run.ts)) as progress:
@@ -186,13 +186,15 @@ class Command(BaseCommand):
                 nab_published = publish_runs(mqtt_url, nab_twin.slug, [nab_run],
                                              rate=opts["rate"], on_progress=progress.update,
                                              window=window, sense=self._device.sense)
-            self._wait(nab_twin, nab_published, children, opts)
+            nab_run_on = self._wait(nab_twin, [nab_run], nab_published, children, opts)
         records = self._plant.records
         summary = runner.summary(twin, runs, published, records, self._plant.answered)
+        summary["run_on"] = run_on
         self._print_summary(summary, credentials, opts["port"])
         if self._nab:
             nab_summary = nab.nab_summary(*self._nab)
             nab_summary["executed"] = runner.executed_outcomes(self._nab[0], records)
+            nab_summary["run_on"] = nab_run_on
             self._print_nab(nab_summary, *self._nab)
             summary["nab"] = nab_summary
         if opts["summary_json"]:
@@ -207,8 +209,19 @@ class Command(BaseCommand):
             except KeyboardInterrupt:
                 pass
 
-    def _wait(self, twin, published: int, children, opts) -> None:
-        """Wait until ``published`` events of ``twin`` are committed and processing settled."""
+    def _wait(self, twin, runs, published: int, children, opts) -> int:
+        """Wait until ``published`` events of ``twin`` are committed, processing settled and
+        every executed proposal judged, running on (``RunOn``) the assets whose verification
+        window reaches past their recording; returns the run-on events published."""
+        run_on = RunOn(settings.MQTT_URL, twin.slug, runs, sense=self._device.sense)
+        try:
+            self._settle(twin, published, children, opts,
+                         lambda: runner.run_on_verifications(twin, run_on))
+        finally:
+            run_on.close()
+        return run_on.published
+
+    def _settle(self, twin, published: int, children, opts, tick) -> None:
         with self._progress("committed", total=published) as progress:
             committed = runner.wait_for_ingest(twin, published, children, opts["timeout"],
                                              progress)
@@ -217,20 +230,22 @@ class Command(BaseCommand):
         self._line(f"waiting for detection, simulation and policy to finish on {twin.slug}...")
         with self._progress("detection up to date", total=twin.assets.count(),
                             unit="assets", rate=False) as progress:
-            settled = runner.wait_for_quiet(twin, children, opts["timeout"], progress=progress)
+            settled = runner.wait_for_quiet(twin, children, opts["timeout"], progress=progress,
+                                            tick=tick)
         if not settled:
             self.stderr.write("processing did not settle before --timeout; summary is partial")
             return
         with self._progress("proposals executing or verifying", unit="proposals",
                             rate=False) as progress:
-            judged = runner.wait_for_verdicts(twin, children, opts["timeout"], progress)
+            judged = runner.wait_for_verdicts(twin, children, opts["timeout"], progress, tick)
         if not judged:
             self.stderr.write("verifications still open at --timeout; summary is partial")
 
     def _print_nab(self, s: dict, twin, run) -> None:
         w = self.stdout.write
         w(f"\n=== second twin {twin.slug}: {run.name}, {len(run.ts)} rows, one metric ===")
-        w(f"events ingested {s['events']}; anomalies opened {len(s['onsets'])} "
+        run_on = f" ({s['run_on']} of them run on)" if s.get("run_on") else ""
+        w(f"events ingested {s['events']}{run_on}; anomalies opened {len(s['onsets'])} "
           f"(generic default detector at the file's own cadence)")
         for onset in s["onsets"]:
             w(f"  onset {onset:%Y-%m-%d %H:%M} UTC")
@@ -253,7 +268,9 @@ class Command(BaseCommand):
     def _print_summary(self, s: dict, credentials: dict, port: int) -> None:
         w = self.stdout.write
         w("\n=== OpsTwin demo summary ===")
-        w(f"events published {s['published']}, ingested {s['events']}, "
+        run_on = (f" (+ {s['run_on']} run-on events of assets verified past their recording)"
+                  if s.get("run_on") else "")
+        w(f"events published {s['published']}{run_on}, ingested {s['events']}, "
           f"dead letters {s['dead_letters']}")
         w(f"anomalies by severity: {s['anomalies'] or 'none'}")
         w(f"anomalies by detector: {s['detectors'] or 'none'} (per asset kind: Django admin, "
