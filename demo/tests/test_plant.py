@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import uuid
 from datetime import timedelta
+from importlib import import_module
 
 import numpy as np
 import pytest
+from django.apps import apps
 from django.utils import timezone
 
 from demo import runner
@@ -233,9 +235,20 @@ def test_hold_and_a_command_without_a_model_have_no_effect(mqtt_url, prefix, pum
 
 # --- end to end: a SKAB slice through detection, policy, the device and verification ----------
 E2E_FILES = ["valve1/8.csv", "valve1/14.csv"]
+DETECTOR_SEEDS = ("0003_default_detector_configs", "0006_stream_state_generic_default",
+                  "0008_pump_default_ewma_adaptive")
+
+
+@pytest.fixture
+def seeded_detectors(transactional_db):
+    """The detector configuration the migrations seed (the demo's EWMA for pumps), which an
+    earlier transactional test's flush removed: their data steps, replayed in order."""
+    for name in DETECTOR_SEEDS:
+        import_module(f"telemetry.migrations.{name}").forward(apps, None)
 
 
 @pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("seeded_detectors")
 def test_a_followed_proposal_verifies_and_a_faulted_one_rolls_back(mqtt_url, prefix, settings,
                                                                   tmp_path):
     """GIVEN two SKAB valve files replayed through ingest, the signed demo policy and the
