@@ -51,7 +51,7 @@ log = logging.getLogger(__name__)
 
 IGNORED, WRONG_WAY = "ignored", "wrong-way"
 FAULT_MODES = ("none", "ignore", "wrong-way", "mixed")
-DEFAULT_FAULT = "mixed:4"
+DEFAULT_FAULT = "mixed:3"
 BATCH = 256  # draws per refill of a response's buffer
 _SPEC = re.compile(r"^(?P<mode>[a-z-]+)(?::(?P<every>\d+))?$")
 
@@ -61,8 +61,8 @@ class FaultPlan:
     """Which commands the plant gets wrong: the ``every``-th, 2 ``every``-th, ... command with
     a modelled effect (counted from 1 in order of arrival; rollbacks, ``hold``, duplicates and
     rejected commands are not counted). ``mode``: ``none``, ``ignore`` (every chosen command
-    is ignored), ``wrong-way`` or ``mixed`` (the chosen commands alternate: ignored first,
-    then wrong-way). Thread-safe. Build from text with :meth:`parse`."""
+    is ignored), ``wrong-way`` or ``mixed`` (the chosen commands alternate: wrong-way first,
+    then ignored). Thread-safe. Build from text with :meth:`parse`."""
 
     mode: str = "none"
     every: int = 1
@@ -90,7 +90,7 @@ class FaultPlan:
             return "none: the plant follows every command"
         which = "every command" if self.every == 1 else f"every {_ordinal(self.every)} command"
         how = {"ignore": IGNORED, "wrong-way": WRONG_WAY,
-               "mixed": f"{IGNORED} and {WRONG_WAY} in turn"}[self.mode]
+               "mixed": f"{WRONG_WAY} and {IGNORED} in turn"}[self.mode]
         return f"{which} with an effect: {how} (acknowledged ok all the same)"
 
     def next(self) -> str | None:
@@ -101,7 +101,7 @@ class FaultPlan:
                 return None
             self.faulted += 1
             if self.mode == "mixed":
-                return IGNORED if self.faulted % 2 else WRONG_WAY
+                return WRONG_WAY if self.faulted % 2 else IGNORED
             return IGNORED if self.mode == "ignore" else WRONG_WAY
 
 

@@ -338,9 +338,14 @@ def _why(proposal: Proposal, record: dict | None) -> tuple[str, str]:
     metric = plan.get("metric")
     counted = (f"{plan['outside']} of {plan['n']} readings of {metric} outside the band"
                if plan.get("n") is not None else "")
+    unmoved = record is not None and metric not in record["moved"]
     if proposal.status == ProposalStatus.VERIFIED:
         if fault:
-            return "verified", f"verified despite the fault ({fault}): {counted}"
+            return "verified", f"verified despite the fault ({fault}), the readings stayed " \
+                               f"in the band: {counted}"
+        if unmoved:
+            return "verified", (f"{proposal.action} has no modelled effect on {metric}; its "
+                                f"readings as recorded stayed in the band: {counted}")
         return "verified", f"the plant followed the model: {counted}"
     if proposal.status in IN_FLIGHT:
         return "pending", f"{proposal.status}: verification window still open"
@@ -358,7 +363,7 @@ def _why(proposal: Proposal, record: dict | None) -> tuple[str, str]:
         why = "the device has no plant record of the command (telemetry as recorded)"
     elif record["effect"] == "none":
         why = f"the plant did not react: {record['detail']}"
-    elif metric not in record["moved"]:
+    elif unmoved:
         why = (f"{proposal.action} has no modelled effect on {metric}, so its readings stayed "
                f"as recorded")
     else:

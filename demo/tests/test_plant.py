@@ -44,8 +44,8 @@ NAMES = ["Accelerometer1RMS", "Accelerometer2RMS", "Current", "Pressure", "Tempe
     ("none", [None] * 8),
     ("ignore", [IGNORED] * 8),
     ("wrong-way:3", [None, None, WRONG_WAY, None, None, WRONG_WAY, None, None]),
-    ("mixed:4", [None, None, None, IGNORED, None, None, None, WRONG_WAY]),
-    ("Mixed:2", [None, IGNORED, None, WRONG_WAY, None, IGNORED, None, WRONG_WAY]),
+    ("mixed:4", [None, None, None, WRONG_WAY, None, None, None, IGNORED]),
+    ("Mixed:2", [None, WRONG_WAY, None, IGNORED, None, WRONG_WAY, None, IGNORED]),
 ])
 def test_the_fault_plan_picks_every_nth_command(spec, faults):
     plan = FaultPlan.parse(spec)
@@ -64,7 +64,7 @@ def test_a_fault_plan_that_is_not_mode_every_is_refused(spec):
 
 def test_the_fault_plan_says_what_it_does():
     assert FaultPlan.parse("mixed:4").describe().startswith(
-        "every 4th command with an effect: ignored and wrong-way in turn")
+        "every 4th command with an effect: wrong-way and ignored in turn")
     assert FaultPlan.parse("ignore").describe().startswith("every command with an effect")
     assert FaultPlan.parse("none").describe().startswith("none")
 

@@ -84,7 +84,7 @@ class Command(BaseCommand):
         parser.add_argument("--fault", default=DEFAULT_FAULT, metavar="MODE[:EVERY]",
                             help="commands the simulated plant gets wrong while acking them "
                                  "ok, so rollbacks still show: none, ignore, wrong-way or "
-                                 "mixed (ignore and wrong-way in turn), on every EVERY-th "
+                                 "mixed (wrong-way and ignore in turn), on every EVERY-th "
                                  "command with an effect (default "
                                  f"{DEFAULT_FAULT}; 'none': the plant follows every command)")
         parser.add_argument("--plant-seed", type=int, default=0,
