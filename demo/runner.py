@@ -333,7 +333,9 @@ def wait_for_verdicts(twin: Twin, children: Children, timeout: float,
 def _why(proposal: Proposal, record: dict | None) -> tuple[str, str]:
     """(cause, explanation) of an executed proposal's outcome; cause is ``verified``,
     ``fault: ignored``, ``fault: wrong-way``, ``model mismatch``, ``manual rollback``,
-    ``pending``, ``inconclusive`` or ``failed``."""
+    ``pending``, ``inconclusive`` or ``failed``. A breach is put down to an injected fault only
+    when the action moves the judged metric (``record["moved"]``): otherwise the fault cannot
+    have changed that metric, and the breach is the model's (its readings stayed as recorded)."""
     plan, fault = proposal.verification or {}, (record or {}).get("fault")
     metric = plan.get("metric")
     counted = (f"{plan['outside']} of {plan['n']} readings of {metric} outside the band"
@@ -357,7 +359,7 @@ def _why(proposal: Proposal, record: dict | None) -> tuple[str, str]:
             return "manual rollback", f"rolled back by hand: {reason}"
         return "failed", str((proposal.execution or {}).get("effect", {}).get("detail")
                              or reason)
-    if fault:
+    if fault and not unmoved:
         return f"fault: {fault}", f"fault injected ({fault}): {counted}"
     if record is None:
         why = "the device has no plant record of the command (telemetry as recorded)"
@@ -365,7 +367,7 @@ def _why(proposal: Proposal, record: dict | None) -> tuple[str, str]:
         why = f"the plant did not react: {record['detail']}"
     elif unmoved:
         why = (f"{proposal.action} has no modelled effect on {metric}, so its readings stayed "
-               f"as recorded")
+               f"as recorded" + (f" (the {fault} fault changed nothing there)" if fault else ""))
     else:
         why = "the plant's readings left the band"
     return "model mismatch", f"{why}: {counted}"

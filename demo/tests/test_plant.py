@@ -291,3 +291,31 @@ def test_a_followed_proposal_verifies_and_a_faulted_one_rolls_back(mqtt_url, pre
     assert plant.active(twin.slug, rolled_back.asset.slug) is None
     summary = runner.summary(twin, runs, 0, plant.records, plant.answered)
     assert summary["executed"] == executed and summary["answered_rows"] > 0
+
+
+# --- the summary's causes ---------------------------------------------------------------------
+@pytest.mark.django_db
+@pytest.mark.parametrize(("status", "outcome", "fault", "moved", "cause"), [
+    (ProposalStatus.VERIFIED, "verified", None, [FLOW], "verified"),
+    (ProposalStatus.ROLLED_BACK, "breach", WRONG_WAY, [FLOW], "fault: wrong-way"),
+    (ProposalStatus.ROLLED_BACK, "breach", IGNORED, [FLOW], "fault: ignored"),
+    (ProposalStatus.ROLLED_BACK, "breach", None, [FLOW], "model mismatch"),
+    # the action does not move the judged metric: a fault cannot have caused the breach
+    (ProposalStatus.ROLLED_BACK, "breach", WRONG_WAY, [CURRENT], "model mismatch"),
+    (ProposalStatus.VERIFYING, None, None, [FLOW], "pending"),
+    (ProposalStatus.EXECUTED, "inconclusive", None, [FLOW], "inconclusive"),
+])
+def test_the_summary_says_why_each_executed_proposal_ended_as_it_did(pump, status, outcome,
+                                                                     fault, moved, cause):
+    from policy.tests import factories
+
+    proposal = factories.proposal(pump, status=status, action="open_valve")
+    Proposal.objects.filter(pk=proposal.pk).update(
+        executed_at=timezone.now(), execution={"command_id": f"proposal-{proposal.pk}"},
+        verification={"metric": FLOW, "outcome": outcome, "n": 60, "outside": 50})
+    record = {"fault": fault, "moved": moved, "effect": "applied", "detail": ""}
+    row, = runner.executed_outcomes(pump.twin, {f"proposal-{proposal.pk}": record})["proposals"]
+    assert (row["status"], row["cause"], row["fault"]) == (status, cause, fault)
+    if cause == "model mismatch" and fault:
+        assert "no modelled effect on Volume Flow RateRMS" in row["why"]
+        assert f"the {fault} fault changed nothing there" in row["why"]
