@@ -143,16 +143,18 @@ class Plant:
     """Every asset's response to the commands the device acknowledged ``ok``.
 
     ``fault``: a :class:`FaultPlan` or its text (``FaultPlan.parse``); ``seed``: the draws'
-    seed (each command's draws come from ``(seed, command id)``: a rerun with the same
+    seed, >= 0 (each command's draws come from ``(seed, command id)``: a rerun with the same
     commands publishes the same readings). ``records``: command id -> what the plant did
     (``{"command_id", "twin", "asset", "action", "parameters", "effect": "applied" |
     "ended" | "none", "fault", "moved", "model", "simulation", "detail"}``), for the demo's
     summary; ``answered``: ``(twin, asset)`` -> the ``ts`` of every event whose readings the
     plant replaced. Thread-safe: the device's network thread commands, the replay's thread
-    senses.
+    senses. Raises ValueError for a bad fault text or seed.
     """
 
     def __init__(self, fault: FaultPlan | str | None = None, seed: int = 0) -> None:
+        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+            raise ValueError(f"the plant's seed must be an int >= 0, got {seed!r}")
         self.faults = fault if isinstance(fault, FaultPlan) else FaultPlan.parse(fault)
         self.seed = seed
         self.records: dict[str, dict[str, Any]] = {}

@@ -62,6 +62,12 @@ def test_a_fault_plan_that_is_not_mode_every_is_refused(spec):
         FaultPlan.parse(spec)
 
 
+@pytest.mark.parametrize("seed", [-1, 1.5, True])
+def test_a_plant_needs_a_non_negative_int_seed(seed):
+    with pytest.raises(ValueError, match="seed"):
+        Plant(seed=seed)
+
+
 def test_the_fault_plan_says_what_it_does():
     assert FaultPlan.parse("mixed:4").describe().startswith(
         "every 4th command with an effect: wrong-way and ignored in turn")

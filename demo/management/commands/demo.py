@@ -105,6 +105,7 @@ class Command(BaseCommand):
         nab_run = self._read_nab(opts) if "nab-dev" in (opts["dataset"] or []) else None
         try:
             faults = FaultPlan.parse(opts["fault"])
+            plant = Plant(faults, seed=opts["plant_seed"])
         except ValueError as exc:
             raise CommandError(str(exc)) from exc
         if not _port_free(opts["port"]):
@@ -133,7 +134,7 @@ class Command(BaseCommand):
         try:
             children = runner.start_children(broker.url, opts["port"], web=True)
             # acks commands; its plant makes the replayed telemetry answer back
-            self._plant = Plant(faults, seed=opts["plant_seed"])
+            self._plant = plant
             self._line(f"simulated plant faults: {faults.describe()}")
             slugs = [twin.slug] + ([self._nab[0].slug] if self._nab else [])
             device = self._device = SimulatedDevice(broker.url, slugs, plant=self._plant)
