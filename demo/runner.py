@@ -343,8 +343,10 @@ def _why(proposal: Proposal, record: dict | None) -> tuple[str, str]:
     unmoved = record is not None and metric not in record["moved"]
     if proposal.status == ProposalStatus.VERIFIED:
         if fault:
-            return "verified", f"verified despite the fault ({fault}), the readings stayed " \
-                               f"in the band: {counted}"
+            moot = (f"; {proposal.action} has no modelled effect on {metric}, so the fault "
+                    f"changed nothing there" if unmoved else "")
+            return "verified", (f"verified despite the fault ({fault}){moot}, the readings "
+                                f"stayed in the band: {counted}")
         if unmoved:
             return "verified", (f"{proposal.action} has no modelled effect on {metric}; its "
                                 f"readings as recorded stayed in the band: {counted}")

@@ -303,6 +303,7 @@ def test_a_followed_proposal_verifies_and_a_faulted_one_rolls_back(mqtt_url, pre
 @pytest.mark.django_db
 @pytest.mark.parametrize(("status", "outcome", "fault", "moved", "cause"), [
     (ProposalStatus.VERIFIED, "verified", None, [FLOW], "verified"),
+    (ProposalStatus.VERIFIED, "verified", IGNORED, [CURRENT], "verified"),
     (ProposalStatus.ROLLED_BACK, "breach", WRONG_WAY, [FLOW], "fault: wrong-way"),
     (ProposalStatus.ROLLED_BACK, "breach", IGNORED, [FLOW], "fault: ignored"),
     (ProposalStatus.ROLLED_BACK, "breach", None, [FLOW], "model mismatch"),
@@ -325,3 +326,6 @@ def test_the_summary_says_why_each_executed_proposal_ended_as_it_did(pump, statu
     if cause == "model mismatch" and fault:
         assert "no modelled effect on Volume Flow RateRMS" in row["why"]
         assert f"the {fault} fault changed nothing there" in row["why"]
+    if cause == "verified" and fault:
+        assert row["why"].startswith("verified despite the fault (ignored); open_valve has no "
+                                     "modelled effect on Volume Flow RateRMS")
