@@ -57,11 +57,16 @@ def predicted_mask(asset: Asset, ts: np.ndarray) -> np.ndarray:
     return mask
 
 
-def agreement(run: SkabRun, asset: Asset) -> Agreement | None:
-    """Confusion counts of ``asset``'s episodes against ``run.labels`` (None if unlabelled)."""
+def agreement(run: SkabRun, asset: Asset, leave_out: np.ndarray | None = None) -> Agreement | None:
+    """Confusion counts of ``asset``'s episodes against ``run.labels`` (None if unlabelled).
+
+    ``leave_out``: (n,) bool, rows not to score (the demo's plant replaced their readings
+    with its response to a command, so the file's labels no longer describe them)."""
     if run.labels is None:
         return None
     predicted, actual = predicted_mask(asset, run.ts), run.labels
+    if leave_out is not None:
+        predicted, actual = predicted[~leave_out], actual[~leave_out]
     return Agreement(
         name=run.name, tp=int(np.sum(predicted & actual)), fp=int(np.sum(predicted & ~actual)),
         fn=int(np.sum(~predicted & actual)), tn=int(np.sum(~predicted & ~actual)),

@@ -9,6 +9,7 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
 
 import numpy as np
 
@@ -110,8 +111,12 @@ def publish_runs(
     url: str, twin_slug: str, runs: list[SkabRun], *, rate: float,
     on_progress: Callable[[int], None] | None = None,
     window: AckWindow | None = None, poll: float = 0.1,
+    sense: Callable[[dict], dict] | None = None,
 ) -> int:
     """Publish every row of ``runs`` at QoS 1, at most ``rate`` events/s; return the count.
+
+    ``sense`` (the demo's plant, ``SimulatedDevice.sense``) gets every event just before it
+    is published and returns the event to publish: the recording, or the plant's reading.
 
     Flow control: with a ``window`` (``AckWindow``), publishing pauses while the consumer's
     commits are a window or more behind, looking again every ``poll`` seconds; an exception
@@ -137,6 +142,8 @@ def publish_runs(
                 # The rate counts publishing time only.
                 started += window.wait_for_room(sent, poll=poll, on_wait=waiting)
             event = to_event(twin_slug, run, row)
+            if sense is not None:
+                event = sense(event)
             last = client.publish(topic(twin_slug, run.asset_slug, "telemetry"),
                                   json.dumps(event), qos=1)
             sent += 1
@@ -153,3 +160,68 @@ def publish_runs(
         client.loop_stop()
         client.disconnect()
     return sent
+
+
+class RunOn:
+    """The plant does not stop when its recording does: after the replay, an asset can keep
+    running at its last recorded operating point, one row per recorded cadence (the median
+    spacing of its file), each row passed through ``sense`` (the plant) before it is published
+    like the replay's. The demo runs on the assets whose verification window reaches past
+    their recording, so an action executed late in a file is still judged on readings (the
+    plant's) instead of being inconclusive for want of them.
+
+    ``published``: run-on events sent so far. Event ids are deterministic
+    (``event_id(run, n + k, source + "-run-on")``). Call :meth:`close` when done.
+    """
+
+    def __init__(self, url: str, twin_slug: str, runs: list[SkabRun], *,
+                 sense: Callable[[dict], dict] | None = None) -> None:
+        self.url, self.twin_slug, self.sense = url, twin_slug, sense
+        self._runs = {run.asset_slug: run for run in runs}
+        self._rows: dict[str, int] = {}
+        self._client = None
+        self.published = 0
+
+    def _connect(self):
+        if self._client is None:
+            self._client = make_client(self.url,
+                                       client_id=f"opstwin-run-on-{uuid.uuid4().hex[:8]}")
+            connect_client(self._client, self.url)
+            self._client.loop_start()
+        return self._client
+
+    def until(self, asset_slug: str, end: datetime) -> int:
+        """Publish the asset's run-on rows up to the first at or after ``end`` (aware
+        datetime); returns how many were published now (0 for an asset of no run, or whose
+        recording or earlier run-on already reaches ``end``). Waits for the broker's PUBACKs."""
+        run = self._runs.get(asset_slug)
+        if run is None or len(run.ts) < 2:
+            return 0
+        cadence = float(np.median(np.diff(run.ts) / np.timedelta64(1, "s")))
+        last = datetime.fromisoformat(f"{run.ts[-1]}").replace(tzinfo=UTC)
+        done, source = self._rows.get(asset_slug, 0), getattr(run, "source", "skab")
+        sent, info = 0, None
+        while cadence > 0 and last + timedelta(seconds=cadence * done) < end:
+            done += 1
+            ts = last + timedelta(seconds=cadence * done)
+            event = to_event(self.twin_slug, run, len(run.ts) - 1) | {
+                "event_id": str(event_id(run.name, len(run.ts) - 1 + done, f"{source}-run-on")),
+                "ts": ts.strftime("%Y-%m-%dT%H:%M:%S.%fZ")}
+            event["tags"] = {**event["tags"], "run_on": "true"}
+            if self.sense is not None:
+                event = self.sense(event)
+            info = self._connect().publish(topic(self.twin_slug, asset_slug, "telemetry"),
+                                           json.dumps(event), qos=1)
+            sent += 1
+        self._rows[asset_slug] = done
+        if info is not None:
+            info.wait_for_publish(timeout=60)
+        self.published += sent
+        return sent
+
+    def close(self) -> None:
+        """Disconnect (a no-op if nothing was published)."""
+        if self._client is not None:
+            self._client.loop_stop()
+            self._client.disconnect()
+            self._client = None

@@ -9,16 +9,21 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 
+import numpy as np
 from django.conf import settings
 from django.db.models import Count, Max
+from django.utils.dateparse import parse_datetime
 from tqdm import tqdm
 
 from demo.label_scoring import Agreement, agreement
+from demo.replay import RunOn
 from demo.skab import SkabRun
 from opstwin_site import webserver
 from opstwin_site.broker import EmbeddedBroker
+from policy.choices import ProposalStatus
 from policy.models import Proposal
 from simulation.models import SimulationRun
 from telemetry.models import Anomaly, DeadLetter, DetectionState, TelemetryEvent
@@ -239,15 +244,34 @@ def _progress(twin: Twin) -> tuple[int, int, tuple]:
     return up_to_date, len(latest), counts
 
 
+def run_on_verifications(twin: Twin, run_on: RunOn) -> int:
+    """Run on (``demo.replay.RunOn``) every asset of ``twin`` with a verifying proposal until
+    its verification window's end (``from_ts + window_s``, the asset's clock); returns the
+    events published now."""
+    sent = 0
+    for proposal in (Proposal.objects.filter(twin=twin, status=ProposalStatus.VERIFYING)
+                     .select_related("asset")):
+        plan = proposal.verification or {}
+        start = parse_datetime(plan.get("from_ts") or "")
+        if start is not None and plan.get("window_s"):
+            sent += run_on.until(proposal.asset.slug,
+                                 start + timedelta(seconds=float(plan["window_s"])))
+    return sent
+
+
 def wait_for_quiet(twin: Twin, children: Children, timeout: float, quiet_for: float = 5.0,
-                   progress: Progress | None = None) -> bool:
+                   progress: Progress | None = None,
+                   tick: Callable[[], object] | None = None) -> bool:
     """Block until detection has scored every asset up to its last event and no anomaly,
     simulation or proposal has changed for ``quiet_for`` seconds (the workers are done).
-    ``progress`` (total: the twin's assets) gets the assets scored up to date and the counts.
+    ``progress`` (total: the twin's assets) gets the assets scored up to date and the counts;
+    ``tick`` (e.g. ``run_on_verifications``) is called on every look.
     Returns False on timeout; raises RuntimeError if a child died."""
     previous, stable_since, deadline = None, time.monotonic(), time.monotonic() + timeout
     while time.monotonic() < deadline:
         children.check()
+        if tick is not None:
+            tick()
         up_to_date, with_events, counts = _progress(twin)
         caught_up = up_to_date == with_events
         if progress is not None:
@@ -262,21 +286,131 @@ def wait_for_quiet(twin: Twin, children: Children, timeout: float, quiet_for: fl
     return False
 
 
-def label_agreement(twin: Twin, runs: list[SkabRun]) -> tuple[list[Agreement], Agreement]:
-    """Per-file and overall point-wise agreement of episodes with SKAB labels."""
+def label_agreement(twin: Twin, runs: list[SkabRun], answered: dict | None = None,
+                    ) -> tuple[list[Agreement], Agreement]:
+    """Per-file and overall point-wise agreement of episodes with SKAB labels.
+
+    ``answered``: ``(twin slug, asset slug)`` -> the event timestamps (telemetry.v1 ``ts``
+    text) whose readings the plant replaced (``demo.plant.Plant.answered``); those rows are
+    left out, since the labels describe the recording, not the plant's response."""
     assets = {a.slug: a for a in twin.assets.all()}
     rows, total = [], Agreement(name="overall")
     for run in runs:
-        result = agreement(run, assets[run.asset_slug])
+        changed = (answered or {}).get((twin.slug, run.asset_slug))
+        leave_out = np.array([f"{t}Z" in changed for t in run.ts]) if changed else None
+        result = agreement(run, assets[run.asset_slug], leave_out)
         if result is not None:
             rows.append(result)
             total += result
     return rows, total
 
 
-def summary(twin: Twin, runs: list[SkabRun], published: int) -> dict:
-    """Everything the demo prints at the end, as plain data (also used by tests)."""
-    per_file, total = label_agreement(twin, runs)
+IN_FLIGHT = (ProposalStatus.EXECUTING, ProposalStatus.VERIFYING)
+
+
+def wait_for_verdicts(twin: Twin, children: Children, timeout: float,
+                      progress: Progress | None = None,
+                      tick: Callable[[], object] | None = None) -> bool:
+    """Block until no proposal of ``twin`` is executing or verifying (every executed
+    proposal verified, rolled back or judged inconclusive; the sweeper judges a window at its
+    wall-clock deadline at the latest). ``progress`` gets the count still open; ``tick`` is
+    called on every look (as in ``wait_for_quiet``). Returns False on timeout; raises
+    RuntimeError if a child died."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        children.check()
+        if tick is not None:
+            tick()
+        open_ = Proposal.objects.filter(twin=twin, status__in=IN_FLIGHT).count()
+        if progress is not None:
+            progress.set(open_)
+        if not open_:
+            return True
+        time.sleep(0.5)
+    return False
+
+
+def _why(proposal: Proposal, record: dict | None) -> tuple[str, str]:
+    """(cause, explanation) of an executed proposal's outcome; cause is ``verified``,
+    ``fault: ignored``, ``fault: wrong-way``, ``model mismatch``, ``manual rollback``,
+    ``pending``, ``inconclusive`` or ``failed``. A breach is put down to an injected fault only
+    when the action moves the judged metric (``record["moved"]``): otherwise the fault cannot
+    have changed that metric, and the breach is the model's (its readings stayed as recorded)."""
+    plan, fault = proposal.verification or {}, (record or {}).get("fault")
+    metric = plan.get("metric")
+    counted = (f"{plan['outside']} of {plan['n']} readings of {metric} outside the band"
+               if plan.get("n") is not None else "")
+    unmoved = record is not None and metric not in record["moved"]
+    if proposal.status == ProposalStatus.VERIFIED:
+        if fault:
+            moot = (f"; {proposal.action} has no modelled effect on {metric}, so the fault "
+                    f"changed nothing there" if unmoved else "")
+            return "verified", (f"verified despite the fault ({fault}){moot}, the readings "
+                                f"stayed in the band: {counted}")
+        if unmoved:
+            return "verified", (f"{proposal.action} has no modelled effect on {metric}; its "
+                                f"readings as recorded stayed in the band: {counted}")
+        return "verified", f"the plant followed the model: {counted}"
+    if proposal.status in IN_FLIGHT:
+        return "pending", f"{proposal.status}: verification window still open"
+    if plan.get("outcome") == "inconclusive" and proposal.status == ProposalStatus.EXECUTED:
+        return "inconclusive", f"too few readings to verify: {counted or 'no band'}"
+    if plan.get("outcome") != "breach":
+        reason = (proposal.rollback or {}).get("reason") or proposal.status
+        if proposal.status == ProposalStatus.ROLLED_BACK:
+            return "manual rollback", f"rolled back by hand: {reason}"
+        return "failed", str((proposal.execution or {}).get("effect", {}).get("detail")
+                             or reason)
+    if fault and not unmoved:
+        return f"fault: {fault}", f"fault injected ({fault}): {counted}"
+    if record is None:
+        why = "the device has no plant record of the command (telemetry as recorded)"
+    elif record["effect"] == "none":
+        why = f"the plant did not react: {record['detail']}"
+    elif unmoved:
+        why = (f"{proposal.action} has no modelled effect on {metric}, so its readings stayed "
+               f"as recorded" + (f" (the {fault} fault changed nothing there)" if fault else ""))
+    else:
+        why = "the plant's readings left the band"
+    return "model mismatch", f"{why}: {counted}"
+
+
+def executed_outcomes(twin: Twin, records: dict[str, dict] | None = None) -> dict:
+    """Every proposal of ``twin`` a command was sent for, with its outcome and why.
+
+    ``records``: the plant's records by command id (``demo.plant.Plant.records``), which say
+    whether a fault was injected. Returns ``{"by_status": {status: n}, "by_cause": {cause: n},
+    "proposals": [{"proposal", "asset", "action", "parameters", "status", "metric",
+    "outside", "n", "fault", "cause", "why"}]}`` (oldest first).
+    """
+    records = records or {}
+    rows = []
+    for proposal in (Proposal.objects.filter(twin=twin, executed_at__isnull=False)
+                     .select_related("asset").order_by("pk")):
+        record = records.get((proposal.execution or {}).get("command_id"))
+        cause, why = _why(proposal, record)
+        plan = proposal.verification or {}
+        rows.append({"proposal": proposal.pk, "asset": proposal.asset.slug,
+                     "action": proposal.action, "parameters": proposal.parameters,
+                     "status": proposal.status, "metric": plan.get("metric"),
+                     "outside": plan.get("outside"), "n": plan.get("n"),
+                     "fault": (record or {}).get("fault"), "cause": cause, "why": why})
+    by_status: dict[str, int] = {}
+    by_cause: dict[str, int] = {}
+    for row in rows:
+        by_status[row["status"]] = by_status.get(row["status"], 0) + 1
+        by_cause[row["cause"]] = by_cause.get(row["cause"], 0) + 1
+    return {"by_status": by_status, "by_cause": by_cause, "proposals": rows}
+
+
+def summary(twin: Twin, runs: list[SkabRun], published: int,
+            records: dict[str, dict] | None = None, answered: dict | None = None) -> dict:
+    """Everything the demo prints at the end, as plain data (also used by tests).
+
+    ``records``: the plant's records by command id (see ``executed_outcomes``, the
+    ``"executed"`` entry); ``answered``: the rows the plant replaced, left out of the label
+    agreement (``label_agreement``; ``"answered_rows"`` counts them)."""
+    per_file, total = label_agreement(twin, runs, answered)
     proposals = Proposal.objects.filter(twin=twin)
     return {
         "published": published,
@@ -301,4 +435,7 @@ def summary(twin: Twin, runs: list[SkabRun], published: int) -> dict:
         ],
         "detectors": dict(Anomaly.objects.filter(asset__twin=twin).values_list("detector")
                           .annotate(n=Count("pk")).order_by()),
+        "executed": executed_outcomes(twin, records),
+        "answered_rows": sum(len(v) for (slug, _), v in (answered or {}).items()
+                             if slug == twin.slug),
     }

@@ -224,6 +224,18 @@ class GenericModel:
 
         return model, inputs
 
+    def moved_metrics(self, action: str, params: Mapping[str, Any] | None,
+                      effect: Mapping[str, Any] | None = None) -> tuple[str, ...]:
+        """The fitted metrics ``action``'s declared effect moves (:mod:`.effects`: an item
+        naming the metric or ``"*"``), in profile order; none for ``hold`` and the restore
+        actions (no effect items). Raises SimulationError as :meth:`what_if`."""
+        effects = resolve_effect(action, params, effect)
+        return tuple(m for m in self.profiles if any(e.applies_to(m) for e in effects))
+
+    def non_negative(self) -> frozenset[str]:
+        """The outputs :meth:`what_if` clips at 0 (metrics never negative in training)."""
+        return frozenset(m for m, p in self.profiles.items() if p["non_negative"])
+
     @staticmethod
     def _inputs(metric: str, profile: Mapping[str, Any],
                 state: Mapping[str, Any]) -> tuple[dict, dict]:

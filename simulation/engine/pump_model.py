@@ -311,6 +311,35 @@ class PumpModel:
 
         return model, inputs
 
+    def moved_metrics(self, action: str, params: Mapping[str, Any] | None) -> tuple[str, ...]:
+        """The metrics ``action`` moves in :meth:`what_if`, in output order.
+
+        ``hold`` moves none. ``reduce_load`` and ``emergency_stop`` move both drivers,
+        ``open_valve`` the flow (and the current when its fit has a flow slope); a dependent
+        metric moves when its fit applies a slope on a moved driver. Every other output is
+        drawn from the state's distribution whatever the action: no modelled effect.
+
+        Raises:
+            SimulationError: unknown action or bad params (as :meth:`what_if`).
+        """
+        self._transform(action, dict(params or {}))
+        if action == "hold":
+            return ()
+        current_fit = self.fits.get(CURRENT)
+        moved = {FLOW}
+        if action != "open_valve" or (current_fit is not None and current_fit.uses_drivers
+                                      and current_fit.slopes.get(FLOW, 0.0) != 0.0):
+            moved.add(CURRENT)
+        for metric, fit in self.fits.items():
+            if metric not in DRIVERS and fit.uses_drivers and \
+                    any(b != 0.0 and d in moved for d, b in fit.slopes.items()):
+                moved.add(metric)
+        return tuple(m for m in dict.fromkeys((*DRIVERS, *self.fits)) if m in moved)
+
+    def non_negative(self) -> frozenset[str]:
+        """The outputs :meth:`what_if` clips at 0 (flow, current, vibration RMS)."""
+        return NON_NEGATIVE
+
     def _state_entry(self, state: Mapping[str, Any], metric: str) -> tuple[float, float]:
         entry = state.get(metric) if isinstance(state, Mapping) else None
         if not isinstance(entry, Mapping) or "mean" not in entry:

@@ -14,17 +14,22 @@ from simulation.services.runs import (
     submit_run,
 )
 from simulation.services.whatif import (
+    ActionModel,
     NotEnoughTelemetry,
+    action_model,
     breach_probability,
     constraints_for,
     fit_whatif_model,
     recent_state,
     refit_whatif_model,
+    run_action_model,
     run_what_if,
 )
 
 __all__ = [
+    "ActionModel",
     "NotEnoughTelemetry",
+    "action_model",
     "Submission",
     "breach_probability",
     "cancel_run",
@@ -35,6 +40,7 @@ __all__ = [
     "fit_whatif_model",
     "recent_state",
     "refit_whatif_model",
+    "run_action_model",
     "run_what_if",
     "submit_run",
 ]

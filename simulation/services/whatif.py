@@ -15,7 +15,10 @@ from __future__ import annotations
 
 import secrets
 import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 import numpy as np
 from django.conf import settings
@@ -30,6 +33,7 @@ from simulation.engine import (
     calibrate_recent,
     calibrate_state,
     run_monte_carlo,
+    sample_inputs,
 )
 from simulation.errors import RunNotPermitted
 from simulation.models import SimulationRun, SimulationStatus, WhatIfModel
@@ -264,6 +268,90 @@ def run_what_if(
         run.save()
         audit_run(run, actor=ACTOR, action="simulation.run", operation="created")
     return run
+
+
+ModelFn = Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]
+
+
+@dataclass(frozen=True)
+class ActionModel:
+    """One action's what-if on one asset as a generator of outcomes (e.g. for a plant
+    simulator that must behave as the twin predicted).
+
+    ``kind``: ``"pump"`` or ``"generic"``; ``moved``: the metrics the action has a modelled
+    effect on (``PumpModel.moved_metrics`` / ``GenericModel.moved_metrics``); ``floors``:
+    outputs the model clips at 0; ``fn``/``hold_fn``: the Monte Carlo model of the action and
+    of ``hold`` on the same ``inputs`` (metric units), ``state`` the calibrated state both
+    start from, ``simulation_id`` the run it was rebuilt from (None: calibrated afresh).
+    """
+
+    kind: str
+    action: str
+    parameters: dict
+    moved: tuple[str, ...]
+    floors: frozenset[str]
+    fn: ModelFn
+    hold_fn: ModelFn
+    inputs: dict[str, Any]
+    state: dict
+    simulation_id: int | None = None
+
+    def draw(self, n: int, rng: np.random.Generator) -> tuple[dict[str, np.ndarray],
+                                                               dict[str, np.ndarray]]:
+        """``n`` joint draws of the inputs pushed through the action's model and through
+        ``hold``'s (common random numbers): ``(action outputs, hold outputs)``, each metric ->
+        float64 array of shape (n,). The action's outputs have the distribution the what-if
+        run summarised (its p5-p95 band is the verification band)."""
+        samples = sample_inputs(self.inputs, n, rng)
+        return self.fn(samples), self.hold_fn(samples)
+
+
+def _action_model(model: WhatIfModel, action: str, parameters: Mapping[str, Any] | None,
+                  state: dict, effect: Mapping[str, Any] | None,
+                  simulation_id: int | None) -> ActionModel:
+    parameters = dict(parameters or {})
+    if model.kind == GENERIC:
+        generic = GenericModel.from_state(model.state)
+        fn, inputs = generic.what_if(action, parameters, state, effect)
+        hold_fn, _ = generic.what_if("hold", {}, state)
+        moved, floors = generic.moved_metrics(action, parameters, effect), generic.non_negative()
+    else:
+        pump = PumpModel.from_state(model.state)
+        fn, inputs = pump.what_if(action, parameters, state)
+        hold_fn, _ = pump.what_if("hold", {}, state)
+        moved, floors = pump.moved_metrics(action, parameters), pump.non_negative()
+    return ActionModel(model.kind, action, parameters, moved, floors, fn, hold_fn, inputs,
+                       state, simulation_id)
+
+
+def run_action_model(run: SimulationRun) -> ActionModel:
+    """The what-if a finished ``run_what_if`` run computed, rebuilt: the asset's stored model,
+    the run's action, parameters, calibrated state and declared effect.
+
+    Raises SimulationError: the run did not succeed, is not a what-if run, or the asset's
+    model is missing or of another kind than the run used (re-fitted meanwhile).
+    """
+    request = run.request or {}
+    if run.status != SimulationStatus.SUCCEEDED or "state" not in request:
+        raise SimulationError(f"simulation {run.pk} is not a finished what-if run")
+    model = WhatIfModel.objects.filter(asset_id=run.asset_id).first()
+    if model is None or model.kind != request.get("model"):
+        raise SimulationError(f"the asset's what-if model is no longer the {request.get('model')}"
+                              f" model simulation {run.pk} used")
+    return _action_model(model, request["action"], request.get("parameters"), request["state"],
+                         request.get("effect"), run.pk)
+
+
+def action_model(asset: Asset, action: str, parameters: Mapping[str, Any] | None, *, at,
+                 effect: Mapping[str, Any] | None = None) -> ActionModel:
+    """``action``'s what-if on ``asset`` calibrated on telemetry up to ``at``, as
+    ``run_what_if`` would compute it, without running or storing anything.
+
+    Raises NotEnoughTelemetry, or SimulationError for an action the model does not know.
+    """
+    model = asset_model(asset)
+    return _action_model(model, action, parameters, recent_state(asset, at=at, kind=model.kind),
+                         effect, None)
 
 
 def breach_probability(run: SimulationRun) -> float:

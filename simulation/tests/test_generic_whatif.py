@@ -11,7 +11,7 @@ import pytest
 
 from policy.services import propose_action
 from simulation import services
-from simulation.engine import GenericModel, calibrate_recent, run_monte_carlo
+from simulation.engine import GenericModel, SimulationError, calibrate_recent, run_monte_carlo
 from simulation.models import SimulationStatus, WhatIfModel
 from telemetry.models import TelemetrySample
 from tests.fixtures import T0, ingest_matrix, normal_pump_matrix
@@ -185,3 +185,28 @@ def test_a_non_negative_metric_is_never_simulated_below_zero():
     fn, inputs = model.what_if("hold", {}, calibrate_recent({"requests": counts[-300:]}))
     result = run_monte_carlo(fn, inputs, seed=1, n_samples=2000)
     assert result.metrics["requests"].percentiles[5] >= 0.0
+
+
+def test_a_run_rebuilds_as_the_same_action_model_with_the_metrics_its_effect_moves(twin):
+    """``run_action_model`` rebuilds a finished what-if (stored model, the run's state and
+    declared effect): it moves only the effect's metric and draws the run's distribution."""
+    motor = Asset.objects.create(twin=twin, slug="m2", name="M2", kind=AssetKind.MOTOR,
+                                 metrics=[{"name": "Temperature"}, {"name": "Speed"}])
+    rng = np.random.default_rng(4)
+    store(motor, "Temperature", 60 + rng.normal(0, 0.5, 300))
+    store(motor, "Speed", 1500 + rng.normal(0, 5, 300))
+    effect = {"effects": [{"metrics": ["Temperature"], "mode": "shift", "direction": -1,
+                           "amount": 4.0}]}
+    run = services.run_what_if(asset=motor, action="cool", parameters={},
+                               metrics=["Temperature"], at=at_end(300), seed=1,
+                               n_samples=4000, effect=effect)
+    model = services.run_action_model(run)
+    assert (model.kind, model.moved, model.simulation_id) == ("generic", ("Temperature",), run.pk)
+    outcome, hold = model.draw(20_000, np.random.default_rng(0))
+    summary = run.result["metrics"]["Temperature"]
+    assert np.percentile(outcome["Temperature"], 50) == pytest.approx(summary["p50"], abs=0.05)
+    assert np.percentile(outcome["Temperature"], 95) == pytest.approx(summary["p95"], abs=0.1)
+    assert np.array_equal(outcome["Speed"], hold["Speed"])  # no effect on Speed
+    WhatIfModel.objects.filter(asset=motor).update(kind="pump")
+    with pytest.raises(SimulationError, match="no longer"):
+        services.run_action_model(run)

@@ -311,3 +311,29 @@ def test_it_rejects_a_foreign_model_state() -> None:
     del state["fits"]
     with pytest.raises(SimulationError, match="malformed model state"):
         PumpModel.from_state(state)
+
+
+# --- which metrics an action moves (the demo's plant reads this) -------------------------------
+
+
+@pytest.mark.parametrize("action", ["hold", "reduce_load", "open_valve", "emergency_stop"])
+def test_moved_metrics_are_exactly_the_outputs_the_action_changes(action: str) -> None:
+    """Same input draws through the action and through hold: the outputs that differ are the
+    ones ``moved_metrics`` names, and the others are identical (no modelled effect)."""
+    from simulation.engine import sample_inputs
+
+    model = PumpModel.fit(synthetic())
+    state = calibrate_state({k: v[-100:] for k, v in synthetic().items()})
+    params = {"fraction": 0.5} if action in ("reduce_load", "open_valve") else {}
+    fn, inputs = model.what_if(action, params, state)
+    hold_fn, _ = model.what_if("hold", {}, state)
+    samples = sample_inputs(inputs, 500, 4)
+    out, hold = fn(samples), hold_fn(samples)
+    changed = {m for m in out if not np.array_equal(out[m], hold[m])}
+    assert set(model.moved_metrics(action, params)) == changed
+    if action != "hold":
+        assert {FLOW, "Pressure", "Temperature"} <= changed
+        assert not changed & {"Accelerometer2RMS", "Thermocouple"}  # not driven by the load
+    assert model.non_negative() >= {FLOW, CURRENT}
+    with pytest.raises(SimulationError):
+        model.moved_metrics("self_destruct", {})

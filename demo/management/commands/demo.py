@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import atexit
+import dataclasses
+import json
 import signal
 import socket
 import threading
@@ -15,13 +17,24 @@ from django.core.management.base import BaseCommand, CommandError
 
 from demo import nab, runner
 from demo.device import SimulatedDevice
+from demo.plant import DEFAULT_FAULT, FaultPlan, Plant
 from demo.policy_document import ensure_demo_policy
 from demo.provision import create_demo_users, create_skab_twin
-from demo.replay import AckWindow, publish_runs
+from demo.replay import AckWindow, RunOn, publish_runs
 from demo.skab import default_data_dir, list_files, read_run
 from opstwin_site.embedded import stop_embedded_database
 from policy.sweeper import PolicySweeper
 from twins.roles import grant_twin_to_role_groups
+
+
+def _plain(value):
+    """JSON for what ``json`` does not know in the summary: dataclasses (label agreement, with
+    their rates), datetimes (NAB onsets)."""
+    if dataclasses.is_dataclass(value):
+        rates = {k: getattr(value, k) for k in ("precision", "recall", "f1")
+                 if hasattr(value, k)}
+        return dataclasses.asdict(value) | rates
+    return str(value)
 
 
 def _port_free(port: int) -> bool:
@@ -68,6 +81,16 @@ class Command(BaseCommand):
                             help=f"NAB file to replay (default {nab.DEFAULT_FILE})")
         parser.add_argument("--nab-rows", type=int, default=nab.DEFAULT_ROWS,
                             help=f"rows of it to replay (default {nab.DEFAULT_ROWS})")
+        parser.add_argument("--fault", default=DEFAULT_FAULT, metavar="MODE[:EVERY]",
+                            help="commands the simulated plant gets wrong while acking them "
+                                 "ok, so rollbacks still show: none, ignore, wrong-way or "
+                                 "mixed (wrong-way and ignore in turn), on every EVERY-th "
+                                 "command with an effect (default "
+                                 f"{DEFAULT_FAULT}; 'none': the plant follows every command)")
+        parser.add_argument("--plant-seed", type=int, default=0,
+                            help="seed of the plant's draws from the what-if model (default 0)")
+        parser.add_argument("--summary-json", default=None, metavar="PATH",
+                            help="also write the summary as JSON to PATH")
 
     def handle(self, *args, **opts):
         # Stop what we start: the embedded PostgreSQL, if this process started it (the web
@@ -80,6 +103,11 @@ class Command(BaseCommand):
         except FileNotFoundError as exc:
             raise CommandError(str(exc)) from exc
         nab_run = self._read_nab(opts) if "nab-dev" in (opts["dataset"] or []) else None
+        try:
+            faults = FaultPlan.parse(opts["fault"])
+            plant = Plant(faults, seed=opts["plant_seed"])
+        except ValueError as exc:
+            raise CommandError(str(exc)) from exc
         if not _port_free(opts["port"]):
             raise CommandError(f"port {opts['port']} is taken; pass --port")
         if not settings.MQTT_URL and not _port_free(opts["broker_port"]):
@@ -105,7 +133,11 @@ class Command(BaseCommand):
         self._line(broker.describe())
         try:
             children = runner.start_children(broker.url, opts["port"], web=True)
-            device = SimulatedDevice(broker.url, twin.slug)  # acks commands
+            # acks commands; its plant makes the replayed telemetry answer back
+            self._plant = plant
+            self._line(f"simulated plant faults: {faults.describe()}")
+            slugs = [twin.slug] + ([self._nab[0].slug] if self._nab else [])
+            device = self._device = SimulatedDevice(broker.url, slugs, plant=self._plant)
             sweeper = PolicySweeper()  # expiry, verification, audit anchors (no beat here)
             try:
                 device.start()
@@ -145,19 +177,29 @@ class Command(BaseCommand):
             # commits: amqtt gives up on a subscriber's PUBACK after 5 s.
             window = AckWindow(lambda: runner.subscriber_committed(children))
             published = publish_runs(mqtt_url, twin.slug, runs, rate=opts["rate"],
-                                     on_progress=progress.update, window=window)
-        self._wait(twin, published, children, opts)
+                                     on_progress=progress.update, window=window,
+                                     sense=self._device.sense)
+        run_on = self._wait(twin, runs, published, children, opts)
         if self._nab:
             nab_twin, nab_run = self._nab
             with self._progress(f"published {nab_twin.slug}", total=len(nab_run.ts)) as progress:
                 window = AckWindow(lambda: runner.subscriber_committed(children))
                 nab_published = publish_runs(mqtt_url, nab_twin.slug, [nab_run],
                                              rate=opts["rate"], on_progress=progress.update,
-                                             window=window)
-            self._wait(nab_twin, nab_published, children, opts)
-        self._print_summary(runner.summary(twin, runs, published), credentials, opts["port"])
+                                             window=window, sense=self._device.sense)
+            nab_run_on = self._wait(nab_twin, [nab_run], nab_published, children, opts)
+        records = self._plant.records
+        summary = runner.summary(twin, runs, published, records, self._plant.answered)
+        summary["run_on"] = run_on
+        self._print_summary(summary, credentials, opts["port"])
         if self._nab:
-            self._print_nab(nab.nab_summary(*self._nab), *self._nab)
+            nab_summary = nab.nab_summary(*self._nab)
+            nab_summary["executed"] = runner.executed_outcomes(self._nab[0], records)
+            nab_summary["run_on"] = nab_run_on
+            self._print_nab(nab_summary, *self._nab)
+            summary["nab"] = nab_summary
+        if opts["summary_json"]:
+            Path(opts["summary_json"]).write_text(json.dumps(summary, indent=1, default=_plain))
         if not opts["exit"]:
             self._line("Serving until interrupted (Ctrl-C or SIGTERM).")
             stop = threading.Event()
@@ -168,8 +210,19 @@ class Command(BaseCommand):
             except KeyboardInterrupt:
                 pass
 
-    def _wait(self, twin, published: int, children, opts) -> None:
-        """Wait until ``published`` events of ``twin`` are committed and processing settled."""
+    def _wait(self, twin, runs, published: int, children, opts) -> int:
+        """Wait until ``published`` events of ``twin`` are committed, processing settled and
+        every executed proposal judged, running on (``RunOn``) the assets whose verification
+        window reaches past their recording; returns the run-on events published."""
+        run_on = RunOn(settings.MQTT_URL, twin.slug, runs, sense=self._device.sense)
+        try:
+            self._settle(twin, published, children, opts,
+                         lambda: runner.run_on_verifications(twin, run_on))
+        finally:
+            run_on.close()
+        return run_on.published
+
+    def _settle(self, twin, published: int, children, opts, tick) -> None:
         with self._progress("committed", total=published) as progress:
             committed = runner.wait_for_ingest(twin, published, children, opts["timeout"],
                                              progress)
@@ -178,24 +231,47 @@ class Command(BaseCommand):
         self._line(f"waiting for detection, simulation and policy to finish on {twin.slug}...")
         with self._progress("detection up to date", total=twin.assets.count(),
                             unit="assets", rate=False) as progress:
-            settled = runner.wait_for_quiet(twin, children, opts["timeout"], progress=progress)
+            settled = runner.wait_for_quiet(twin, children, opts["timeout"], progress=progress,
+                                            tick=tick)
         if not settled:
             self.stderr.write("processing did not settle before --timeout; summary is partial")
+            return
+        with self._progress("proposals executing or verifying", unit="proposals",
+                            rate=False) as progress:
+            judged = runner.wait_for_verdicts(twin, children, opts["timeout"], progress, tick)
+        if not judged:
+            self.stderr.write("verifications still open at --timeout; summary is partial")
 
     def _print_nab(self, s: dict, twin, run) -> None:
         w = self.stdout.write
         w(f"\n=== second twin {twin.slug}: {run.name}, {len(run.ts)} rows, one metric ===")
-        w(f"events ingested {s['events']}; anomalies opened {len(s['onsets'])} "
+        run_on = f" ({s['run_on']} of them run on)" if s.get("run_on") else ""
+        w(f"events ingested {s['events']}{run_on}; anomalies opened {len(s['onsets'])} "
           f"(generic default detector at the file's own cadence)")
         for onset in s["onsets"]:
             w(f"  onset {onset:%Y-%m-%d %H:%M} UTC")
         w(f"NAB labelled windows in these rows: {s['windows']}, with an onset inside: "
           f"{s['detected']} (labels read by the summary only)")
+        self._print_executed(s["executed"])
+
+    def _print_executed(self, executed: dict) -> None:
+        """The executed proposals: how many verified and rolled back, each one and why."""
+        w = self.stdout.write
+        rows = executed["proposals"]
+        w(f"\nexecuted proposals: {len(rows)}; by status {executed['by_status'] or 'none'}; "
+          f"by cause {executed['by_cause'] or 'none'}")
+        for row in rows:
+            params = ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}"
+                               for k, v in (row["parameters"] or {}).items())
+            w(f"  #{row['proposal']:<4} {row['asset']:<14} {row['action']}({params})"
+              f" -> {row['status']}: {row['cause']}; {row['why']}")
 
     def _print_summary(self, s: dict, credentials: dict, port: int) -> None:
         w = self.stdout.write
         w("\n=== OpsTwin demo summary ===")
-        w(f"events published {s['published']}, ingested {s['events']}, "
+        run_on = (f" (+ {s['run_on']} run-on events of assets verified past their recording)"
+                  if s.get("run_on") else "")
+        w(f"events published {s['published']}{run_on}, ingested {s['events']}, "
           f"dead letters {s['dead_letters']}")
         w(f"anomalies by severity: {s['anomalies'] or 'none'}")
         w(f"anomalies by detector: {s['detectors'] or 'none'} (per asset kind: Django admin, "
@@ -207,7 +283,10 @@ class Command(BaseCommand):
         w(f"simulations run: {s['simulations']}")
         w(f"proposals by decision: {s['proposals_by_decision'] or 'none'}")
         w(f"proposals by status:   {s['proposals_by_status'] or 'none'}")
-        w("\nlabel agreement (point-wise; SKAB labels read by the scorer only)")
+        self._print_executed(s["executed"])
+        w("\nlabel agreement (point-wise; SKAB labels read by the scorer only"
+          + (f"; {s['answered_rows']} rows the plant answered with a response left out, "
+             "the labels describe the recording)" if s["answered_rows"] else ")"))
         w(f"{'file':<18}{'precision':>10}{'recall':>8}{'F1':>7}{'TP':>7}{'FP':>7}{'FN':>7}")
         for row in [*s["per_file"], s["overall"]]:
             w(f"{row.name:<18}{row.precision:>10.3f}{row.recall:>8.3f}{row.f1:>7.3f}"
