@@ -18,7 +18,7 @@ from tests.fixtures import grant_only
 from twins import services
 from twins.models import Asset, AssetType, AuditEntry, ReportedMetric, Twin
 from twins.state import current_state, publish_states, set_desired
-from twins.tests.twin_api import feed, ingest, problem, reading, served_schemas
+from twins.tests.twin_api import feed, ingest, problem, reading
 
 pytestmark = pytest.mark.django_db
 T0 = datetime(2026, 1, 5, 8, 0, tzinfo=UTC)
@@ -31,16 +31,6 @@ def state_settings(settings):
     settings.ASSET_SILENT_AFTER_INTERVALS = INTERVALS
     settings.ASSET_STATE_MIN_INTERVAL_SECONDS = 1.0
     settings.ASSET_STATE_PUBLISH_LIMIT = 2000
-
-
-@pytest.fixture
-def served():
-    return served_schemas()
-
-
-@pytest.fixture
-def plant(db) -> Twin:
-    return Twin.objects.create(slug="plant", name="Plant")
 
 
 @pytest.fixture

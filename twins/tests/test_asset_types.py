@@ -11,22 +11,12 @@ from django.test import Client
 
 from telemetry.models import DeadLetter, TelemetryEvent
 from twins import services
-from twins.models import Asset, AssetType, AuditEntry, ReportedMetric, Twin
-from twins.tests.twin_api import feed, ingest, problem, reading, send, served_schemas
+from twins.models import Asset, AssetType, AuditEntry, ReportedMetric
+from twins.tests.twin_api import feed, ingest, problem, reading, send
 
 pytestmark = pytest.mark.django_db
 T0 = datetime(2026, 1, 5, 8, 0, tzinfo=UTC)
 SUPPLY = "Supply temperature"
-
-
-@pytest.fixture
-def served():
-    return served_schemas()
-
-
-@pytest.fixture
-def plant(db) -> Twin:
-    return Twin.objects.create(slug="plant", name="Plant")
 
 
 @pytest.fixture

@@ -18,20 +18,10 @@ from aiw import services as aiw_services
 from tests.fixtures import grant_only
 from twins import services
 from twins.models import Asset, AssetType, AuditEntry, ChangeEvent, Twin
-from twins.tests.twin_api import feed, problem, send, served_schemas, tag
+from twins.tests.twin_api import feed, problem, send, tag
 
 pytestmark = pytest.mark.django_db
 ROLES = ["viewer", "agent", "executor", "supervisor", "admin", "outsider"]
-
-
-@pytest.fixture
-def served():
-    return served_schemas()
-
-
-@pytest.fixture
-def plant(db) -> Twin:
-    return Twin.objects.create(slug="plant", name="Plant")
 
 
 def audit(resource_type: str) -> list[tuple[str, str]]:
