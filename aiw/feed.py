@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import threading
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -72,15 +73,24 @@ class FeedNotifier:
     few microseconds) and wakes the thread, which sends the newest id it has seen, so a burst
     of commits costs one notification, and its round trip is off the writer's path (the
     synchronous channel-layer send it replaced was 2.8 of the 5.7 ms an audited change cost,
-    issue 16).
+    issue 16). After a send the thread waits ``min_interval`` seconds (default 5 ms) before
+    the next, so a process that commits thousands of changes a second sends at most a few
+    hundred notifications, each with the newest id; and it keeps what ``send`` uses (its
+    database connection) while commits keep coming, calling ``release`` only once ``idle``
+    seconds passed without one, so a busy writer does not pay a connection checkout per
+    notification.
     One pending value, one thread per process (re-created after a fork, e.g. in a Celery
     child): nothing here grows with the number of writers or subscribers. A notification lost
     to a crash only delays delivery until the hubs' next poll: the hubs read events from the
     database, never from the message.
     """
 
-    def __init__(self, send) -> None:
+    def __init__(self, send, release=None, *, min_interval: float = 0.005,
+                 idle: float = 1.0) -> None:
         self._send = send
+        self._release = release
+        self._min_interval = min_interval
+        self._idle = idle
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._pending = 0
@@ -99,16 +109,23 @@ class FeedNotifier:
         self._wake.set()
 
     def _run(self) -> None:
+        holding = False
         while True:
-            self._wake.wait()
+            if not self._wake.wait(self._idle if holding else None):
+                holding = False  # idle: hand back what ``send`` holds
+                if self._release is not None:
+                    self._release()
+                continue
             self._wake.clear()
             with self._lock:
                 event_id, self._pending = self._pending, 0
             if event_id:
                 self._send(event_id)
+                holding = True
+                time.sleep(self._min_interval)
 
 
-def notify_subscribers(event_id: int) -> None:
+def notify_subscribers(event_id: int) -> bool:
     """Tell live-stream hubs that events up to ``event_id`` are committed: ``NOTIFY`` on
     :data:`FEED_CHANNEL` with the id as payload, on this thread's database connection.
 
@@ -116,23 +133,29 @@ def notify_subscribers(event_id: int) -> None:
     busy listener, unlike a channel layer over capacity) and delivers it after the commit that
     sent it. The message carries only the id: hubs read the events from the database, so a
     notification lost to a crash between commit and notify delays delivery until the hubs'
-    next poll but never loses an event. Never raises: a notification must not fail the change
-    that committed.
+    next poll but never loses an event. Returns whether the notification was sent. Never
+    raises: a notification must not fail the change that committed.
     """
     try:
         with connection.cursor() as cursor:
             cursor.execute("SELECT pg_notify(%s, %s)", [FEED_CHANNEL, str(event_id)])
     except Exception:  # e.g. the database is away; the hubs' poll delivers meanwhile
         log.exception("could not notify feed subscribers of event %s", event_id)
+        return False
+    return True
 
 
-def _notify_and_release(event_id: int) -> None:
-    """``notify_subscribers`` from the notifier thread, then hand its connection back (to
-    the pool, when there is one) so the thread holds none while idle."""
-    try:
-        notify_subscribers(event_id)
-    finally:
+def _notify_from_thread(event_id: int) -> None:
+    """The notifier thread's send: ``notify_subscribers``, and a failed connection is closed
+    so the next notification opens a new one."""
+    if not notify_subscribers(event_id):
         connection.close()
+
+
+def _release_connection() -> None:
+    """Close the notifier thread's database connection (back to the pool, when there is one)
+    once it is idle, so the thread holds none between bursts of commits."""
+    connection.close()
 
 
 async def connect_async() -> psycopg.AsyncConnection:
@@ -156,7 +179,7 @@ async def listen_for_commits() -> AsyncIterator[int | None]:
 
 
 #: The process's notifier; it hears every commit through ``twins.feed.change_committed``.
-notifier = FeedNotifier(_notify_and_release)
+notifier = FeedNotifier(_notify_from_thread, _release_connection)
 
 
 def announce_committed(sender, event_id: int, **_kwargs) -> None:
