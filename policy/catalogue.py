@@ -38,6 +38,16 @@ def offered_actions(asset) -> dict[str, ActionSpec]:
     return {name: spec for name, spec in actions.items() if name in keep}
 
 
+def declared_effect(asset, action: str) -> dict | None:
+    """The effect on metrics ``asset``'s type declares for ``action`` (``simulation.engine.
+    effects`` shape: ``{"effects": [{"metrics": [...], "mode": ..., "amount": ...}]}``), used
+    by the generic what-if model; None: the engine's default (``EFFECTS``)."""
+    if not asset.asset_type_id:
+        return None
+    return next((a.get("effect") for a in asset.asset_type.actions
+                 if a.get("action") == action), None)
+
+
 def type_risk(asset, action: str) -> str | None:
     """The risk level ``asset``'s type gives ``action`` (None: the catalogue's default)."""
     if not asset.asset_type_id:
@@ -64,7 +74,7 @@ def asset_type_errors(asset_type) -> dict[str, list[str]]:
         seen.add(name)
         if risk is not None and risk not in RiskLevel.values:
             problems.append(f"{name!r}: risk_level must be one of {list(RiskLevel.values)}")
-        if unknown := sorted(set(item) - {"action", "risk_level", "description"}):
+        if unknown := sorted(set(item) - {"action", "risk_level", "description", "effect"}):
             problems.append(f"{name!r}: unknown keys {unknown}")
     return {"actions": problems} if problems else {}
 
@@ -152,18 +162,22 @@ def _interlock_json(interlock: Any) -> dict:
     return {"invalid": repr(interlock)[:200]}
 
 
-def entry(name: str, rules: PolicyRules | None = None, type_risk: str | None = None) -> dict:
+def entry(name: str, rules: PolicyRules | None = None, type_risk: str | None = None,
+          effect: dict | None = None) -> dict:
     """One action of the catalogue (action-catalogue.v1 ``$defs/action``).
 
     Without ``rules``: the catalogue's defaults. With a twin's ``rules``: its risk level and
     rollback, whether it forbids the action, and the interlocks that guard the action.
-    ``type_risk`` is an asset type's risk level for it (the policy document's still wins).
+    ``type_risk`` is an asset type's risk level for it (the policy document's still wins),
+    ``effect`` the effect on metrics the type declares for it.
     """
     spec = CATALOGUE[name]
     resolved = rules or default_rules()
     body = {"name": name, "description": spec.description, "parameters": spec.parameters,
             "risk_level": str(resolved.risk_of(name, type_risk)),
             "rollback": resolved.rollback_of(name) or None, "proposable": spec.proposable}
+    if effect is not None:
+        body["effect"] = effect
     if rules is not None:
         body["forbidden"] = name in rules.forbidden
         body["interlocks"] = [_interlock_json(i) for i in rules.interlocks
@@ -192,7 +206,8 @@ def twin_catalogue(twin, assets: Iterable) -> dict:
     for slug, typed in sorted(by_type.items()):
         first = typed[0]
         types[slug] = {"base_kind": first.kind, "assets": sorted(a.slug for a in typed),
-                       "actions": [entry(n, policy.rules, type_risk(first, n))
+                       "actions": [entry(n, policy.rules, type_risk(first, n),
+                                         declared_effect(first, n))
                                    for n in offered_actions(first)]}
     return {
         "policy": policy.summary() | {"reason": policy.reason or ""},

@@ -13,7 +13,7 @@ from django.utils import timezone
 from policy import confidence as conf
 from policy import interlocks
 from policy.actions import candidate_action
-from policy.catalogue import offered_actions, type_risk
+from policy.catalogue import declared_effect, offered_actions, type_risk
 from policy.choices import Decision, ProposalStatus
 from policy.decision import DecisionResult, decide
 from policy.errors import ProposalConflict
@@ -166,7 +166,8 @@ def respond_to_anomaly(anomaly_id: int) -> Proposal | None:
                  anomaly.pk, action, anomaly.asset.asset_type)
         return None
     run = run_what_if(asset=anomaly.asset, action=action, parameters=parameters,
-                      metrics=[anomaly.metric], at=anomaly.last_seen_at, anomaly=anomaly)
+                      metrics=[anomaly.metric], at=anomaly.last_seen_at, anomaly=anomaly,
+                      effect=declared_effect(anomaly.asset, action))
     return propose(asset=anomaly.asset, action=action, parameters=parameters, anomaly=anomaly,
                    simulation=run, only_if_idle=True)
 
@@ -181,7 +182,8 @@ def propose_action(*, asset: Asset, action: str, parameters: dict, actor,
     require(actor, "policy.add_proposal", asset.twin)
     run = run_what_if(asset=asset, action=action, parameters=parameters,
                       metrics=metrics or default_metrics(asset, anomaly),
-                      at=newest_event_ts(asset) or timezone.now(), anomaly=anomaly)
+                      at=newest_event_ts(asset) or timezone.now(), anomaly=anomaly,
+                      effect=declared_effect(asset, action))
     return propose(asset=asset, action=action, parameters=parameters, actor=actor,
                    anomaly=anomaly, simulation=run, request=request)
 
@@ -208,7 +210,8 @@ def evaluate_proposal(*, asset: Asset, action: str, parameters: dict, actor,
     with transaction.atomic():
         run = run_what_if(asset=asset, action=action, parameters=parameters,
                           metrics=metrics or default_metrics(asset, anomaly),
-                          at=newest_event_ts(asset) or now, anomaly=anomaly)
+                          at=newest_event_ts(asset) or now, anomaly=anomaly,
+                          effect=declared_effect(asset, action))
         a = assess_action(asset=asset, action=action, actor=actor, anomaly=anomaly,
                           simulation=run, now=now)
         outcome = {
@@ -244,7 +247,8 @@ def resimulate_proposal(proposal_id: int, *, actor=None, request=None) -> Propos
     run = run_what_if(asset=proposal.asset, action=proposal.action,
                       parameters=proposal.parameters, metrics=metrics,
                       at=newest_event_ts(proposal.asset) or timezone.now(),
-                      anomaly=proposal.anomaly)
+                      anomaly=proposal.anomaly,
+                      effect=declared_effect(proposal.asset, proposal.action))
     now = timezone.now()
     a = assess_action(asset=proposal.asset, action=proposal.action, actor=proposal.proposed_by,
                       anomaly=proposal.anomaly, simulation=run, now=now)

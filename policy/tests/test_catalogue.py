@@ -200,3 +200,27 @@ def test_an_asset_type_narrows_the_catalogue_and_sets_risk(agent_client, pump):
     response = _propose(agent_client, "open_valve", fraction=0.5)
     assert response.status_code == 400
     assert "not offered on asset type pump" in response.json()["errors"]["action"][0]
+
+
+def test_an_asset_type_declares_an_actions_effect_on_metrics(pump):
+    """GIVEN a generic type declaring that reduce_load lowers only Power
+    WHEN it is saved and read from the catalogue, and a malformed effect is saved
+    THEN the catalogue shows the declared effect and the bad one is a 400 naming it."""
+    from twins.models import AssetType
+    from twins.services import InvalidTwinModel, save_asset_type
+
+    effect = {"effects": [{"metrics": ["Power"], "mode": "scale", "direction": -1,
+                           "amount": {"parameter": "fraction"}}]}
+    meter = AssetType(slug="meter", name="Meter", base_kind="generic",
+                      actions=[{"action": "reduce_load", "effect": effect}])
+    save_asset_type(meter, actor="test")
+    asset = Asset.objects.create(twin=pump.twin, slug="meter-1", name="M", kind="generic",
+                                 asset_type=meter)
+    twin = catalogue_document(Twin.objects.all())["twins"]["plant"]
+    assert [a["effect"] for a in twin["types"]["meter"]["actions"]
+            if a["name"] == "reduce_load"] == [effect]
+    meter.actions = [{"action": "reduce_load", "effect": {"effects": [{"mode": "explode"}]}}]
+    with pytest.raises(InvalidTwinModel) as refused:
+        save_asset_type(meter, actor="test")
+    assert "'reduce_load' effect" in refused.value.errors["actions"][0]
+    assert AssetType.objects.get(pk=asset.asset_type_id).actions[0]["effect"] == effect

@@ -35,6 +35,7 @@ from simulation.engine import (
     run_monte_carlo,
     sample_inputs,
 )
+from simulation.engine.effects import resolve_effect
 from simulation.errors import RunNotPermitted
 from simulation.models import SimulationRun, SimulationStatus, WhatIfModel
 from simulation.services.common import ACTOR, audit_run, is_user
@@ -88,7 +89,20 @@ def asset_type_errors(asset_type) -> dict[str, list[str]]:
         return {"whatif_model": [f"one of '', {PUMP!r}, {GENERIC!r}"]}
     if asset_type.whatif_model == PUMP and asset_type.base_kind != AssetKind.PUMP:
         return {"whatif_model": ["the pump model needs a pump (base_kind pump)"]}
-    return {}
+    problems = []
+    for item in asset_type.actions:
+        effect = item.get("effect")
+        if effect is None:
+            continue
+        try:
+            effects = effect.get("effects") if isinstance(effect, dict) else None
+            used = {e["amount"]["parameter"] for e in effects or []
+                    if isinstance(e, dict) and isinstance(e.get("amount"), dict)
+                    and isinstance(e["amount"].get("parameter"), str)}
+            resolve_effect(item["action"], dict.fromkeys(used, 0.5), effect)
+        except SimulationError as exc:
+            problems.append(f"{item['action']!r} effect: {exc}")
+    return {"actions": problems} if problems else {}
 
 
 def _fit(kind: str, X: np.ndarray, metrics: list[str]) -> PumpModel | GenericModel:
