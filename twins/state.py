@@ -89,31 +89,43 @@ def record_reported(cursor, readings, now: datetime) -> None:
 
     ``readings`` is an iterable of ``(asset_id, ts, {metric: value})`` (ts: sensor time, aware
     datetime); ``now`` the receipt time. One statement for the batch: per (asset, metric) the
-    newest reading, and the batch's mean gap between readings (sensor time) as a cadence sample.
+    newest reading, and the batch's mean gap between the asset's readings (sensor time) as a
+    cadence sample.
     Rows are written in (asset, metric) order, so concurrent ingest processes lock them in the
     same order and cannot deadlock.
     """
-    series: dict[tuple[int, str], list] = {}
+    per_asset: dict[int, list] = {}  # asset → [values, stamps, first ts, last ts, count]
     for asset_id, ts, metrics in readings:
-        for metric, value in metrics.items():
-            row = series.get((asset_id, metric))
-            if row is None:
-                series[asset_id, metric] = [ts, value, ts, 1]
-                continue
-            if ts >= row[0]:
-                row[0], row[1] = ts, value
-            elif ts < row[2]:
-                row[2] = ts
-            row[3] += 1
-    if not series:
+        acc = per_asset.get(asset_id)
+        if acc is None:
+            per_asset[asset_id] = [dict(metrics), dict.fromkeys(metrics, ts), ts, ts, 1]
+            continue
+        if ts >= acc[3]:  # in order (the usual case): C-level dict updates
+            acc[0].update(metrics)
+            acc[1].update(dict.fromkeys(metrics, ts))
+            acc[3] = ts
+        else:  # a late reading: only metrics it is newest for
+            for metric, value in metrics.items():
+                if ts >= acc[1].get(metric, ts):
+                    acc[0][metric], acc[1][metric] = value, ts
+            acc[2] = min(acc[2], ts)
+        acc[4] += 1
+    if not per_asset:
         return
-    keys = list(series)
-    rows = [series[k] for k in keys]
-    cursor.execute(_UPSERT, {
-        "now": now, "assets": [k[0] for k in keys], "metrics": [k[1] for k in keys],
-        "values": [r[1] for r in rows], "ts": [r[0] for r in rows],
-        "cadences": [(r[0] - r[2]).total_seconds() / (r[3] - 1) if r[3] > 1 and r[0] > r[2]
-                     else None for r in rows]})
+    assets, names, values, stamps, cadences = [], [], [], [], []
+    for asset_id in sorted(per_asset):
+        latest, when, first, last, count = per_asset[asset_id]
+        # The batch's mean gap between readings of the asset (sensor time).
+        cadence = (last - first).total_seconds() / (count - 1) if count > 1 and last > first \
+            else None
+        for metric in sorted(latest):
+            assets.append(asset_id)
+            names.append(metric)
+            values.append(latest[metric])
+            stamps.append(when[metric])
+            cadences.append(cadence)
+    cursor.execute(_UPSERT, {"now": now, "assets": assets, "metrics": names, "values": values,
+                             "ts": stamps, "cadences": cadences})
 
 
 def expected_cadence(asset: Asset, reported: list[ReportedMetric]) -> float | None:
