@@ -285,6 +285,7 @@ def test_a_reconnect_never_acks_messages_of_the_previous_connection(assets, monk
              for i, d in enumerate(docs)]
     sub._on_disconnect(None, None, None, "lost")
     sub._commit(batch)
+    sub.detection.stop()  # its detection and state publication finish before the flush
     assert acked == [12, 13]
     assert TelemetryEvent.objects.count() == 4  # stored all the same
 
