@@ -151,7 +151,8 @@ def delta(desired: dict, reported: dict[str, dict], now: datetime) -> list[dict]
     """The metrics whose reported value has not converged on ``desired["expected"]``.
 
     ``reported`` maps metric → ``{"value", "received_at"}`` (``received_at`` a datetime or ISO
-    string). A reading counts only if it was received after ``desired["commanded_at"]``.
+    string). A reading counts only if it was received after ``desired["commanded_at"]``; one
+    with no receipt time (a past state read from samples) is judged on its value alone.
     """
     expected = desired.get("expected") or {}
     commanded = _when(desired.get("commanded_at"))
@@ -161,7 +162,8 @@ def delta(desired: dict, reported: dict[str, dict], now: datetime) -> list[dict]
         low, high = band
         reading = reported.get(metric)
         received = _when(reading["received_at"]) if reading else None
-        if reading is None or (commanded is not None and received < commanded):
+        if reading is None or (commanded is not None and received is not None
+                               and received < commanded):
             found.append({"metric": metric, "status": AWAITING, "value": None, "band": band})
         elif not low <= reading["value"] <= high:
             status = CONVERGING if converge_by is not None and now < converge_by else DIVERGED

@@ -388,3 +388,16 @@ def test_liveness_at_a_past_time_is_judged_on_what_had_been_received_by_then(
     assert (soon["liveness"], soon["last_received_at"]) == ("live", received.isoformat())
     assert soon["reported"]["Pressure"]["value"] == 1.0  # sensor time T0 is long before
     assert at(received + timedelta(seconds=CADENCE * INTERVALS + 1))["liveness"] == "silent"
+
+
+def test_a_past_state_with_a_desired_band_judges_readings_without_receipt_times():
+    """State at a past time has no receipt times: the delta judges the values (no 500)."""
+    from twins.state import DIVERGED, delta
+
+    desired = {"commanded_at": "2026-01-01T00:00:00+00:00",
+               "converge_by": "2026-01-01T00:01:00+00:00", "expected": {"Flow": [1.0, 2.0]}}
+    reported = {"Flow": {"value": 5.0, "received_at": None}}
+    at = datetime(2026, 1, 1, 0, 5, tzinfo=UTC)
+    assert delta(desired, reported, at) == [
+        {"metric": "Flow", "status": DIVERGED, "value": 5.0, "band": [1.0, 2.0]}]
+    assert delta(desired, {"Flow": {"value": 1.5, "received_at": None}}, at) == []
