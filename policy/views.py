@@ -53,13 +53,21 @@ def _home_summary(request) -> dict:
             "n_in_flight": proposals.filter(status__in=selectors.IN_FLIGHT).count()}
 
 
+#: Tiles on one overview page: the page's work is bounded whatever the plant's size (a
+#: thousand tiles cost over half a second to build); the rest are a page away (``?plant=``).
+OVERVIEW_TILES = 100
+
+
 def _home_plant(request) -> dict:
-    twins = selectors.asset_states(request.user)
+    page = Paginator(selectors.visible_assets(request.user), OVERVIEW_TILES).get_page(
+        request.GET.get("plant"))
+    twins = selectors.asset_states(request.user, assets=page.object_list)
     verdicts = selectors.policy_verdicts(list(twins))
     for twin, states in twins.items():
         for state in states:
             state.href = reverse("asset-detail", args=[twin.slug, state.asset.slug])
-    return {"plant": [(t, assets, verdicts[t.pk]) for t, assets in twins.items()]}
+    return {"plant": [(t, assets, verdicts[t.pk]) for t, assets in twins.items()],
+            "plant_page": page}
 
 
 def _home_queue(request) -> dict:
