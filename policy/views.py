@@ -15,6 +15,7 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
 from django.db.models import Q
+from django.core.exceptions import PermissionDenied
 from django.http import Http404
 from django.shortcuts import redirect, render
 from django.urls import reverse
@@ -23,7 +24,7 @@ from django.views.decorators.http import require_POST
 
 from policy import selectors, services
 from policy.choices import ProposalStatus
-from policy.errors import PolicyError
+from policy.errors import NotPermitted, PolicyError
 from policy.forms import ReasonForm
 from policy.models import PolicyDocument, Proposal
 from policy.transitions import allowed_verbs
@@ -242,7 +243,9 @@ QUEUED = {"execute": "execution claimed, command queued", "rollback": "rollback 
 @login_required
 @require_POST
 def act(request, pk: int, verb: str):
-    """approve / reject / execute / rollback / resimulate through ``policy.services``."""
+    """approve / reject / execute / rollback / resimulate through ``policy.services``; a user
+    the services refuse (``NotPermitted``) gets a 403 (a problem body with the reason), any
+    other refusal or success a redirect to the proposal with a message."""
     if verb not in ("approve", "reject", "execute", "rollback", "resimulate"):
         raise Http404("no such action")
     proposal = get_scoped_or_404(PROPOSALS, request.user, pk=pk)
@@ -253,6 +256,9 @@ def act(request, pk: int, verb: str):
                                       "Reload for the asset's answer.")
         else:
             messages.success(request, f"Proposal #{pk}: {verb} done; now {status}.")
+    except NotPermitted as exc:
+        # A button the page never showed this user (a forged or stale form): 403.
+        raise PermissionDenied(f"{exc.title}: {exc}") from exc
     except PolicyError as exc:
         messages.error(request, f"{exc.title}: {exc}")
     except ValueError as exc:
