@@ -17,6 +17,7 @@ proposal, the proposal page, the queue after the approval.
 from __future__ import annotations
 
 import os
+import shutil
 
 import pytest
 
@@ -124,3 +125,7 @@ def test_a_proposal_arrives_live_is_approved_and_leaves_the_other_supervisors_qu
             return xhr.status;""", f"{base}/dashboard/proposals/{waiting.pk}/approve")
         assert status == 403
         assert Proposal.objects.get(pk=waiting.pk).status == ProposalStatus.PENDING_APPROVAL
+    if os.environ.get("OPSTWIN_DOCS_SCREENSHOTS"):  # the README's current copies
+        docs = settings.BASE_DIR / "docs" / "screenshots"
+        for name in ("queue.png", "queue-after-approval.png"):
+            shutil.copy(shots / name, docs / name)
