@@ -9,6 +9,8 @@ from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
 from django.db.models import Max, Min, Prefetch
 from django.shortcuts import render
+from django.utils import timezone
+from django.utils.dateparse import parse_datetime
 
 from policy import selectors
 from policy.models import Proposal
@@ -16,10 +18,11 @@ from telemetry.anomalies import ACKNOWLEDGE_PERMISSION
 from telemetry.calibration import config_for
 from telemetry.chart_data import RANGES, chart_series, choose_window
 from telemetry.models import Anomaly, AssetCalibration, DetectionState, TelemetryEvent
-from telemetry.queries import QueryError, latest
+from telemetry.queries import QueryError
 from twins.feed import feed_cursor
-from twins.models import Asset
+from twins.models import Asset, ReportedMetric
 from twins.scoping import get_scoped_or_404, may, visible_twins
+from twins.state import expected_cadence, state_of
 
 ASSETS_PER_PAGE = 200
 
@@ -71,10 +74,14 @@ def _charts(request, asset: Asset, interval_s: float | None) -> dict:
 
 
 def _asset_context(request, asset: Asset) -> dict:
-    received, interval_s = selectors.telemetry_timing([asset.pk]).get(asset.pk, (None, None))
+    reported = list(ReportedMetric.objects.filter(asset=asset).order_by("metric"))
+    state = state_of(asset, reported, timezone.now())
+    interval_s = expected_cadence(asset, reported)
     return {
-        "asset": asset, "anomalies": _anomalies(asset),
-        "latest": latest(asset), "last_received": received, "interval_s": interval_s,
+        "asset": asset, "anomalies": _anomalies(asset), "state": state,
+        "reported": [{"metric": m} | r for m, r in state["reported"].items()],
+        "last_received": parse_datetime(state["last_received_at"] or ""),
+        "interval_s": interval_s,
         "calibration": AssetCalibration.objects.filter(asset=asset).first(),
         "detector_name": config_for(asset).detector,
         "detection": DetectionState.objects.filter(asset=asset).first(),
@@ -90,7 +97,8 @@ def asset_detail(request, twin: str, asset: str):
     episodes shaded, gaps left open), its current reported state, what-if model and
     anomalies. The anomalies table follows the feed (``?fragment=anomalies``)."""
     cursor = feed_cursor()
-    obj = get_scoped_or_404(Asset.objects.select_related("twin"), request.user, "twin",
+    obj = get_scoped_or_404(Asset.objects.select_related("twin", "asset_type"), request.user,
+                            "twin",
                             twin__slug=twin, slug=asset)
     if request.GET.get("fragment") == "anomalies":
         response = render(request, "policy/assets/_partials/anomalies.html", {

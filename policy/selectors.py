@@ -5,8 +5,8 @@ or, for audit entries, from the same rule the change feed uses (``twins.feed_sco
 the console shows exactly what the API and the feed would show the same user.
 
 Query counts are bounded by the number of twins shown, never by assets, anomalies or samples:
-``asset_states`` runs four queries (assets, open anomalies, in-flight proposals, telemetry
-timing in one lateral join) whatever the plant's size.
+``asset_states`` runs four queries (assets, open anomalies, in-flight proposals, the twin
+model's reported state, judged by ``twins.state.state_of``) whatever the plant's size.
 """
 
 from __future__ import annotations
@@ -14,23 +14,20 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from django.db import connection
 from django.db.models import Count, Q, QuerySet
 from django.utils import timezone
+from django.utils.dateparse import parse_datetime
 
 from policy.choices import ProposalStatus
 from policy.models import PolicyDocument, PolicyHighWater, Proposal
 from policy.trust import ActivePolicy, assess
 from telemetry.choices import AnomalyStatus, Severity
-from telemetry.models import Anomaly, TelemetryEvent
+from telemetry.models import Anomaly
 from twins.feed_scope import scope_for
-from twins.models import Asset, AuditEntry, Twin
+from twins.models import Asset, AuditEntry, ReportedMetric, Twin
 from twins.scoping import scoped, visible_twins
+from twins.state import AWAITING, CONVERGING, LIVE, SILENT, UNKNOWN, state_of
 
-#: An asset is silent when nothing was received from it for more than this many of its own
-#: sampling intervals (the median positive gap of its last ``CADENCE_STAMPS`` sensor times).
-SILENT_AFTER_INTERVALS = 10
-CADENCE_STAMPS = 21
 #: Severities, worst first (the order tiles and counts use).
 SEVERITIES = [Severity.CRITICAL, Severity.HIGH, Severity.MEDIUM, Severity.LOW]
 #: Statuses of an action between the decision to run it and its verdict.
@@ -42,17 +39,19 @@ URGENCY = {s: k for k, s in enumerate(SEVERITIES)}
 
 @dataclass
 class AssetState:
-    """One asset's tile: ``state`` is ``in_flight``, ``anomalous``, ``silent``, ``normal`` or
-    ``no_data`` (that precedence); ``open_by_severity`` counts open anomalies; times are on
-    OpsTwin's clock (receipt), ``interval_s`` in seconds of sensor time."""
+    """One asset's tile: ``state`` is ``in_flight`` (a proposal between approval and verdict,
+    or the twin model's delta still awaiting or converging on a command), ``anomalous``,
+    ``silent``, ``normal``, ``unknown`` (it reports, but its sampling interval is not known
+    yet) or ``no_data`` (that precedence); ``open_by_severity`` counts open anomalies;
+    ``twin_state`` is the asset's asset-state.v1 (``twins.state``: liveness judged on
+    OpsTwin's receipt clock, reported values, desired state and delta), the same document
+    the ``asset.state`` feed events carry.
+    """
 
     asset: Asset
     open_by_severity: dict[str, int] = field(default_factory=dict)
     in_flight: list[Proposal] = field(default_factory=list)
-    last_received: datetime | None = None
-    interval_s: float | None = None
-    silent_at: datetime | None = None
-    silent: bool = False
+    twin_state: dict = field(default_factory=dict)
 
     @property
     def open_anomalies(self) -> int:
@@ -63,60 +62,66 @@ class AssetState:
         return next((s for s in SEVERITIES if self.open_by_severity.get(s)), None)
 
     @property
+    def liveness(self) -> str:
+        """``live``, ``silent`` or ``unknown`` (asset-state.v1)."""
+        return self.twin_state.get("liveness", UNKNOWN)
+
+    @property
+    def last_received(self) -> datetime | None:
+        """When OpsTwin last received a reading of the asset (its clock), None: never."""
+        return parse_datetime(self.twin_state.get("last_received_at") or "")
+
+    @property
+    def silent_at(self) -> datetime | None:
+        """When the asset turns silent if nothing more arrives (None: cadence unknown)."""
+        after = self.twin_state.get("silent_after_seconds")
+        last = self.last_received
+        return last + timedelta(seconds=after) if last is not None and after else None
+
+    @property
+    def silent(self) -> bool:
+        return self.liveness == SILENT
+
+    @property
+    def delta(self) -> list[dict]:
+        """Metrics not (yet) where the last command wanted them (asset-state.v1 ``delta``)."""
+        return self.twin_state.get("delta", [])
+
+    @property
     def state(self) -> str:
-        if self.in_flight:
+        if self.in_flight or any(d["status"] in (AWAITING, CONVERGING) for d in self.delta):
             return "in_flight"
         if self.open_anomalies:
             return "anomalous"
         if self.last_received is None:
             return "no_data"
-        return "silent" if self.silent else "normal"
+        return {SILENT: "silent", LIVE: "normal"}.get(self.liveness, "unknown")
 
 
-def telemetry_timing(asset_ids: list[int]) -> dict[int, tuple[datetime | None, float | None]]:
-    """asset id → (last receipt, sampling interval in seconds), one query: the interval is the
-    median of the positive gaps between the asset's last ``CADENCE_STAMPS`` sensor times (the
-    rule of ``telemetry.detectors.streaming.sampling_interval``, computed in SQL so a thousand
-    assets cost no thousands of timestamps in Python). Two index probes per asset: (asset,
-    received_at, ts) and (asset, ts)."""
-    if not asset_ids:
-        return {}
-    table = TelemetryEvent._meta.db_table
-    with connection.cursor() as cursor:
-        cursor.execute(f"""
-            SELECT a.id, r.received_at, t.interval_s FROM unnest(%(ids)s::bigint[]) AS a(id)
-            LEFT JOIN LATERAL (SELECT received_at FROM "{table}" e WHERE e.asset_id = a.id
-                               ORDER BY received_at DESC, ts DESC LIMIT 1) r ON true
-            LEFT JOIN LATERAL (
-                SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY gap) AS interval_s FROM (
-                    SELECT extract(epoch FROM ts - lag(ts) OVER (ORDER BY ts)) AS gap FROM (
-                        SELECT ts FROM "{table}" e WHERE e.asset_id = a.id
-                        ORDER BY ts DESC LIMIT %(n)s) x) g
-                WHERE gap > 0) t ON true""", {"ids": asset_ids, "n": CADENCE_STAMPS})
-        return {row[0]: (row[1], row[2]) for row in cursor.fetchall()}
+class Reading:
+    """A ``twins.models.ReportedMetric`` row as ``twins.state.state_of`` reads it, without a
+    model instance: the overview reads eight of them per asset, a thousand assets at once."""
 
+    __slots__ = ("metric", "value", "ts", "received_at", "cadence_seconds")
 
-def _apply_timing(state: AssetState, received: datetime | None, interval_s: float | None,
-                  now: datetime) -> None:
-    state.last_received, state.interval_s = received, interval_s
-    if received is not None and interval_s:
-        state.silent_at = received + timedelta(seconds=SILENT_AFTER_INTERVALS * interval_s)
-        state.silent = now > state.silent_at
+    def __init__(self, metric, value, ts, received_at, cadence_seconds):
+        self.metric, self.value, self.ts = metric, value, ts
+        self.received_at, self.cadence_seconds = received_at, cadence_seconds
 
 
 def visible_assets(user, twins: QuerySet[Twin] | None = None) -> QuerySet[Asset]:
     """Assets of the visible twins (or of ``twins``, narrowed to the visible ones), in twin
     and asset slug order."""
     allowed = visible_twins(user) if twins is None else twins.filter(pk__in=visible_twins(user))
-    return Asset.objects.filter(twin__in=allowed).select_related("twin").order_by(
+    return Asset.objects.filter(twin__in=allowed).select_related("twin", "asset_type").order_by(
         "twin__slug", "slug")
 
 
 def asset_states(user, twins: QuerySet[Twin] | None = None, now: datetime | None = None,
                  assets: list[Asset] | None = None) -> dict[Twin, list[AssetState]]:
     """Each visible twin (or of ``twins``) → its assets' states (``visible_assets``, or the
-    given page of them, ``assets``), twins and assets in slug order. ``now`` defaults to the
-    current time."""
+    given page of them, ``assets``, twin and asset type loaded), twins and assets in slug order.
+    ``now`` defaults to the current time. Four queries whatever the number of assets."""
     now = now or timezone.now()
     assets = list(visible_assets(user, twins)) if assets is None else list(assets)
     states = {a.pk: AssetState(a) for a in assets}
@@ -127,8 +132,12 @@ def asset_states(user, twins: QuerySet[Twin] | None = None, now: datetime | None
     for proposal in Proposal.objects.filter(asset_id__in=states, status__in=IN_FLIGHT) \
             .only("pk", "asset_id", "action", "status").order_by("created_at"):
         states[proposal.asset_id].in_flight.append(proposal)
-    for asset_id, (received, interval_s) in telemetry_timing(list(states)).items():
-        _apply_timing(states[asset_id], received, interval_s, now)
+    reported: dict[int, list[Reading]] = {}
+    for row in ReportedMetric.objects.filter(asset_id__in=states).order_by(
+            "asset_id", "metric").values_list("asset_id", *Reading.__slots__):
+        reported.setdefault(row[0], []).append(Reading(*row[1:]))
+    for asset in assets:
+        states[asset.pk].twin_state = state_of(asset, reported.get(asset.pk, []), now)
     grouped: dict[Twin, list[AssetState]] = {}
     for asset in assets:
         grouped.setdefault(asset.twin, []).append(states[asset.pk])

@@ -13,6 +13,7 @@ from datetime import timedelta
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.db.models import Q
 from django.http import Http404
@@ -23,7 +24,7 @@ from django.views.decorators.http import require_POST
 
 from policy import selectors, services
 from policy.choices import ProposalStatus
-from policy.errors import PolicyError
+from policy.errors import NotPermitted, PolicyError
 from policy.forms import ReasonForm
 from policy.models import PolicyDocument, Proposal
 from policy.transitions import allowed_verbs
@@ -53,13 +54,21 @@ def _home_summary(request) -> dict:
             "n_in_flight": proposals.filter(status__in=selectors.IN_FLIGHT).count()}
 
 
+#: Tiles on one overview page: the page's work is bounded whatever the plant's size (a
+#: thousand tiles cost over half a second to build); the rest are a page away (``?plant=``).
+OVERVIEW_TILES = 100
+
+
 def _home_plant(request) -> dict:
-    twins = selectors.asset_states(request.user)
+    page = Paginator(selectors.visible_assets(request.user), OVERVIEW_TILES).get_page(
+        request.GET.get("plant"))
+    twins = selectors.asset_states(request.user, assets=page.object_list)
     verdicts = selectors.policy_verdicts(list(twins))
     for twin, states in twins.items():
         for state in states:
             state.href = reverse("asset-detail", args=[twin.slug, state.asset.slug])
-    return {"plant": [(t, assets, verdicts[t.pk]) for t, assets in twins.items()]}
+    return {"plant": [(t, assets, verdicts[t.pk]) for t, assets in twins.items()],
+            "plant_page": page}
 
 
 def _home_queue(request) -> dict:
@@ -234,7 +243,9 @@ QUEUED = {"execute": "execution claimed, command queued", "rollback": "rollback 
 @login_required
 @require_POST
 def act(request, pk: int, verb: str):
-    """approve / reject / execute / rollback / resimulate through ``policy.services``."""
+    """approve / reject / execute / rollback / resimulate through ``policy.services``; a user
+    the services refuse (``NotPermitted``) gets a 403 (a problem body with the reason), any
+    other refusal or success a redirect to the proposal with a message."""
     if verb not in ("approve", "reject", "execute", "rollback", "resimulate"):
         raise Http404("no such action")
     proposal = get_scoped_or_404(PROPOSALS, request.user, pk=pk)
@@ -245,6 +256,9 @@ def act(request, pk: int, verb: str):
                                       "Reload for the asset's answer.")
         else:
             messages.success(request, f"Proposal #{pk}: {verb} done; now {status}.")
+    except NotPermitted as exc:
+        # A button the page never showed this user (a forged or stale form): 403.
+        raise PermissionDenied(f"{exc.title}: {exc}") from exc
     except PolicyError as exc:
         messages.error(request, f"{exc.title}: {exc}")
     except ValueError as exc:

@@ -10,7 +10,11 @@
  * (Last-Event-ID), so nothing is missed. If the server refuses the cursor (410: pruned), or the
  * stream cannot be opened, every fragment is fetched again and the stream reopens from the
  * cursor the fragment response carries (X-Feed-Cursor).
- * Tiles with data-silent-at turn "Silent" when that moment passes (a local timer, no request).
+ * Overview tiles (<li class="tile" data-asset="7" data-liveness=…>) follow the twin model's
+ * "asset.state" events (asset-state.v1 in event.data) in place, without a fetch: liveness,
+ * last receipt and the silence deadline; a fragment whose data-live-types lists "asset.state"
+ * gets the event type on its stream. Between events, a tile whose data-silent-at passes turns
+ * "Silent" (the server's rule: silent after silent_after_seconds without a receipt).
  */
 (function () {
   "use strict";
@@ -39,6 +43,11 @@
 
   function concerns(el, event) {
     var types = typesOf(el);
+    if (event.type === "asset.state") {
+      // Applied to tiles in place (applyState); a fragment is fetched again only when it
+      // names the type and the tile's delta changed (a command's outcome, drawn server-side).
+      return types.indexOf("asset.state") >= 0 && deltaChanged(el, event.data || {});
+    }
     if (types.length && types.indexOf(event.resource_type) < 0 && types.indexOf(event.type) < 0) {
       return false;
     }
@@ -77,9 +86,63 @@
     }, 300);
   }
 
+  var ICONS = {silent: "‖", normal: "✓", unknown: "?"};
+  var WORDS = {silent: "Silent", normal: "Normal", unknown: "Liveness unknown"};
+  // Tiles that only liveness decides (an anomaly or an action in flight outranks it).
+  var BY_LIVENESS = ["normal", "silent", "unknown", "no_data"];
+
+  function ago(iso) {
+    var s = Math.max(0, (Date.now() - Date.parse(iso)) / 1000);
+    var units = [["d", 86400], ["h", 3600], ["min", 60]];
+    for (var k = 0; k < units.length; k++) {
+      if (s >= units[k][1]) { return Math.round(s / units[k][1]) + " " + units[k][0]; }
+    }
+    return Math.round(s) + " s";
+  }
+
+  function setTileState(tile, state) {
+    if (BY_LIVENESS.indexOf(tile.getAttribute("data-state")) < 0) { return; }
+    BY_LIVENESS.forEach(function (c) { tile.classList.remove(c); });
+    tile.classList.add(state);
+    tile.setAttribute("data-state", state);
+    var text = tile.querySelector(".state-text");
+    if (text) { text.textContent = WORDS[state]; }
+    var icon = tile.querySelector(".state-icon");
+    if (icon) { icon.textContent = ICONS[state]; }
+  }
+
+  function deltaChanged(el, doc) {
+    var tile = el.querySelector('li.tile[data-asset="' + doc.asset + '"]');
+    if (!tile) { return false; }
+    var delta = (doc.delta || []).map(function (d) { return d.metric + ":" + d.status; }).join(",");
+    return delta !== (tile.getAttribute("data-delta") || "");
+  }
+
+  function applyState(doc) {
+    // asset-state.v1 → the asset's tile, if this page shows it.
+    var tile = document.querySelector('li.tile[data-asset="' + doc.asset + '"]');
+    if (!tile || !doc.liveness) { return; }
+    tile.setAttribute("data-liveness", doc.liveness);
+    var last = doc.last_received_at;
+    var silentAt = last && doc.silent_after_seconds ?
+      new Date(Date.parse(last) + doc.silent_after_seconds * 1000).toISOString() : "";
+    tile.setAttribute("data-silent-at", silentAt);
+    tile.setAttribute("data-received", last || "");
+    var line = tile.querySelector(".live-line");
+    if (line && last) {
+      line.textContent = doc.liveness === "silent" ? "silent: nothing received for " + ago(last)
+        : doc.liveness === "unknown" ? "last received " + ago(last) +
+          " ago · sampling interval not known yet"
+        : "live · last received " + ago(last) + " ago";
+    }
+    setTileState(tile, {live: "normal", silent: "silent"}[doc.liveness] || "unknown");
+    armSilence(tile.parentNode);
+  }
+
   function onChange(message) {
     var event;
     try { event = JSON.parse(message.data); } catch (e) { return; }
+    if (event.type === "asset.state" && event.data) { applyState(event.data); }
     fragments().forEach(function (el) { if (concerns(el, event)) { schedule(el); } });
   }
 
@@ -116,7 +179,7 @@
       else { say("Reconnecting…", "down"); }
     };
     var resources = types || ["twin", "asset", "anomaly", "proposal", "simulation", "policy",
-                              "whatif_model", "calibration"];
+                              "whatif_model", "calibration", "asset.state"];
     resources.forEach(function (resource) {
       if (resource.indexOf(".") >= 0) {
         source.addEventListener(resource, onChange);
@@ -136,16 +199,16 @@
     var now = Date.now();
     Array.prototype.slice.call(root.querySelectorAll("[data-silent-at]")).forEach(function (tile) {
       var at = Date.parse(tile.getAttribute("data-silent-at"));
-      if (isNaN(at) || tile.classList.contains("silent")) { return; }
-      window.setTimeout(function () {
-        if (tile.getAttribute("data-state") !== "normal") { return; }
-        tile.classList.remove("normal");
-        tile.classList.add("silent");
-        tile.setAttribute("data-state", "silent");
-        var text = tile.querySelector(".state-text");
-        if (text) { text.textContent = "Silent"; }
-        var icon = tile.querySelector(".state-icon");
-        if (icon) { icon.textContent = "‖"; }
+      if (tile.silenceTimer) { window.clearTimeout(tile.silenceTimer); tile.silenceTimer = null; }
+      if (isNaN(at) || tile.getAttribute("data-liveness") !== "live") { return; }
+      tile.silenceTimer = window.setTimeout(function () {
+        tile.silenceTimer = null;
+        if (tile.getAttribute("data-liveness") !== "live") { return; }
+        tile.setAttribute("data-liveness", "silent");
+        var line = tile.querySelector(".live-line");
+        var last = tile.getAttribute("data-received");
+        if (line && last) { line.textContent = "silent: nothing received for " + ago(last); }
+        setTileState(tile, "silent");
       }, Math.max(0, at - now) + 500);
     });
   }

@@ -2,7 +2,9 @@
 
 GIVEN a supervisor's home page open in Chromium, following the change feed
 WHEN an anomaly opens on an asset (a committed change, as detection would make it)
-THEN its tile turns "Anomalous: critical" and the open-anomaly count rises, without a reload.
+THEN its tile turns "Anomalous: critical" and the open-anomaly count rises, without a reload;
+WHEN a silent asset reports again and the twin model publishes its ``asset.state``
+THEN its tile turns "Normal" (live) in place, without a reload.
 
 Screenshots of the main pages (desktop and phone width) are saved as PNG artefacts in
 ``$OPSTWIN_SCREENSHOT_DIR`` (default: the test's temporary directory).
@@ -30,6 +32,7 @@ from telemetry.models import Anomaly, TelemetryEvent, TelemetrySample
 from tests.fixtures import missing
 from twins.ledger import record_change
 from twins.models import Asset
+from twins.state import publish_states
 
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -77,6 +80,9 @@ def _history(asset: Asset, n: int, start: datetime, spike_at: int, gap_after: in
                                     value=9.0 if k == spike_at else 1.0 + (k % 7) / 100)]
     TelemetryEvent.objects.bulk_create(events)
     TelemetrySample.objects.bulk_create(samples)
+    last = events[-1].ts  # the reported state ingest keeps of the newest readings
+    factories.report(asset, [(last - timedelta(seconds=1), {"Pressure": 1.0}),
+                             (last, {"Pressure": 1.0, "Volume Flow RateRMS": 125.0})], now)
 
 
 def _open_anomaly(asset: Asset, severity: str = "critical") -> Anomaly:
@@ -100,7 +106,9 @@ def plant(pump, twin):
     valve = Asset.objects.create(twin=twin, slug="valve-1", name="Inlet valve")
     factories.window(valve, "Pressure", [1.0] * 5, start=timezone.now() - timedelta(minutes=5),
                      step_s=60)  # one reading a minute: silent only after ten minutes
-    silent = Asset.objects.create(twin=twin, slug="pump-2", name="Standby pump")
+    # One reading every ten minutes, declared: silent after 50 min without one.
+    silent = Asset.objects.create(twin=twin, slug="pump-2", name="Standby pump", metrics=[
+        {"name": "Pressure", "unit": "bar", "cadence_seconds": 600}])
     old = timezone.now() - timedelta(hours=2)
     for k in range(5):
         factories.reading(silent, {"Pressure": 1.0}, ts=old + timedelta(seconds=k),
@@ -112,7 +120,7 @@ def plant(pump, twin):
     done = factories.proposal(pump, status=ProposalStatus.ROLLED_BACK)
     done.verification = {"metric": "Pressure", "outcome": "breached", "n": 20, "outside": 7}
     done.save()
-    return {"pump": pump, "valve": valve, "waiting": waiting}
+    return {"pump": pump, "valve": valve, "standby": silent, "waiting": waiting}
 
 
 def _login(driver, base: str, user) -> None:
@@ -159,6 +167,14 @@ def test_a_supervisors_home_page_shows_a_new_anomaly_without_reloading(
         _wait_for(browser, lambda d: "1 critical" in d.find_element(
             "css selector", "section.summary").text)
         browser.save_screenshot(str(shots / "overview-live.png"))
+
+        assert "Silent" in _tile_text(browser, "Standby pump")
+        factories.reading(plant["standby"], {"Pressure": 1.02})
+        assert publish_states() >= 1  # what Celery beat runs every second
+
+        _wait_for(browser, lambda d: "Normal" in _tile_text(d, "Standby pump"))
+        assert "live · last received" in _tile_text(browser, "Standby pump")
+        assert browser.execute_script("return window.__sameDocument === true;")
         _screenshots(browser, base, plant, shots)
 
 

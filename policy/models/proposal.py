@@ -80,6 +80,8 @@ class Proposal(models.Model):
         indexes = [
             models.Index(fields=["status", "created_at"], name="proposal_status_created"),
             models.Index(fields=["status", "expires_at"], name="proposal_status_expires"),
+            # The overview's "what just happened": newest first, whatever the status.
+            models.Index(fields=["created_at"], name="proposal_created"),
         ]
 
     def __str__(self) -> str:

@@ -24,7 +24,8 @@ LABELS = {str(value): str(label) for choices in (
     for value, label in choices.choices}
 LABELS |= {"queued": "Queued", "running": "Running", "succeeded": "Succeeded",
            "cancelled": "Cancelled", "in_flight": "Action in flight", "anomalous": "Anomalous",
-           "silent": "Silent", "normal": "Normal", "no_data": "No telemetry yet"}
+           "silent": "Silent", "normal": "Normal", "no_data": "No telemetry yet",
+           "unknown": "Liveness unknown", "live": "Live"}
 ABSOLUTE = "j M Y, H:i:s T"
 
 
@@ -100,7 +101,14 @@ def when(value):
 
 
 
-ICONS = {"in_flight": "⟳", "anomalous": "▲", "silent": "‖", "no_data": "○", "normal": "✓"}
+ICONS = {"in_flight": "⟳", "anomalous": "▲", "silent": "‖", "no_data": "○", "unknown": "?",
+         "normal": "✓"}
+DELTA_WORDS = {"awaiting": "no reading since the command", "converging": "converging",
+               "diverged": "diverged"}
+
+
+def _band(band) -> str:
+    return f"{_number(band[0])}…{_number(band[1])}"
 
 
 def _tile_lines(state) -> list:
@@ -110,29 +118,41 @@ def _tile_lines(state) -> list:
         lines.append(format_html('<span class="tile-line">{} open</span>', counts))
     lines += [format_html('<span class="tile-line">#{} {}: {}</span>', p.pk, p.action,
                           label(p.status).lower()) for p in state.in_flight]
-    if state.state != "in_flight" and state.silent:
-        lines.append(format_html('<span class="tile-line">silent: nothing for {}</span>',
-                                 relative(state.last_received).removesuffix(" ago")))
-    if state.last_received:
-        every = f" · every {state.interval_s:.3g} s" if state.interval_s else ""
-        seen = f"last received {relative(state.last_received)}{every}"
-    else:
-        seen = "no telemetry yet"
-    lines.append(format_html('<span class="tile-line muted">{}</span>', seen))
+    lines += [format_html('<span class="tile-line">{} {} (wanted {})</span>', d["metric"],
+                          DELTA_WORDS.get(d["status"], d["status"]), _band(d["band"]))
+              for d in state.delta]
+    lines.append(format_html('<span class="tile-line live-line">{}</span>', _liveness_line(state)))
     return lines
+
+
+def _liveness_line(state) -> str:
+    last = state.last_received
+    if last is None:
+        return "no telemetry yet"
+    if state.liveness == "silent":
+        return f"silent: nothing received for {relative(last).removesuffix(' ago')}"
+    if state.liveness == "unknown":
+        return f"last received {relative(last)} · sampling interval not known yet"
+    return f"live · last received {relative(last)}"
 
 
 @register.simple_tag
 def asset_tile(state, href: str):
     """One overview tile of a ``policy.selectors.AssetState``: its state in words and an
-    icon, open anomalies, actions in flight, silence and last receipt. Built in Python: an
+    icon (never colour alone), open anomalies, actions in flight, the twin model's delta
+    (metrics not yet where the last command wanted them) and liveness. ``data-asset`` lets
+    ``static/console.js`` apply the ``asset.state`` feed events to the tile in place;
+    ``data-silent-at`` is when it turns silent if nothing more arrives. Built in Python: an
     overview of a thousand assets renders a thousand of these."""
     kind = state.state
     words = label(kind) + (f": {label(state.worst_severity).lower()}" if kind == "anomalous"
                            else "")
     classes = f"tile {kind}" + (f" sev-{state.worst_severity}" if state.worst_severity else "")
-    silent_at = state.silent_at.isoformat() if kind == "normal" and state.silent_at else ""
-    attrs = format_html(' data-silent-at="{}"', silent_at) if silent_at else ""
+    silent_at = state.silent_at.isoformat() if state.silent_at else ""
+    delta = ",".join(f"{d['metric']}:{d['status']}" for d in state.delta)
+    attrs = format_html(' data-asset="{}" data-liveness="{}" data-silent-at="{}" '
+                        'data-received="{}" data-delta="{}"', state.asset.pk, state.liveness,
+                        silent_at, state.twin_state.get("last_received_at") or "", delta)
     body = format_html(
         '<span class="tile-name">{}</span><span class="tile-state">'
         '<span class="state-icon" aria-hidden="true">{}</span> '

@@ -10,6 +10,7 @@ import json
 import uuid
 from datetime import timedelta
 
+from django.db import connection
 from django.utils import timezone
 
 from policy.choices import Decision, ProposalStatus
@@ -21,6 +22,7 @@ from policy.signing import sign
 from policy.state import evidence_snapshot
 from simulation.models import SimulationRun, SimulationStatus
 from telemetry.models import TelemetryEvent, TelemetrySample
+from twins.state import record_reported
 
 NORMAL = {"Temperature": 89.0, "Volume Flow RateRMS": 125.0, "Pressure": 1.0}
 
@@ -31,9 +33,18 @@ def reading(asset, values: dict | None = None, *, ts=None, received_at=None) -> 
     ts = ts or now
     TelemetryEvent.objects.create(event_id=uuid.uuid4(), asset=asset, ts=ts, quality="good",
                                   source="replay", received_at=received_at or now)
+    values = NORMAL if values is None else values
     TelemetrySample.objects.bulk_create(
-        TelemetrySample(ts=ts, asset=asset, metric=m, value=v)
-        for m, v in (NORMAL if values is None else values).items())
+        TelemetrySample(ts=ts, asset=asset, metric=m, value=v) for m, v in values.items())
+    report(asset, [(ts, values)], received_at or now)
+
+
+def report(asset, readings: list, received_at) -> None:
+    """Fold ``[(ts, {metric: value})]`` into the asset's reported state, as ingest does in
+    the transaction that stores them (``twins.state.record_reported``)."""
+    with connection.cursor() as cursor:
+        record_reported(cursor, [(asset.pk, ts, values) for ts, values in readings],
+                        received_at)
 
 
 def window(asset, metric: str, values: list[float], *, start, step_s: float = 1.0) -> None:

@@ -337,19 +337,63 @@ def test_only_supervisors_and_admins_may_ask_for_a_chain_verification(
     assert "✔ Verified" in text_of(supervisor_client.get("/audit/?verify=1"))
 
 
-def test_the_sampling_interval_is_the_median_positive_gap_like_the_detectors(pump):
-    import numpy as np
+def _tile(page: str, name: str) -> str:
+    """The text of the tile of the asset called ``name`` on a rendered overview."""
+    tiles = re.findall(r'<li class="tile [^"]*"[^>]*>.*?</li>', page, re.S)
+    found = [t for t in tiles if f'<span class="tile-name">{name}</span>' in t]
+    assert len(found) == 1, f"no single tile for {name}"
+    return re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", found[0])).strip()
 
-    from policy.selectors import telemetry_timing
-    from telemetry.detectors.streaming import sampling_interval
 
-    start = timezone.now() - timedelta(hours=1)
-    offsets = [0, 2, 4, 4, 6.5, 9, 11, 60, 62, 64]  # a repeated stamp and a hole
-    for s in offsets:
-        factories.reading(pump, {"Pressure": 1.0}, ts=start + timedelta(seconds=s))
-    stamps = np.array([np.datetime64(int(s * 1e6), "us") for s in offsets])
-    _, interval = telemetry_timing([pump.pk])[pump.pk]
-    assert interval == pytest.approx(sampling_interval(stamps)) == 2.0
+def test_a_tile_judges_silence_on_the_twin_models_receipt_time_not_on_telemetry_rows(
+        supervisor_client, twin):
+    """GIVEN an asset whose reported state (twins.state) was last received an hour ago, one
+    reading a second, WHILE telemetry rows of it were stored just now without passing through
+    ingest's reported state, THEN its tile says Silent with an icon and how long, and the tile
+    carries the twin model's liveness; an asset that reported once (cadence unknown) says
+    "Liveness unknown", one that never reported "No telemetry yet"."""
+    silent = Asset.objects.create(twin=twin, slug="pump-3", name="Silent pump")
+    once = Asset.objects.create(twin=twin, slug="pump-4", name="New pump")
+    Asset.objects.create(twin=twin, slug="pump-5", name="Unwired pump")
+    hour_ago = timezone.now() - timedelta(hours=1)
+    factories.report(silent, [(hour_ago + timedelta(seconds=k), {"Pressure": 1.0})
+                              for k in range(5)], hour_ago)
+    factories.reading(once, {"Pressure": 1.0})
+    from telemetry.models import TelemetryEvent
+    TelemetryEvent.objects.create(event_id=uuid.uuid4(), asset=silent, ts=timezone.now(),
+                                  source="replay", received_at=timezone.now())
+    page = supervisor_client.get("/").content.decode()
+    tile = _tile(page, "Silent pump")
+    assert tile.startswith("Silent pump ‖ Silent silent: nothing received for 1 h")
+    assert 'data-liveness="silent"' in page
+    assert _tile(page, "New pump").startswith("New pump ? Liveness unknown")
+    assert _tile(page, "Unwired pump").startswith("Unwired pump ○ No telemetry yet")
+
+
+def test_a_tile_shows_the_delta_between_desired_and_reported_state(supervisor_client, pump):
+    """GIVEN a command expected Pressure in 1.8…2.2 and its window passed, WHEN the asset
+    reports 2.6 after it, THEN the tile names the metric as diverged with the wanted band,
+    and the asset page says what was commanded and the same delta."""
+    commanded = timezone.now() - timedelta(minutes=10)
+    pump.desired = {"action": "reduce_load", "parameters": {"fraction": 0.1},
+                    "commanded_at": commanded.isoformat(),
+                    "converge_by": (commanded + timedelta(minutes=5)).isoformat(),
+                    "expected": {"Pressure": [1.8, 2.2]}}
+    pump.save()
+    factories.window(pump, "Pressure", [2.6, 2.6, 2.6],
+                     start=timezone.now() - timedelta(seconds=3))
+    page = supervisor_client.get("/").content.decode()
+    assert "Pressure diverged (wanted 1.8…2.2)" in _tile(page, "Pump 1")
+    assert "✓ Normal" in _tile(page, "Pump 1")
+    assert "live · last received" in _tile(page, "Pump 1")
+    asset_page = text_of(supervisor_client.get("/twins/plant/pump-1/"))
+    assert "Desired (last commanded) : reduce_load (fraction: 0.1)" in asset_page
+    assert "Pressure: 2.6000, diverged (wanted 1.8 … 2.2)" in asset_page
+    assert "✓ Live" in asset_page
+    pump.desired["converge_by"] = (timezone.now() + timedelta(minutes=5)).isoformat()
+    pump.save()
+    converging = _tile(supervisor_client.get("/").content.decode(), "Pump 1")
+    assert converging.startswith("Pump 1 ⟳ Action in flight Pressure converging")
 
 
 def test_a_supervisor_who_may_only_view_a_twin_cannot_acknowledge_there(

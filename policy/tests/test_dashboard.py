@@ -57,7 +57,8 @@ def test_a_supervisor_approves_through_the_dashboard(
 
 def test_a_viewer_cannot_approve_through_the_dashboard(trusted, viewer_client, pump):
     proposal = factories.proposal(pump)
-    viewer_client.post(f"/dashboard/proposals/{proposal.pk}/approve")
+    forged = viewer_client.post(f"/dashboard/proposals/{proposal.pk}/approve")
+    assert forged.status_code == 403
     proposal.refresh_from_db()
     assert proposal.status == ProposalStatus.PENDING_APPROVAL
     page = viewer_client.get(f"/dashboard/proposals/{proposal.pk}/").content.decode()
