@@ -5,8 +5,9 @@ Each round ingests one batch of ``--batch`` telemetry.v1 events through ``ingest
 production path: validation, envelope de-duplication, binary COPY of the samples, rollup dirty
 ranges and, since issue 14, ``twins.state.record_reported`` in the same transaction). Timed
 separately in the same rounds, on the same batches: ``record_reported`` alone (its statement,
-not its transaction's commit, which ingest shares). The figure is its share of the whole batch's time (median over ``--rounds``);
-no ceiling is needed beyond the batch itself, measured in the same run.
+not its transaction's commit, which ingest shares). The figure is its share of the whole
+batch's time (median over ``--rounds``); the batch itself, measured in the same run, is the
+ceiling.
 
 Then ``publish_states`` after all rounds: how many ``asset.state`` events the feed received
 for how many readings (coalescing ratio), and its time per pass with every asset due.
