@@ -553,8 +553,8 @@ def test_an_agent_token_with_write_scope_registers_an_asset_and_follows_it_on_th
 
 def _hold_audit_lock_while(jobs) -> None:
     """Run ``jobs`` in threads while this test holds the audit chain's lock (every write takes
-    it before commit), and release it once two lock waits are seen (or after 30 s): both
-    writers have then made their checks before either commits. The interleaving is forced,
+    it before commit), and release it once two lock waits are seen (or after 30 s): each
+    writer then waits at the audit lock or at the other's row lock. The interleaving is forced,
     not left to chance."""
     import time
 
@@ -577,9 +577,10 @@ def _hold_audit_lock_while(jobs) -> None:
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline and any(t.is_alive() for t in threads):
             with connection.cursor() as cursor:
-                cursor.execute("SELECT count(*) FROM pg_locks l JOIN pg_database d "
-                               "ON d.oid = l.database WHERE NOT l.granted "
-                               "AND d.datname = current_database()")
+                # Backends of this database waiting on any lock: the audit lock, or a row
+                # lock (a transaction-id lock, which pg_locks files under no database).
+                cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE "
+                               "datname = current_database() AND wait_event_type = 'Lock'")
                 if cursor.fetchone()[0] >= len(jobs):
                     break
             time.sleep(0.05)
