@@ -286,10 +286,10 @@ def append_events(events: list[dict]) -> list[int]:
                               f"({', '.join(map(str, twin_ids))}) ORDER BY id FOR KEY SHARE")
         statements.append(f"SELECT pg_advisory_xact_lock({AUDIT_LOCK_KEY})")
         cursor.execute("; ".join(statements))
-        placeholders = ", ".join(["(" + ", ".join(["%s"] * len(EVENT_COLUMNS)) + ")"] * len(rows))
+        value_lists = ", ".join(["(" + ", ".join(["%s"] * len(EVENT_COLUMNS)) + ")"] * len(rows))
         cursor.execute(
             f'INSERT INTO "{ChangeEvent._meta.db_table}" ({", ".join(EVENT_COLUMNS)}) '
-            f"VALUES {placeholders} RETURNING id", [v for row in rows for v in row])
+            f"VALUES {value_lists} RETURNING id", [v for row in rows for v in row])
         ids = [row[0] for row in cursor.fetchall()]
     transaction.on_commit(partial(announce_commit, ids[-1]))
     return ids

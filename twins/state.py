@@ -211,10 +211,17 @@ def state_document(asset: Asset, *, at: datetime, metrics: dict, last_received, 
 def states_of(assets: list[Asset], now: datetime | None = None) -> list[dict]:
     """asset-state.v1 of each of ``assets`` (twin and type loaded) now, in one query."""
     now = now or timezone.now()
-    reported: dict[int, list[ReportedMetric]] = {}
-    for row in ReportedMetric.objects.filter(asset__in=assets).order_by("asset_id", "metric"):
-        reported.setdefault(row.asset_id, []).append(row)
+    reported = reported_by_asset([a.pk for a in assets])
     return [state_of(asset, reported.get(asset.pk, []), now) for asset in assets]
+
+
+def reported_by_asset(asset_ids: list[int]) -> dict[int, list[ReportedMetric]]:
+    """The reported rows of ``asset_ids``, by asset id, each list in metric order (1 query)."""
+    reported: dict[int, list[ReportedMetric]] = {}
+    for row in ReportedMetric.objects.filter(asset_id__in=asset_ids).order_by("asset_id",
+                                                                             "metric"):
+        reported.setdefault(row.asset_id, []).append(row)
+    return reported
 
 
 def current_state(asset: Asset, now: datetime | None = None) -> dict:
@@ -267,9 +274,7 @@ def publish_states(now: datetime | None = None) -> int:
                                   "limit": settings.ASSET_STATE_PUBLISH_LIMIT})
             due = [row[0] for row in cursor.fetchall()]
         published = {p.asset_id: p for p in StatePublication.objects.filter(asset_id__in=due)}
-        reported: dict[int, list[ReportedMetric]] = {}
-        for row in ReportedMetric.objects.filter(asset_id__in=due).order_by("asset_id", "metric"):
-            reported.setdefault(row.asset_id, []).append(row)
+        reported = reported_by_asset(due)
         events, marks = [], []
         assets = Asset.objects.select_related("twin", "asset_type").filter(pk__in=due)
         for asset in assets:
