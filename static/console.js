@@ -1,15 +1,19 @@
 /* OpsTwin console: live pages without polling.
  *
  * The page is rendered with the change feed's cursor (<body data-feed-cursor>). This script
- * follows the feed from that cursor over Server-Sent Events (GET /subscribe, session cookie;
- * aiw/sse.py) and, when an event concerns a fragment of the page, fetches that fragment again
- * (?fragment=<name>) and swaps it in. Fragments declare what concerns them:
+ * follows the feed from that cursor over the WebSocket agents use (/ws/feed, session cookie;
+ * aiw/consumers.py), remembering the cursor of every event it receives, and, when an event
+ * concerns a fragment of the page, fetches that fragment again (?fragment=<name>) and swaps it
+ * in. Fragments declare what concerns them:
  *   <section data-fragment="queue" data-live-types="proposal,anomaly"
  *            data-live-resource="simulation:12">   (optional: one resource only)
- * EventSource reconnects by itself after a drop and resends the last event id
- * (Last-Event-ID), so nothing is missed. If the server refuses the cursor (410: pruned), or the
- * stream cannot be opened, every fragment is fetched again and the stream reopens from the
- * cursor the fragment response carries (X-Feed-Cursor).
+ * If the socket drops, it reopens from the last cursor (backing off 1 s, 2 s, … 30 s). If the
+ * server says the cursor is gone (close 4410), every fragment is fetched again and the stream
+ * reopens from the cursor the fragment responses carry (X-Feed-Cursor). Where a WebSocket
+ * cannot be opened at all (a proxy that refuses upgrades), the same feed is followed over
+ * Server-Sent Events (GET /subscribe), which resumes with Last-Event-ID by itself.
+ * Every event is also dispatched on the document as "console:change" (event.detail: the
+ * change-event.v1 object), for page scripts such as the asset charts and progress bars.
  * Overview tiles (<li class="tile" data-asset="7" data-liveness=…>) follow the twin model's
  * "asset.state" events (asset-state.v1 in event.data) in place, without a fetch: liveness,
  * last receipt and the silence deadline; a fragment whose data-live-types lists "asset.state"
@@ -21,11 +25,14 @@
   var body = document.body;
   var cursor = body.getAttribute("data-feed-cursor");
   var feedUrl = body.getAttribute("data-feed-url");
+  var socketPath = body.getAttribute("data-feed-socket");
   var status = document.getElementById("live-status");
   var OPERATIONS = ["created", "updated", "deleted"];
   var pending = {};
   var source = null;
-  var retryMs = 2000;
+  var retryMs = 1000;
+  var socketOpened = false;  // a socket opened once on this page: keep to WebSockets
+  var socketFailures = 0;
 
   function fragments() {
     return Array.prototype.slice.call(document.querySelectorAll("[data-fragment]"));
@@ -139,23 +146,33 @@
     armSilence(tile.parentNode);
   }
 
+  function handle(event) {
+    if (event.cursor) { cursor = event.cursor; }
+    if (event.type === "asset.state" && event.data) { applyState(event.data); }
+    fragments().forEach(function (el) { if (concerns(el, event)) { schedule(el); } });
+    document.dispatchEvent(new CustomEvent("console:change", {detail: event}));
+  }
+
   function onChange(message) {
     var event;
     try { event = JSON.parse(message.data); } catch (e) { return; }
-    if (event.type === "asset.state" && event.data) { applyState(event.data); }
-    fragments().forEach(function (el) { if (concerns(el, event)) { schedule(el); } });
+    handle(event);
   }
 
   function resync() {
-    // The stream could not resume: fetch every fragment, then follow from their cursor.
+    // The feed cannot resume from our cursor: fetch every fragment, then follow from theirs.
     say("Reconnecting…", "down");
     var loads = fragments().map(refresh);
     Promise.all(loads).then(function (cursors) {
       var fresh = cursors.filter(Boolean);
       if (fresh.length) { cursor = fresh[0]; }
-      window.setTimeout(open, retryMs);
-      retryMs = Math.min(retryMs * 2, 60000);
+      later();
     });
+  }
+
+  function later() {
+    window.setTimeout(open, retryMs);
+    retryMs = Math.min(retryMs * 2, 30000);
   }
 
   function wantedTypes() {
@@ -168,12 +185,55 @@
     return all;
   }
 
-  function open() {
+  function query() {
     var types = wantedTypes();
-    var url = feedUrl + "?since=" + encodeURIComponent(cursor) +
+    return "?since=" + encodeURIComponent(cursor) +
       (types && types.length ? "&types=" + encodeURIComponent(types.join(",")) : "");
-    source = new EventSource(url, {withCredentials: true});
-    source.onopen = function () { retryMs = 2000; say("Live", "up"); };
+  }
+
+  function open() {
+    if (socketPath && window.WebSocket && (socketOpened || socketFailures < 2)) {
+      openSocket();
+    } else {
+      openEventSource();
+    }
+  }
+
+  // Close codes of /ws/feed (aiw/consumers.py): 4410 cursor gone, 4401 not signed in (or
+  // access ended), 4429 too many streams, 4408 too slow (resume from the cursor).
+  function openSocket() {
+    var scheme = window.location.protocol === "https:" ? "wss://" : "ws://";
+    var socket = new WebSocket(scheme + window.location.host + socketPath + query());
+    var opened = false;
+    socket.onopen = function () {
+      opened = socketOpened = true;
+      socketFailures = 0;
+      retryMs = 1000;
+      say("Live", "up");
+    };
+    socket.onmessage = function (message) {
+      var event;
+      try { event = JSON.parse(message.data); } catch (e) { return; }
+      if (event.type === "aiw.reconnect") {
+        if (event.cursor) { cursor = event.cursor; }
+        return;
+      }
+      if (event.type === "aiw.error") { return; }  // the close code that follows decides
+      handle(event);
+    };
+    socket.onclose = function (close) {
+      if (close.code === 4410) { resync(); return; }
+      if (close.code === 4401) { say("Signed out: reload the page", "down"); return; }
+      if (!opened && close.code !== 4429) { socketFailures += 1; }
+      say(close.code === 4429 ? "Too many live pages open: retrying" : "Reconnecting…", "down");
+      later();
+    };
+  }
+
+  function openEventSource() {
+    var types = wantedTypes();
+    source = new EventSource(feedUrl + query(), {withCredentials: true});
+    source.onopen = function () { retryMs = 1000; say("Live", "up"); };
     source.onerror = function () {
       if (source.readyState === EventSource.CLOSED) { source.close(); resync(); }
       else { say("Reconnecting…", "down"); }
@@ -220,6 +280,6 @@
   });
 
   armSilence(document);
-  if (cursor && feedUrl && window.EventSource && fragments().length) { open(); }
+  if (cursor && (socketPath || feedUrl) && fragments().length) { open(); }
   else if (status) { status.hidden = true; }  // nothing on this page follows the feed
 })();

@@ -6,64 +6,50 @@ THEN its tile turns "Anomalous: critical" and the open-anomaly count rises, with
 WHEN a silent asset reports again and the twin model publishes its ``asset.state``
 THEN its tile turns "Normal" (live) in place, without a reload.
 
-Screenshots of the main pages (desktop and phone width) are saved as PNG artefacts in
+WHEN the page's WebSocket drops and an anomaly opens while it is down
+THEN the page resumes from its cursor and shows it, without a reload.
+
+Screenshots of the main pages (desktop, tablet and phone width) are saved as PNG artefacts in
 ``$OPSTWIN_SCREENSHOT_DIR`` (default: the test's temporary directory).
 """
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from django.conf import settings
 from django.db import transaction
-from django.test import Client
 from django.utils import timezone
+from playwright.sync_api import expect
 
 from aiw.tests.conftest import live_server_process
 from policy.choices import ProposalStatus
 from policy.tests import factories
 from telemetry.detection import serialize
 from telemetry.models import Anomaly, TelemetryEvent, TelemetrySample
-from tests.fixtures import missing
+from tests.browser import (
+    PHONE,
+    TABLET,
+    full_page_shot,
+    mark_document,
+    same_document,
+    screenshot_dir,
+    server_port,
+    signed_in,
+    wait_live,
+)
 from twins.ledger import record_change
 from twins.models import Asset
 from twins.state import publish_states
 
-CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-def _browser():
-    if not (Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists()):
-        missing("Debian's chromium and chromium-driver are not installed "
-                "(apt-get install -y chromium chromium-driver)")
-    webdriver = pytest.importorskip("selenium.webdriver")
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage",
-                "--window-size=1400,1000", "--disable-gpu"):
-        options.add_argument(arg)
-    service = webdriver.ChromeService(executable_path=CHROMEDRIVER)
-    return webdriver.Chrome(options=options, service=service)
-
-
-@pytest.fixture
-def browser():
-    driver = _browser()
-    yield driver
-    driver.quit()
-
-
-@pytest.fixture
-def shots(tmp_path) -> Path:
-    folder = Path(os.environ.get("OPSTWIN_SCREENSHOT_DIR") or tmp_path / "screenshots")
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder
 
 
 def _history(asset: Asset, n: int, start: datetime, spike_at: int, gap_after: int) -> None:
@@ -123,59 +109,70 @@ def plant(pump, twin):
     return {"pump": pump, "valve": valve, "standby": silent, "waiting": waiting}
 
 
-def _login(driver, base: str, user) -> None:
-    client = Client()
-    client.force_login(user)
-    driver.get(base + "/accounts/login/")
-    driver.add_cookie({"name": settings.SESSION_COOKIE_NAME,
-                       "value": client.cookies[settings.SESSION_COOKIE_NAME].value, "path": "/"})
-
-
-def _wait_for(driver, condition, timeout: float = 30):
-    from selenium.common.exceptions import StaleElementReferenceException
-    from selenium.webdriver.support.ui import WebDriverWait
-
-    # A fragment swapped in while the condition reads it leaves a stale element: read again.
-    return WebDriverWait(driver, timeout, poll_frequency=0.2,
-                         ignored_exceptions=[StaleElementReferenceException]).until(condition)
-
-
-def _tile_text(driver, name: str) -> str:
-    from selenium.webdriver.common.by import By
-
-    for tile in driver.find_elements(By.CSS_SELECTOR, "li.tile"):
-        if name in tile.text:
-            return tile.text
-    return ""
+def _tile(page, name: str):
+    return page.locator("li.tile").filter(has_text=name)
 
 
 def test_a_supervisors_home_page_shows_a_new_anomaly_without_reloading(
-        browser, plant, users, tmp_path, shots):
-    port = int(os.environ.get("OPSTWIN_BROWSER_TEST_PORT", "0")) or None
-    with live_server_process(tmp_path / "web.log", port=port) as base:
-        _login(browser, base, users["supervisor"])
-        browser.get(base + "/")
-        _wait_for(browser, lambda d: d.find_element("id", "live-status").text == "Live")
-        _wait_for(browser, lambda d: "Normal" in _tile_text(d, "Inlet valve"))
-        browser.execute_script("window.__sameDocument = true;")
-        browser.save_screenshot(str(shots / "overview.png"))
+        browser, plant, users, tmp_path):
+    shots = screenshot_dir(tmp_path)
+    with live_server_process(tmp_path / "web.log", port=server_port()) as base:
+        page = signed_in(browser, base, users["supervisor"])
+        page.goto("/")
+        wait_live(page)
+        expect(_tile(page, "Inlet valve")).to_contain_text("Normal")
+        mark_document(page)
+        page.screenshot(path=str(shots / "overview.png"))
 
         _open_anomaly(plant["valve"], "critical")
 
-        _wait_for(browser, lambda d: "Anomalous: critical" in _tile_text(d, "Inlet valve"))
-        assert browser.execute_script("return window.__sameDocument === true;")  # no reload
-        _wait_for(browser, lambda d: "1 critical" in d.find_element(
-            "css selector", "section.summary").text)
-        browser.save_screenshot(str(shots / "overview-live.png"))
+        expect(_tile(page, "Inlet valve")).to_contain_text("Anomalous: critical")
+        expect(page.locator("section.summary")).to_contain_text("1 critical")
+        assert same_document(page)  # no reload
+        page.screenshot(path=str(shots / "overview-live.png"))
 
-        assert "Silent" in _tile_text(browser, "Standby pump")
+        expect(_tile(page, "Standby pump")).to_contain_text("Silent")
         factories.reading(plant["standby"], {"Pressure": 1.02})
         assert publish_states() >= 1  # what Celery beat runs every second
 
-        _wait_for(browser, lambda d: "Normal" in _tile_text(d, "Standby pump"))
-        assert "live · last received" in _tile_text(browser, "Standby pump")
-        assert browser.execute_script("return window.__sameDocument === true;")
-        _screenshots(browser, base, plant, shots)
+        expect(_tile(page, "Standby pump")).to_contain_text("Normal")
+        expect(_tile(page, "Standby pump")).to_contain_text("live · last received")
+        assert same_document(page)
+        _screenshots(browser, base, users["supervisor"], plant, shots)
+
+
+def test_the_page_resumes_from_its_cursor_after_the_socket_drops(
+        browser, plant, users, tmp_path):
+    """GIVEN the home page following the feed over the WebSocket, WHEN the socket drops and
+    stays down while an anomaly opens, THEN the page reconnects from its last cursor (not from
+    the start) and shows the anomaly, without a reload."""
+    sockets, down = [], {"now": False}
+
+    def through_playwright(socket):  # the page's sockets, passed on unless "down"
+        sockets.append(socket)
+        if down["now"]:
+            socket.close(code=1012, reason="test: server restarting")
+        else:
+            socket.connect_to_server()
+
+    with live_server_process(tmp_path / "web.log", port=server_port()) as base:
+        page = signed_in(browser, base, users["supervisor"])
+        page.route_web_socket(re.compile(r"/ws/feed"), through_playwright)
+        page.goto("/")
+        wait_live(page)
+        mark_document(page)
+
+        down["now"] = True
+        sockets[0].close(code=1012, reason="test: server restarting")
+        expect(page.locator("#live-status")).to_contain_text("Reconnecting")
+        _open_anomaly(plant["valve"], "critical")
+        down["now"] = False
+
+        expect(_tile(page, "Inlet valve")).to_contain_text("Anomalous: critical")
+        wait_live(page)
+        assert same_document(page)
+        since = [parse_qs(urlsplit(s.url).query)["since"][0] for s in sockets]
+        assert len(since) >= 2 and "0" not in since  # reopened from its cursor
 
 
 def test_a_run_page_follows_its_run_without_polling(browser, pump, users, tmp_path):
@@ -188,45 +185,41 @@ def test_a_run_page_follows_its_run_without_polling(browser, pump, users, tmp_pa
                                        request={"action": "reduce_load",
                                                 "parameters": {"fraction": 0.1}},
                                        created_by=users["supervisor"])
-    port = int(os.environ.get("OPSTWIN_BROWSER_TEST_PORT", "0")) or None
-    with live_server_process(tmp_path / "web.log", port=port) as base:
-        _login(browser, base, users["supervisor"])
-        browser.get(f"{base}/sim/runs/{run.pk}/view")
-        _wait_for(browser, lambda d: d.find_element("id", "live-status").text == "Live")
-        browser.execute_script("window.__sameDocument = true;")
-        assert browser.find_element("id", "sim-status").text == "Queued"
+    with live_server_process(tmp_path / "web.log", port=server_port()) as base:
+        page = signed_in(browser, base, users["supervisor"])
+        page.goto(f"/sim/runs/{run.pk}/view")
+        wait_live(page)
+        mark_document(page)
+        expect(page.locator("#sim-status")).to_have_text("Queued")
 
         cancel_run(run.pk, actor=users["supervisor"])
 
-        _wait_for(browser, lambda d: d.find_element("id", "sim-status").text == "Cancelled")
-        assert browser.execute_script("return window.__sameDocument === true;")
-        fetched = browser.execute_script(
-            "return performance.getEntriesByType('resource').map(e => e.name);")
+        expect(page.locator("#sim-status")).to_have_text("Cancelled")
+        assert same_document(page)
+        fetched = page.evaluate("performance.getEntriesByType('resource').map(e => e.name)")
         assert not [url for url in fetched if url.endswith(f"/sim/runs/{run.pk}")]
 
 
-def _screenshots(driver, base: str, plant: dict, shots: Path) -> None:
-    """The main pages as a person sees them (artefacts, and docs/ when asked)."""
+def _screenshots(browser, base: str, user, plant: dict, shots: Path) -> None:
+    """The main pages as a person sees them (artefacts, and docs/ when asked), at desktop,
+    tablet and phone width; on a phone and a tablet the Review button stays on screen."""
+    page = signed_in(browser, base, user)
     pages = {"asset": "/twins/plant/pump-1/?range=all", "anomalies": "/anomalies/",
              "audit": "/audit/", "simulations": "/simulations/",
              "proposal": f"/dashboard/proposals/{plant['waiting'].pk}/"}
     for name, url in pages.items():
-        driver.get(base + url)
-        _wait_for(driver, lambda d: d.execute_script("return document.readyState") == "complete")
-        height = driver.execute_script("return document.body.scrollHeight")
-        driver.set_window_size(1400, min(max(height + 40, 800), 3000))
-        driver.save_screenshot(str(shots / f"{name}.png"))
-    driver.set_window_size(390, 1400)
-    driver.get(base + "/")
-    driver.save_screenshot(str(shots / "overview-phone.png"))
-    # Find and measure in one script: a live fragment swap between two WebDriver calls would
-    # leave a stale element behind.
-    measure = ("const a = [...document.querySelectorAll('a')]"
-               ".find(e => e.textContent.trim() === 'Review'); "
-               "return a ? [a.getBoundingClientRect().right, window.innerWidth] : null;")
-    _wait_for(driver, lambda d: d.execute_script(measure) is not None)
-    right, width = driver.execute_script(measure)
-    assert right <= width  # on screen
+        page.goto(url)
+        page.wait_for_load_state("load")
+        full_page_shot(page, shots / f"{name}.png")
+    for name, viewport in (("phone", PHONE), ("tablet", TABLET)):
+        small = signed_in(browser, base, user, viewport=viewport)
+        small.goto("/")
+        small.wait_for_load_state("load")
+        small.screenshot(path=str(shots / f"overview-{name}.png"))
+        review = small.get_by_role("link", name="Review").first
+        review.wait_for()
+        box = review.bounding_box()
+        assert box is not None and box["x"] + box["width"] <= viewport["width"]  # on screen
     if os.environ.get("OPSTWIN_DOCS_SCREENSHOTS"):
         docs = Path(settings.BASE_DIR) / "docs" / "screenshots"
         docs.mkdir(parents=True, exist_ok=True)
