@@ -7,8 +7,10 @@ test is skipped on a laptop and fails in CI (``tests.fixtures.missing``).
 Playwright's synchronous API runs its own event loop in the test's thread, so Django's guard
 against ORM calls from async code would refuse the test's database work between two browser
 calls; ``DJANGO_ALLOW_ASYNC_UNSAFE`` (Django's documented switch for exactly this: a notebook
-or a test driving an event loop) lifts it for the test process only. The browser's pages are
-served by a separate uvicorn process (``aiw.tests.conftest.live_server_process``).
+or a test driving an event loop) lifts it for the test process only. Code inside that loop
+gets Django connections of its own (they are per context), closed when the browser is. The
+browser's pages are served by a separate uvicorn process
+(``aiw.tests.conftest.live_server_process``).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from pathlib import Path
 
 import pytest
 from django.conf import settings
+from django.db import connections
 from django.test import Client
 
 from tests.fixtures import missing
@@ -54,6 +57,9 @@ def chromium() -> Iterator[object]:
                 yield browser
             finally:
                 browser.close()
+                # Django's connections are per context, and the code run inside Playwright's
+                # loop has its own: close them here, or the test database cannot be dropped.
+                connections.close_all()
     finally:
         os.environ.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
 
