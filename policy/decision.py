@@ -9,13 +9,17 @@ Order of checks, each one a step of the stored trace ``[{"check", "passed", "det
 3. ``forbidden``: built-in and policy-forbidden actions → reject;
 4. ``interlocks``: every interlock guarding the action must pass (``policy.interlocks``,
    fail-closed) → reject otherwise;
-5. ``risk``: HIGH needs a passing simulation (one that ran, with P(breach) <= the policy's
+5. ``effect`` (an answer to an anomaly only): the what-if model must say the action moves the
+   anomaly's metric; an action it has no modelled effect on cannot be expected to clear the
+   anomaly, and its verification could only judge readings it did not change → analyse
+   further (a human looks first);
+6. ``risk``: HIGH needs a passing simulation (one that ran, with P(breach) <= the policy's
    ``high_risk_max_breach``, 0.10 by default) → analyse further otherwise;
-6. ``confidence``: >= auto threshold (0.90) execute automatically, >= approval threshold (0.70)
+7. ``confidence``: >= auto threshold (0.90) execute automatically, >= approval threshold (0.70)
    ask a human, below that analyse further (seed specification; a trusted policy may set
    its own thresholds);
-7. ``critical``: CRITICAL risk never executes automatically: it waits for humans;
-8. ``automation``: an untrusted policy never executes automatically either.
+8. ``critical``: CRITICAL risk never executes automatically: it waits for humans;
+9. ``automation``: an untrusted policy never executes automatically either.
 """
 
 from __future__ import annotations
@@ -58,6 +62,18 @@ def _interlocks(result: DecisionResult, interlocks: list[InterlockResult]) -> bo
     return not failed
 
 
+def _effect(result: DecisionResult, action: str, moves: tuple[str, bool] | None) -> bool:
+    if moves is None:
+        return True
+    metric, moved = moves
+    if moved:
+        result.step("effect", True, f"the what-if model moves {metric} with {action}")
+        return True
+    result.step("effect", False, f"{action} has no modelled effect on {metric}, the anomaly's "
+                                 f"metric: it cannot be expected to clear the anomaly")
+    return False
+
+
 def _risk(result: DecisionResult, policy: ActivePolicy, p_breach: float | None) -> bool:
     limit = policy.rules.high_risk_max_breach
     if result.risk_level == RiskLevel.HIGH and (p_breach is None or p_breach > limit):
@@ -95,12 +111,15 @@ def _no_automation(result: DecisionResult, policy: ActivePolicy) -> None:
 def decide(
     *, action: str, proposer, twin, confidence: float, p_breach: float | None,
     policy: ActivePolicy, interlocks: list[InterlockResult], type_risk: str | None = None,
+    moves: tuple[str, bool] | None = None,
 ) -> DecisionResult:
     """Decide what happens to a proposal. Pure apart from the permission lookup; never raises.
 
     ``p_breach`` is the simulation's largest P(breach) (None when nothing was simulated);
     ``interlocks`` the results for the interlocks guarding ``action``; ``type_risk`` the
-    asset type's risk level for the action (the policy document's still wins).
+    asset type's risk level for the action (the policy document's still wins); ``moves``
+    ``(metric, moved)``: the anomaly's metric and whether the simulated action moves it (None:
+    no anomaly, or nothing simulated with a model that says).
     """
     risk = policy.rules.risk_of(action, type_risk)
     rule = policy.rules.approval_rule(risk)
@@ -114,7 +133,7 @@ def decide(
     result.step("forbidden", True, f"{action} is allowed")
     if not _interlocks(result, interlocks):
         return result
-    if not _risk(result, policy, p_breach):
+    if not _effect(result, action, moves) or not _risk(result, policy, p_breach):
         result.decision = Decision.REQUIRE_ANALYSIS
         return result
     _confidence(result, policy, confidence)

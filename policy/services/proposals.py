@@ -91,6 +91,15 @@ def _components(asset: Asset, action: str, run: SimulationRun | None, anomaly) -
     }
 
 
+def _moves(run: SimulationRun | None, anomaly: Anomaly | None) -> tuple[str, bool] | None:
+    """(the anomaly's metric, whether the what-if ``run`` moves it); None without an anomaly
+    or a what-if that recorded what it moves (``request["moved"]``)."""
+    moved = (run.request or {}).get("moved") if run is not None else None
+    if anomaly is None or moved is None:
+        return None
+    return anomaly.metric, anomaly.metric in moved
+
+
 def assess_action(*, asset: Asset, action: str, actor, anomaly: Anomaly | None,
                   simulation: SimulationRun | None, now: datetime) -> Assessment:
     """Score and decide ``action`` on ``asset`` now. Reads only (plus the policy high-water)."""
@@ -100,7 +109,8 @@ def assess_action(*, asset: Asset, action: str, actor, anomaly: Anomaly | None,
     checks = interlocks.evaluate(policy.rules.interlocks, asset=asset, action=action, now=now)
     result = decide(action=action, proposer=actor, twin=asset.twin, confidence=confidence,
                     p_breach=breach_probability(simulation) if simulation else None,
-                    policy=policy, interlocks=checks, type_risk=type_risk(asset, action))
+                    policy=policy, interlocks=checks, type_risk=type_risk(asset, action),
+                    moves=_moves(simulation, anomaly))
     evidence = evidence_snapshot(asset, simulation, sigmas=policy.rules.tolerance_sigmas,
                                  now=now)
     return Assessment(policy, breakdown, confidence, result, evidence,

@@ -105,3 +105,22 @@ def test_confidence_is_the_weighted_sum_of_the_seed():
     components = {"historical_success": 1.0, "data_quality": 0.5,
                   "simulation_consistency": 0.2, "consensus": 0.0}
     assert combine(components) == pytest.approx(0.25 + 0.125 + 0.06)
+
+
+def test_an_action_that_does_not_move_the_anomalys_metric_is_analysed_not_run(twin):
+    """GIVEN an anomaly on a metric the what-if model says the action does not move, WHEN the
+    policy decides, THEN a human must analyse it first, whatever the confidence; an action that
+    moves the metric goes on to the risk and confidence checks."""
+    blind = decide(action="reduce_load", proposer=None, twin=twin, confidence=0.99,
+                   p_breach=0.0, policy=TRUSTED, interlocks=[],
+                   moves=("Accelerometer1RMS", False))
+    assert blind.decision == Decision.REQUIRE_ANALYSIS
+    assert blind.trace[-1] == {
+        "check": "effect", "passed": False,
+        "detail": "reduce_load has no modelled effect on Accelerometer1RMS, the anomaly's "
+                  "metric: it cannot be expected to clear the anomaly"}
+    moved = decide(action="reduce_load", proposer=None, twin=twin, confidence=0.99,
+                   p_breach=0.0, policy=TRUSTED, interlocks=[], moves=("Pressure", True))
+    assert moved.decision == Decision.AUTO_EXECUTE
+    assert [s["check"] for s in moved.trace] == [
+        "policy", "rbac", "forbidden", "interlocks", "effect", "risk", "confidence"]

@@ -233,6 +233,13 @@ def _model_fn(model: WhatIfModel, asset: Asset, action: str, parameters: dict, a
     return fn, inputs, state
 
 
+def _moved_metrics(model: WhatIfModel, action: str, parameters: dict,
+                  effect: dict | None) -> tuple[str, ...]:
+    if model.kind == GENERIC:
+        return GenericModel.from_state(model.state).moved_metrics(action, parameters, effect)
+    return PumpModel.from_state(model.state).moved_metrics(action, parameters)
+
+
 def _what_if_result(run: SimulationRun, asset: Asset, action: str, parameters: dict,
                     metrics: list[str], at, effect: dict | None = None) -> None:
     model = asset_model(asset)
@@ -242,7 +249,8 @@ def _what_if_result(run: SimulationRun, asset: Asset, action: str, parameters: d
     result = run_monte_carlo(fn, inputs, constraints=constraints, seed=run.seed,
                              n_samples=run.request["n_samples"]).to_dict()
     result["model"] = model_summary(model)
-    run.request |= {"state": state, "constraints": constraints, "model": model.kind}
+    run.request |= {"state": state, "constraints": constraints, "model": model.kind,
+                    "moved": list(_moved_metrics(model, action, parameters, effect))}
     if effect is not None:
         run.request["effect"] = effect
     run.result, run.status = result, SimulationStatus.SUCCEEDED

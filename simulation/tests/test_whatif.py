@@ -94,7 +94,9 @@ def test_run_what_if_stores_one_finished_run_published_once(pump, settings):
                                metrics=[FLOW], at=T0 + timedelta(seconds=119), seed=5,
                                n_samples=2000)
     assert run.status == SimulationStatus.SUCCEEDED and run.seed == 5
-    assert set(run.request) >= {"action", "parameters", "metrics", "at", "state", "constraints"}
+    assert set(run.request) >= {"action", "parameters", "metrics", "at", "state", "constraints",
+                                "moved"}
+    assert FLOW in run.request["moved"] and "Accelerometer1RMS" not in run.request["moved"]
     assert run.result["metrics"][FLOW]["p50"] == pytest.approx(0.9 * 125, abs=1.0)
     assert 0.0 < services.breach_probability(run) <= 1.0
     events = ChangeEvent.objects.filter(resource_type="simulation")
