@@ -66,13 +66,27 @@ def _confidence(proposal: Proposal) -> list[tuple[str, float, float | None]]:
             if k not in ("weights", "detector_votes")]
 
 
-def _dress(proposal: Proposal, verbs: set[str], now) -> Proposal:
-    proposal.can = verbs
+def _approval_note(proposal: Proposal, user) -> str:
+    """Why ``user`` may not add an approval although their role allows it ("" when they may):
+    expiry, the four-eyes rule (``SelfApproval``) and one live approval per approver, which
+    the approve service refuses anyway."""
+    if proposal.expired:
+        return "Expired: it can no longer be approved (the expiry sweep will close it)."
+    if proposal.proposed_by_id == user.pk:
+        return "You proposed this: another approver must approve it (four eyes)."
+    if any(a.approver_id == user.pk for a in proposal.live_approvals):
+        return "You approved this; it waits for another approver."
+    return ""
+
+
+def _dress(proposal: Proposal, verbs: set[str], user, now) -> Proposal:
+    proposal.expired = proposal.expires_at is not None and proposal.expires_at <= now
+    proposal.approval_note = _approval_note(proposal, user) if "approve" in verbs else ""
+    proposal.can = verbs - {"approve"} if proposal.approval_note else verbs
     proposal.charts = proposal_charts(proposal)
     proposal.interlocks = _interlocks(proposal)
     proposal.confidence_rows = _confidence(proposal)
     proposal.still_needed = max(proposal.approvals_required - len(proposal.live_approvals), 0)
-    proposal.expired = proposal.expires_at is not None and proposal.expires_at <= now
     proposal.confirm = proposal.risk_level in ("HIGH", "CRITICAL")
     return proposal
 
@@ -87,8 +101,8 @@ def _back_here(request) -> str:
 
 def queue_page(request) -> Page:
     """The requested page (``?page=``) of ``selectors.pending_by_urgency``, each proposal
-    dressed for its card (``can``, ``charts``, ``interlocks``, ``confidence_rows``,
-    ``still_needed``, ``expired``, ``confirm``, ``live_approvals``)."""
+    dressed for its card (``can``, ``approval_note``, ``charts``, ``interlocks``,
+    ``confidence_rows``, ``still_needed``, ``expired``, ``confirm``, ``live_approvals``)."""
     now = timezone.now()
     pending = selectors.pending_by_urgency(request.user, CARDS)
     page = Paginator(pending, CARDS_PER_PAGE).get_page(request.GET.get("page"))
@@ -96,7 +110,7 @@ def queue_page(request) -> Page:
     prefetch_related_objects(page.object_list, _live_approvals(now))
     verbs = _verbs(page.object_list, request.user)
     for proposal in page.object_list:
-        _dress(proposal, verbs[proposal.pk], now)
+        _dress(proposal, verbs[proposal.pk], request.user, now)
     return page
 
 

@@ -155,6 +155,25 @@ def test_a_supervisor_sees_approve_and_a_required_reason_to_reject(supervisor_cl
     assert ">Reject</button>" in reject
 
 
+def test_no_approve_button_for_the_proposer_a_second_approval_or_an_expired_one(
+        supervisor_client, pump, users):
+    """The approve service refuses all three (four eyes, one approval per approver, expiry):
+    the card says why instead of offering the button; rejecting stays possible."""
+    own = card(pump, proposed_by=users["supervisor"])
+    late = card(pump, expires_in_s=-30)
+    given = card(pump, approvals_required=2)
+    Approval.objects.create(proposal=given, approver=users["supervisor"], role="supervisor",
+                            created_at=timezone.now(), expires_at=given.expires_at)
+    response = supervisor_client.get(QUEUE)
+    html, words = response.content.decode(), text_of(response)
+    assert not form_of(html, own, "approve") and form_of(html, own, "reject")
+    assert not form_of(html, given, "approve") and form_of(html, given, "reject")
+    assert "You proposed this: another approver must approve it (four eyes)." in words
+    assert "You approved this; it waits for another approver." in words
+    assert not form_of(html, late, "approve") and "Expired: it can no longer be approved" \
+        in words
+
+
 @pytest.mark.parametrize("risk", ["HIGH", "CRITICAL"])
 def test_approving_high_and_critical_risk_asks_for_confirmation(supervisor_client, pump, risk):
     proposal = card(pump, risk=risk)
