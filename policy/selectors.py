@@ -40,7 +40,7 @@ from policy.trust import ActivePolicy, assess
 from telemetry.choices import AnomalyStatus, Severity
 from telemetry.models import Anomaly
 from twins.feed_scope import scope_for
-from twins.models import Asset, AuditEntry, ReportedMetric, Twin
+from twins.models import Asset, AssetType, AuditEntry, ReportedMetric, Twin
 from twins.scoping import scoped, visible_twins
 from twins.state import AWAITING, CONVERGING, LIVE, SILENT, UNKNOWN, state_of
 
@@ -49,8 +49,6 @@ SEVERITIES = [Severity.CRITICAL, Severity.HIGH, Severity.MEDIUM, Severity.LOW]
 #: Statuses of an action between the decision to run it and its verdict.
 IN_FLIGHT = [ProposalStatus.APPROVED, ProposalStatus.EXECUTING, ProposalStatus.EXECUTED,
              ProposalStatus.VERIFYING]
-#: Severity of the triggering anomaly → urgency rank (0 is the most urgent).
-URGENCY = {s: k for k, s in enumerate(SEVERITIES)}
 
 
 @dataclass
@@ -157,8 +155,7 @@ _SILENT_SQL = """COALESCE((
 
 
 def _silent(now: datetime) -> RawSQL:
-    from twins.models import AssetType
-
+    # Refers to the outer query's asset table by name: only for a top-level Asset queryset.
     sql = _SILENT_SQL.format(asset=Asset._meta.db_table, asset_type=AssetType._meta.db_table,
                              reported=ReportedMetric._meta.db_table)
     return RawSQL(sql, (now, settings.ASSET_SILENT_AFTER_INTERVALS),
