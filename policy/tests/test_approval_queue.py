@@ -354,3 +354,9 @@ def test_silence_in_sql_agrees_with_the_tiles(supervisor_client, users, twin):
         "declared-silent": True}
     assert ranks == {"live": PROBLEM_NONE, "silent": PROBLEM_SILENT, "never": PROBLEM_NONE,
                      "declared-live": PROBLEM_NONE, "declared-silent": PROBLEM_SILENT}
+
+
+def test_the_queue_needs_a_login(client, pump):
+    card(pump)
+    response = client.get(QUEUE)
+    assert response.status_code == 302 and response["Location"].startswith("/accounts/login")
