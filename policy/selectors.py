@@ -14,7 +14,23 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from django.db.models import Count, Q, QuerySet
+from django.conf import settings
+from django.db.models import (
+    BooleanField,
+    Case,
+    Count,
+    Exists,
+    F,
+    IntegerField,
+    OuterRef,
+    Q,
+    QuerySet,
+    Subquery,
+    Value,
+    When,
+)
+from django.db.models.expressions import RawSQL
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
@@ -24,7 +40,7 @@ from policy.trust import ActivePolicy, assess
 from telemetry.choices import AnomalyStatus, Severity
 from telemetry.models import Anomaly
 from twins.feed_scope import scope_for
-from twins.models import Asset, AuditEntry, ReportedMetric, Twin
+from twins.models import Asset, AssetType, AuditEntry, ReportedMetric, Twin
 from twins.scoping import scoped, visible_twins
 from twins.state import AWAITING, CONVERGING, LIVE, SILENT, UNKNOWN, state_of
 
@@ -33,8 +49,6 @@ SEVERITIES = [Severity.CRITICAL, Severity.HIGH, Severity.MEDIUM, Severity.LOW]
 #: Statuses of an action between the decision to run it and its verdict.
 IN_FLIGHT = [ProposalStatus.APPROVED, ProposalStatus.EXECUTING, ProposalStatus.EXECUTED,
              ProposalStatus.VERIFYING]
-#: Severity of the triggering anomaly → urgency rank (0 is the most urgent).
-URGENCY = {s: k for k, s in enumerate(SEVERITIES)}
 
 
 @dataclass
@@ -117,6 +131,55 @@ def visible_assets(user, twins: QuerySet[Twin] | None = None) -> QuerySet[Asset]
         "twin__slug", "slug")
 
 
+#: ``Asset.problem`` ranks after the four severities (0..3): an action in flight, silent, none.
+PROBLEM_IN_FLIGHT, PROBLEM_SILENT, PROBLEM_NONE = 4, 5, 6
+
+# Liveness as ``twins.state.liveness`` judges it, in SQL: the newest receipt is older than
+# ASSET_SILENT_AFTER_INTERVALS sampling intervals, the interval being the smallest positive
+# ``cadence_seconds`` the asset's own metrics declare (else its type's), else the median of
+# the intervals observed at ingest (``twins.state.expected_cadence``). Unknown is not silent.
+_SILENT_SQL = """COALESCE((
+  SELECT MAX(r.received_at) < %s - make_interval(secs => %s * COALESCE(
+    (SELECT MIN((m ->> 'cadence_seconds')::float8)
+       FROM jsonb_array_elements(CASE
+         WHEN jsonb_typeof({asset}.metrics) <> 'array' THEN '[]'::jsonb
+         WHEN jsonb_array_length({asset}.metrics) > 0 THEN {asset}.metrics
+         ELSE COALESCE((SELECT CASE WHEN jsonb_typeof(t.metrics) = 'array' THEN t.metrics END
+                        FROM {asset_type} t WHERE t.id = {asset}.asset_type_id), '[]'::jsonb)
+         END) AS m
+      WHERE CASE WHEN jsonb_typeof(m -> 'cadence_seconds') = 'number'
+                 THEN (m ->> 'cadence_seconds')::float8 > 0 ELSE false END),
+    (SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY o.cadence_seconds)
+       FROM {reported} o WHERE o.asset_id = {asset}.id AND o.cadence_seconds > 0)))
+  FROM {reported} r WHERE r.asset_id = {asset}.id), false)"""
+
+
+def _silent(now: datetime) -> RawSQL:
+    # Refers to the outer query's asset table by name: only for a top-level Asset queryset.
+    sql = _SILENT_SQL.format(asset=Asset._meta.db_table, asset_type=AssetType._meta.db_table,
+                             reported=ReportedMetric._meta.db_table)
+    return RawSQL(sql, (now, settings.ASSET_SILENT_AFTER_INTERVALS),
+                  output_field=BooleanField())
+
+
+def assets_by_problem(user, now: datetime | None = None) -> QuerySet[Asset]:
+    """``visible_assets`` with the problems first, so the overview's first page shows them:
+    annotated ``problem`` = the worst open anomaly's severity rank (0 critical … 3 low), else
+    4 with an action in flight (a proposal in ``IN_FLIGHT``), else 5 when silent at ``now``
+    (default: the current time), else 6; then twin and asset slug. One query (correlated
+    subqueries), whatever the plant's size."""
+    now = now or timezone.now()
+    worst = (Anomaly.objects.filter(asset=OuterRef("pk"), status=AnomalyStatus.OPEN)
+             .annotate(rank=severity_rank("severity")).order_by("rank").values("rank")[:1])
+    in_flight = Proposal.objects.filter(asset=OuterRef("pk"), status__in=IN_FLIGHT)
+    rank = Case(When(Exists(in_flight), then=Value(PROBLEM_IN_FLIGHT)),
+                When(_silent(now), then=Value(PROBLEM_SILENT)),
+                default=Value(PROBLEM_NONE), output_field=IntegerField())
+    return visible_assets(user).annotate(
+        problem=Coalesce(Subquery(worst, output_field=IntegerField()), rank)
+    ).order_by("problem", "twin__slug", "slug")
+
+
 def asset_states(user, twins: QuerySet[Twin] | None = None, now: datetime | None = None,
                  assets: list[Asset] | None = None) -> dict[Twin, list[AssetState]]:
     """Each visible twin (or of ``twins``) → its assets' states (``visible_assets``, or the
@@ -151,22 +214,30 @@ def open_anomaly_counts(user) -> dict[str, int]:
     return {s: rows.get(s, 0) for s in SEVERITIES}
 
 
-def _urgency(proposal: Proposal) -> tuple:
-    severity = proposal.anomaly.severity if proposal.anomaly_id else None
-    far = timezone.now() + timedelta(days=3650)
-    return URGENCY.get(severity, len(URGENCY)), proposal.expires_at or far, proposal.pk
+def severity_rank(field: str) -> Case:
+    """SQL rank of the severity in ``field`` (a lookup path): 0 critical … 3 low, 4 none."""
+    return Case(*(When(**{field: s}, then=Value(k)) for k, s in enumerate(SEVERITIES)),
+                default=Value(len(SEVERITIES)), output_field=IntegerField())
+
+
+def pending_by_urgency(user, proposals: QuerySet[Proposal]) -> QuerySet[Proposal]:
+    """Pending proposals on visible twins, most urgent first, ordered in SQL (so a page of
+    them is the most urgent page): the triggering anomaly's severity (critical first, none
+    last; annotated ``urgency``, 0..4), then the soonest expiry (none last), then id."""
+    return (scoped(proposals, user).filter(status=ProposalStatus.PENDING_APPROVAL)
+            .annotate(urgency=severity_rank("anomaly__severity"))
+            .order_by("urgency", F("expires_at").asc(nulls_last=True), "pk"))
 
 
 def approval_queue(user, proposals: QuerySet[Proposal], limit: int = 50) -> list[Proposal]:
-    """Pending proposals on visible twins, most urgent first: the triggering anomaly's
-    severity (critical first), then the soonest expiry. Each carries ``.expired`` (its
-    ``expires_at`` passed while still pending: the expiry sweep has not run yet)."""
+    """The ``limit`` most urgent pending proposals (``pending_by_urgency``). Each carries
+    ``.expired`` (its ``expires_at`` passed while still pending: the expiry sweep has not
+    run yet)."""
     now = timezone.now()
-    pending = list(scoped(proposals, user).filter(status=ProposalStatus.PENDING_APPROVAL)
-                   .order_by("expires_at")[:limit])
+    pending = list(pending_by_urgency(user, proposals)[:limit])
     for p in pending:
         p.expired = p.expires_at is not None and p.expires_at <= now
-    return sorted(pending, key=_urgency)
+    return pending
 
 
 def recently_expired(user, proposals: QuerySet[Proposal], hours: int = 24,

@@ -1,7 +1,7 @@
 from django.urls import path
 from rest_framework.routers import SimpleRouter
 
-from policy import asset_views, notification_views, views
+from policy import asset_views, notification_views, queue_views, views
 from policy.api.views import EvaluateView, ProposalViewSet
 from simulation.views import run_list
 from telemetry.views import anomaly_list
@@ -14,6 +14,7 @@ urlpatterns = [
     # The console's list pages (each app's dashboard view, mounted at the site's top level).
     path("anomalies/", anomaly_list, name="anomaly-list"),
     path("simulations/", run_list, name="simulation-list"),
+    path("approvals/", queue_views.approval_queue, name="approval-queue"),
     path("audit/", views.audit_log, name="audit-log"),
     path("twins/", asset_views.twin_list, name="twin-list"),
     path("twins/<slug:twin>/<slug:asset>/", asset_views.asset_detail, name="asset-detail"),

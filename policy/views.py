@@ -20,6 +20,7 @@ from django.http import Http404
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils import timezone
+from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_POST
 
 from policy import selectors, services
@@ -60,7 +61,9 @@ OVERVIEW_TILES = 100
 
 
 def _home_plant(request) -> dict:
-    page = Paginator(selectors.visible_assets(request.user), OVERVIEW_TILES).get_page(
+    # Problems first (selectors.assets_by_problem), so page 1 shows every asset that needs
+    # someone, however many normal ones the plant has.
+    page = Paginator(selectors.assets_by_problem(request.user), OVERVIEW_TILES).get_page(
         request.GET.get("plant"))
     twins = selectors.asset_states(request.user, assets=page.object_list)
     verdicts = selectors.policy_verdicts(list(twins))
@@ -193,13 +196,15 @@ def audit_trail(proposal: Proposal):
     return AuditEntry.objects.filter(links).order_by("seq")
 
 
-def _charts(proposal: Proposal) -> list[dict]:
+def proposal_charts(proposal: Proposal) -> list[dict]:
+    """``[{"metric", "svg"}]``: the histogram (``simulation.charts.histogram_svg``, with its
+    constraint lines) of each metric the proposal's simulation ran; ``[]`` without a
+    succeeded run."""
     run = proposal.simulation
     if not (run and run.result and run.status == "succeeded"):
         return []
     return [{"metric": m, "svg": histogram_svg(run.result, m)}
             for m in run.request.get("metrics", [])]
-
 
 
 @login_required
@@ -209,7 +214,7 @@ def proposal_detail(request, pk: int):
     cursor = feed_cursor()
     proposal = get_scoped_or_404(PROPOSALS, request.user, pk=pk)
     context = {
-        "proposal": proposal, "charts": _charts(proposal), "audit": audit_trail(proposal),
+        "proposal": proposal, "charts": proposal_charts(proposal), "audit": audit_trail(proposal),
         "approvals": proposal.approvals.select_related("approver"),
         "reason_form": ReasonForm(), "can": allowed_verbs(proposal, request.user),
         "expired": proposal.expires_at is not None and proposal.expires_at <= timezone.now(),
@@ -236,6 +241,16 @@ def _call(verb: str, pk: int, request) -> str:
     return fn(pk, actor=user, request=request).status
 
 
+def _back(request, pk: int) -> str:
+    """Where ``act`` sends the user: the form's ``next`` when it is a URL of this site (the
+    approval queue passes itself), else the proposal's page."""
+    target = request.POST.get("next", "")
+    if target and url_has_allowed_host_and_scheme(target, allowed_hosts={request.get_host()},
+                                                  require_https=request.is_secure()):
+        return target
+    return reverse("dashboard-proposal", args=[pk])
+
+
 QUEUED = {"execute": "execution claimed, command queued", "rollback": "rollback claimed, "
           "command queued"}
 
@@ -245,7 +260,8 @@ QUEUED = {"execute": "execution claimed, command queued", "rollback": "rollback 
 def act(request, pk: int, verb: str):
     """approve / reject / execute / rollback / resimulate through ``policy.services``; a user
     the services refuse (``NotPermitted``) gets a 403 (a problem body with the reason), any
-    other refusal or success a redirect to the proposal with a message."""
+    other refusal or success a redirect with a message: to the form's ``next`` when it is a
+    URL of this site, else to the proposal."""
     if verb not in ("approve", "reject", "execute", "rollback", "resimulate"):
         raise Http404("no such action")
     proposal = get_scoped_or_404(PROPOSALS, request.user, pk=pk)
@@ -263,4 +279,4 @@ def act(request, pk: int, verb: str):
         messages.error(request, f"{exc.title}: {exc}")
     except ValueError as exc:
         messages.error(request, str(exc))
-    return redirect("dashboard-proposal", pk=pk)
+    return redirect(_back(request, pk))

@@ -2,9 +2,10 @@
 
 Layout: a y-axis on the left (share of samples per bin, 0 to the tallest bin), an x-axis with
 five ticks in the metric's unit below the bars, p5/p50/p95 as dashed lines labelled above the
-plot (staggered so neighbours do not overprint), and each constraint limit as a red line
-whose label ("limit > 0.0431 · P(breach) 0.078") sits in a legend row under the axis, never
-on top of the tick labels.
+plot (each in the lowest of three rows where no label is nearer than ``LABEL_W``, so
+neighbours never overprint, even when a far limit squeezes p5…p95 into a few pixels), and
+each constraint limit as a red line whose label ("limit > 0.0431 · P(breach) 0.078") sits
+in a legend row under the axis, never on top of the tick labels.
 """
 
 from __future__ import annotations
@@ -13,8 +14,10 @@ from django.utils.html import escape
 from django.utils.safestring import SafeString, mark_safe
 
 WIDTH, LEFT, RIGHT = 600, 52, 16
-TOP, PLOT_H, AXIS_H, LEGEND_ROW = 30, 140, 30, 16
+TOP, PLOT_H, AXIS_H, LEGEND_ROW = 40, 140, 30, 16
 PERCENTILES = ("p5", "p50", "p95")
+#: Horizontal room (px) a percentile label needs ("p95" at 10 px plus a margin); label rows.
+LABEL_W, LABEL_ROW = 26, 11
 
 
 def _x(value: float, low: float, high: float) -> float:
@@ -53,12 +56,28 @@ def _x_axis(low: float, high: float) -> list[str]:
     return parts
 
 
+def label_rows(xs: list[float]) -> list[int]:
+    """Row of each label centred at ``xs`` (px; 0 is the row nearest the plot): the lowest
+    row holding no label nearer than ``LABEL_W``. Three rows hold the three percentiles
+    apart however close they are."""
+    taken: list[list[float]] = []
+    rows = []
+    for x in xs:
+        row = next((r for r, row_xs in enumerate(taken)
+                    if all(abs(x - o) >= LABEL_W for o in row_xs)), len(taken))
+        if row == len(taken):
+            taken.append([])
+        taken[row].append(x)
+        rows.append(row)
+    return rows
+
+
 def _markers(stats: dict, limits: list[dict], low: float, high: float) -> list[str]:
     parts, base = [], TOP + PLOT_H
-    for k, name in enumerate(PERCENTILES):
-        x = _x(stats[name], low, high)
+    xs = [_x(stats[name], low, high) for name in PERCENTILES]
+    for name, x, row in zip(PERCENTILES, xs, label_rows(xs), strict=True):
         parts.append(f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{TOP}" y2="{base}" class="pct"/>'
-                     f'<text x="{x:.1f}" y="{TOP - 4 - 10 * (k % 2)}" class="lbl" '
+                     f'<text x="{x:.1f}" y="{TOP - 4 - LABEL_ROW * row}" class="lbl" '
                      f'text-anchor="middle">{name}</text>')
     for k, c in enumerate(limits):
         x = _x(c["limit"], low, high)

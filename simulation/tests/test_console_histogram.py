@@ -36,3 +36,17 @@ def test_the_histogram_has_a_y_axis_in_share_of_samples():
 
 def test_no_histogram_draws_nothing():
     assert histogram_svg({"metrics": {}}, "Pressure") == ""
+
+
+def test_percentile_labels_never_overprint_when_a_far_limit_squeezes_them():
+    """GIVEN p5…p95 within a few pixels (a limit far out sets the x range), THEN each of
+    p5, p50 and p95 gets its own row, and labels far apart share the lowest one."""
+    squeezed = {"metrics": {"Pressure": RESULT["metrics"]["Pressure"]},
+                "constraints": [{"metric": "Pressure", "op": ">", "limit": 5.0,
+                                 "p_breach": 0.0}]}
+    svg = str(histogram_svg(squeezed, "Pressure"))
+    rows = {t: y for y, t in _texts(svg) if t in ("p5", "p50", "p95")}
+    assert len(set(rows.values())) == 3 and min(rows.values()) > 10  # inside the picture
+    wide = {t: y for y, t in _texts(str(histogram_svg(RESULT, "Pressure")))
+            if t in ("p5", "p50", "p95")}
+    assert len(set(wide.values())) == 1  # ~130 px apart: one row
