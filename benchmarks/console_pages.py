@@ -41,8 +41,9 @@ SIZES = {"twins": 100, "assets": 1000, "proposals": 10_000, "anomalies": 5000, "
          "samples": 1_000_000}
 #: Issue 15's ceiling: every page renders in under this many milliseconds of server time.
 TARGET_MS = 200
-PAGES = ["/", "/twins/", "/anomalies/", "/anomalies/?status=open&severity=critical",
-         "/simulations/", "/audit/", "/audit/?verify=1", "/dashboard/proposals/{proposal}/",
+PAGES = ["/", "/approvals/", "/twins/", "/anomalies/",
+         "/anomalies/?status=open&severity=critical", "/simulations/", "/audit/",
+         "/audit/?verify=1", "/dashboard/proposals/{proposal}/",
          "/twins/{twin}/{asset}/?range=all", "/twins/{twin}/{asset}/?range=1h"]
 
 
