@@ -200,6 +200,49 @@ def test_a_run_page_follows_its_run_without_polling(browser, pump, users, tmp_pa
         assert not [url for url in fetched if url.endswith(f"/sim/runs/{run.pk}")]
 
 
+def test_the_approval_queue_works_from_the_keyboard_at_tablet_width(
+        browser, plant, pump, users, tmp_path):
+    """GIVEN the approval queue at tablet width with a HIGH-risk proposal and another one
+    waiting, WHEN a supervisor tabs to Approve and presses Enter, THEN the confirmation names
+    the risk, and accepting it approves the proposal and brings the queue back without it;
+    WHEN they type a reason and press Enter on Reject for the other, THEN it is rejected with
+    that reason. Nothing on the page is wider than the screen."""
+    other = factories.proposal(pump, expires_in_s=3000)
+    shots = screenshot_dir(tmp_path)
+    with live_server_process(tmp_path / "web.log", port=server_port()) as base:
+        page = signed_in(browser, base, users["supervisor"], viewport=TABLET)
+        page.goto("/approvals/")
+        wait_live(page)
+        assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+        page.screenshot(path=str(shots / "approvals-tablet.png"), full_page=True)
+        waiting = plant["waiting"]
+        card = page.locator(f"#proposal-{waiting.pk}")
+        approve = card.get_by_role("button", name="Approve")
+        page.keyboard.press("Tab")
+        for _ in range(200):  # keyboard only: tab until the card's Approve has the focus
+            if approve.evaluate("button => document.activeElement === button"):
+                break
+            page.keyboard.press("Tab")
+        else:
+            pytest.fail("Approve cannot be reached with the Tab key")
+        questions = []
+        page.once("dialog", lambda dialog: (questions.append(dialog.message), dialog.accept()))
+        page.keyboard.press("Enter")
+        expect(page.locator(f"#proposal-{waiting.pk}")).to_have_count(0)
+        assert questions and "Risk is high" in questions[0]
+        waiting.refresh_from_db()
+        assert waiting.status != ProposalStatus.PENDING_APPROVAL
+
+        reason = page.locator(f"#reject-reason-{other.pk}")
+        reason.focus()
+        page.keyboard.type("pressure already falling")
+        page.keyboard.press("Tab")  # to Reject
+        page.keyboard.press("Enter")
+        expect(page.locator(f"#proposal-{other.pk}")).to_have_count(0)
+        other.refresh_from_db()
+        assert other.status == ProposalStatus.REJECTED
+
+
 def _screenshots(browser, base: str, user, plant: dict, shots: Path) -> None:
     """The main pages as a person sees them (artefacts, and docs/ when asked), at desktop,
     tablet and phone width; on a phone and a tablet the Review button stays on screen."""

@@ -144,6 +144,12 @@ def test_telemetry_to_a_verified_action_live_in_two_supervisors_browsers(
                       if r.headers.get("x-opstwin-event") == "approval_needed"]
             assert hook.signature_ok and hook.json()["data"]["id"] == proposal.pk
 
+            queue_page = signed_in(browser, base, other)
+            queue_page.goto("/approvals/")
+            expect(queue_page.locator(f"#proposal-{proposal.pk}")).to_contain_text("P(breach)")
+            queue_page.screenshot(path=str(shots / "approvals.png"), full_page=True)
+            queue_page.close()
+
             link = _queue(first).get_by_role("link", name=f"#{proposal.pk}", exact=True)
             link.focus()
             first.keyboard.press("Enter")  # keyboard operable: no mouse needed
@@ -197,5 +203,6 @@ def test_telemetry_to_a_verified_action_live_in_two_supervisors_browsers(
         device.stop()
     if os.environ.get("OPSTWIN_DOCS_SCREENSHOTS"):  # the README's current copies
         docs = settings.BASE_DIR / "docs" / "screenshots"
-        for name in ("queue.png", "queue-after-approval.png", "proposal-verified.png"):
+        for name in ("queue.png", "approvals.png", "queue-after-approval.png",
+                     "proposal-verified.png"):
             shutil.copy(shots / name, docs / name)
