@@ -116,6 +116,19 @@ def action_markers(asset: Asset, window: Window) -> list[dict]:
     return sorted(markers, key=lambda m: (m["t"], m["at"]))
 
 
+def marker_rows(markers: list[dict]) -> list[list]:
+    """``action_markers`` as the chart JSON carries them: ``[[t, kind, label, href]]``, ``t``
+    in epoch seconds of sensor time."""
+    return [[m["t"].timestamp(), m["kind"], m["label"], m["href"]] for m in markers]
+
+
+def _markers_fragment(request, asset: Asset) -> dict:
+    bounds = TelemetryEvent.objects.filter(asset=asset).aggregate(first=Min("ts"), last=Max("ts"))
+    window = choose_window(request.GET, bounds["first"], bounds["last"], None)
+    markers = action_markers(asset, window) if window is not None else []
+    return {"markers": markers, "marker_rows": marker_rows(markers)}
+
+
 def _charts(request, asset: Asset, interval_s: float | None) -> dict:
     bounds = TelemetryEvent.objects.filter(asset=asset).aggregate(first=Min("ts"), last=Max("ts"))
     window = choose_window(request.GET, bounds["first"], bounds["last"], interval_s)
@@ -134,8 +147,7 @@ def _charts(request, asset: Asset, interval_s: float | None) -> dict:
                 "episodes": [[a.started_at.timestamp(),
                               (a.ended_at or a.last_seen_at).timestamp(), a.severity]
                              for a in episodes.order_by("started_at")[:500]],
-                "markers": [[m["t"].timestamp(), m["kind"], m["label"], m["href"]]
-                            for m in markers],
+                "markers": marker_rows(markers),
                 "live": live_extension(asset, window, interval_s),
             }}
 
@@ -163,13 +175,19 @@ def asset_detail(request, twin: str, asset: str):
     """An asset: each metric charted over a chosen range (min/max/mean per bucket, anomaly
     episodes shaded, executed actions, verifications and rollbacks marked and listed under
     the charts (``action_markers``: placed in sensor time), gaps left open), its current
-    reported state, what-if model and anomalies. The anomalies table follows the feed
-    (``?fragment=anomalies``); on a live range the charts extend from the feed's
+    reported state, what-if model and anomalies. The anomalies table and the list of actions
+    follow the feed (``?fragment=anomalies``, ``?fragment=markers``: the list and the markers'
+    JSON, which the charts redraw from); on a live range the charts extend from the feed's
     ``asset.state`` events (``static/asset_charts.js``)."""
     cursor = feed_cursor()
     obj = get_scoped_or_404(Asset.objects.select_related("twin", "asset_type"), request.user,
                             "twin",
                             twin__slug=twin, slug=asset)
+    if request.GET.get("fragment") == "markers":
+        response = render(request, "policy/assets/_partials/markers.html",
+                          _markers_fragment(request, obj))
+        response["X-Feed-Cursor"] = cursor
+        return response
     if request.GET.get("fragment") == "anomalies":
         response = render(request, "policy/assets/_partials/anomalies.html", {
             "asset": obj, "anomalies": _anomalies(obj), "here": request.path,

@@ -7,7 +7,8 @@
  * anomaly episodes shaded, executed / verified / rolled back actions as vertical lines with a
  * text label ("▲ executed #12 reduce_load", "↺ rolled back #12"; the page lists them too,
  * with links, under the charts). Null points (inserted by the server at data gaps) break the
- * lines.
+ * lines. The list is a live fragment (proposal events): when console.js swaps it in, the
+ * markers are redrawn from its <script id="chart-markers"> (the same [[t, kind, label, href]]).
  *
  * Live: on the live ranges (data.live set) static/console.js's "console:change" events of
  * type "asset.state" (asset-state.v1 in event.data) for this asset extend each metric whose
@@ -101,6 +102,15 @@
 
   window.addEventListener("resize", function () {
     plots.forEach(function (p) { p.plot.setSize({width: width(p.box), height: 200}); });
+  });
+
+  // The list of actions under the charts is a fragment that follows the feed's proposal
+  // events (?fragment=markers); when console.js swaps it in, redraw from its markers' JSON.
+  document.addEventListener("console:refreshed", function (e) {
+    var fresh = e.target && e.target.querySelector && e.target.querySelector("#chart-markers");
+    if (!fresh) { return; }
+    try { markers = JSON.parse(fresh.textContent) || []; } catch (err) { return; }
+    plots.forEach(function (p) { p.plot.redraw(false, false); });
   });
 
   // --- Live extension from asset.state events ---------------------------------------------

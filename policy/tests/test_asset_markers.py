@@ -144,3 +144,27 @@ def test_a_live_range_extends_from_asset_state_events_and_a_custom_range_does_no
     assert 'data-live-types="anomaly,proposal"' in custom.content.decode()
     assert chart_json(supervisor_client.get("/twins/plant/pump-1/?range=all"))["live"][
         "span_s"] is None
+
+
+def test_the_list_of_actions_follows_the_feed_as_a_fragment(supervisor_client, replayed, wall0):
+    """GIVEN the page open on the last hour, WHEN an action executes (a proposal event makes
+    console.js fetch ?fragment=markers with the page's range), THEN the fragment lists it and
+    carries the markers' JSON the charts redraw from, in the same shape as the chart JSON's,
+    in a bounded number of queries."""
+    page = supervisor_client.get("/twins/plant/pump-1/?range=1h").content.decode()
+    assert 'data-fragment="markers" data-live-types="proposal"' in page
+    assert 'id="chart-markers"' not in page  # the page's markers are in the chart JSON
+    url = "/twins/plant/pump-1/?range=1h&fragment=markers"
+    with CaptureQueriesContext(connection) as empty:
+        assert "No action was executed" in supervisor_client.get(url).content.decode()
+    proposal = executed(replayed, wall0 + timedelta(seconds=7000))
+    with CaptureQueriesContext(connection) as one:
+        response = supervisor_client.get(url)
+    body = response.content.decode()
+    assert "<html" not in body and response["X-Feed-Cursor"]
+    assert f'<a href="/dashboard/proposals/{proposal.pk}/">▲ executed #{proposal.pk} ' in body
+    start = body.index('<script id="chart-markers" type="application/json">')
+    rows = json.loads(body[body.index(">", start) + 1:body.index("</script>", start)])
+    assert rows == [[T0.timestamp() + 7000, "executed", f"▲ executed #{proposal.pk} reduce_load",
+                     f"/dashboard/proposals/{proposal.pk}/"]]
+    assert len(one.captured_queries) == len(empty.captured_queries)

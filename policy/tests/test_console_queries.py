@@ -28,7 +28,8 @@ PAGES = ["/", "/?fragment=plant", "/?fragment=queue", "/?fragment=summary",
          "/anomalies/?status=open&severity=critical", "/simulations/", "/audit/",
          "/audit/?verify=1", "/dashboard/proposals/{proposal}/",
          "/dashboard/proposals/{proposal}/?fragment=proposal",
-         "/twins/plant/pump-1/?range=all", "/twins/plant/pump-1/?fragment=anomalies"]
+         "/twins/plant/pump-1/?range=all", "/twins/plant/pump-1/?fragment=anomalies",
+         "/twins/plant/pump-1/?range=all&fragment=markers"]
 
 
 @pytest.fixture(autouse=True)
