@@ -9,6 +9,11 @@ demo) carries historical timestamps, and "the last hour" means the last hour of 
 A gap is drawn as a gap: between two non-empty buckets further apart than
 ``GAP_FACTOR`` x max(bucket width, the asset's sampling interval) a null point is inserted,
 which the chart does not join across.
+
+The live ranges (last hour, day, week, all: they end at the newest reading) are extended in
+the browser from the feed's ``asset.state`` events (``live_extension``): each newer reading is
+appended as its own point (min = max = mean = value) with the same gap rule; a custom range is
+a fixed span of the past and stays as drawn.
 """
 
 from __future__ import annotations
@@ -108,6 +113,23 @@ def _with_gaps(series: dict, gap_s: float) -> dict:
     return out
 
 
+def gap_seconds(window: Window, interval_s: float | None) -> float:
+    """Readings further apart than this (s) are drawn with a gap between them: ``GAP_FACTOR``
+    x max(bucket width, sampling interval). The page's live extension uses the same rule."""
+    return GAP_FACTOR * max(window.width.total_seconds(), interval_s or 0)
+
+
+def live_extension(asset, window: Window, interval_s: float | None) -> dict | None:
+    """What ``static/asset_charts.js`` needs to extend the charts from ``asset.state`` events:
+    ``{"asset": id, "span_s": seconds kept (None: the whole history), "gap_s": gap rule}``,
+    or None for a custom range (a fixed span of the past, never extended)."""
+    if window.name not in RANGES:
+        return None
+    span = RANGES[window.name][1]
+    return {"asset": asset.pk, "span_s": span.total_seconds() if span else None,
+            "gap_s": gap_seconds(window, interval_s)}
+
+
 def chart_series(user, asset, window: Window, interval_s: float | None) -> tuple[list, str]:
     """Per declared metric ``{metric, unit, t, min, max, avg}`` over ``window`` (metrics with
     no data in it are left out), and the source the aggregate read (raw or a rollup).
@@ -115,7 +137,7 @@ def chart_series(user, asset, window: Window, interval_s: float | None) -> tuple
     selection = select_series(user, asset.twin.slug, asset.slug)
     result = aggregate(AggregateRequest(selection, window.start, window.end, window.bucket,
                                         FUNCTIONS))
-    gap_s = GAP_FACTOR * max(window.width.total_seconds(), interval_s or 0)
+    gap_s = gap_seconds(window, interval_s)
     by_metric = {s["metric"]: s for s in result.series}
     charts = [{"metric": m, "unit": asset.unit_of(m)} | _with_gaps(by_metric[m], gap_s)
               for m in asset.metric_names if m in by_metric and by_metric[m]["ts"]]

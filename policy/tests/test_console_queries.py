@@ -29,6 +29,7 @@ PAGES = ["/", "/?fragment=plant", "/?fragment=queue", "/?fragment=summary",
          "/audit/?verify=1", "/dashboard/proposals/{proposal}/",
          "/dashboard/proposals/{proposal}/?fragment=proposal",
          "/twins/plant/pump-1/?range=all", "/twins/plant/pump-1/?fragment=anomalies",
+         "/twins/plant/pump-1/?range=all&fragment=markers",
          "/approvals/", "/approvals/?fragment=approval_cards"]
 
 

@@ -2,8 +2,12 @@
 the run's row, each at a bounded rate.
 
 Progress is a volatile indicator, not a state change: it is written with a plain conditional
-UPDATE (only while the run is ``running``), with no audit entry or change event; the run's
-lifecycle (queued, running, cancel requested, finished) is what the audit chain records.
+UPDATE (only while the run is ``running``), with no audit entry; the run's lifecycle (queued,
+running, cancel requested, finished) is what the audit chain records. Each write also puts a
+feed-only ``simulation.progress`` event (resource ``simulation_progress``, schema
+``simulation-progress.v1``) on the change feed, in the same transaction, through
+``twins.ledger.append_events`` (like ``asset.state``): the console moves its progress bars
+from it without polling. Both are throttled together: at most one per ``interval`` per run.
 """
 
 from __future__ import annotations
@@ -11,16 +15,35 @@ from __future__ import annotations
 import math
 import time
 
+from django.db import transaction
+
 from simulation.models import SimulationRun, SimulationStatus
+from twins.ledger import append_events
+
+PROGRESS_EVENT = "simulation.progress"
+PROGRESS_RESOURCE = "simulation_progress"
+
+
+def progress_event(run_id: int, twin, fraction: float, done: int, total: int) -> dict:
+    """The ``append_events`` item of one progress write; its data is simulation-progress.v1:
+    ``{"run": 12, "twin": "plant-1" | None, "progress": 0.42, "samples_done": 4200,
+    "samples_target": 10000, "status": "running"}`` (``twin`` a ``Twin`` or None)."""
+    return {"type": PROGRESS_EVENT, "resource_type": PROGRESS_RESOURCE, "resource_id": run_id,
+            "operation": "updated", "twin": twin, "actor": "simulator",
+            "data": {"run": run_id, "twin": twin.slug if twin is not None else None,
+                     "progress": fraction, "samples_done": done, "samples_target": total,
+                     "status": SimulationStatus.RUNNING.value}}
 
 
 class ProgressWriter:
     """``progress(done, total)`` for the engine: writes ``samples_done``, ``samples_target``
     and ``progress = done / total`` (0..1) at most once per ``interval`` seconds (the first
-    call always writes)."""
+    call always writes), and with each write a ``simulation.progress`` feed event of the
+    run's ``twin`` (a ``Twin``, None for a run without an asset). Nothing is written or
+    published once the run is no longer ``running``."""
 
-    def __init__(self, run_id: int, interval: float) -> None:
-        self.run_id, self.interval, self._last = run_id, interval, -math.inf
+    def __init__(self, run_id: int, interval: float, twin=None) -> None:
+        self.run_id, self.interval, self.twin, self._last = run_id, interval, twin, -math.inf
 
     def __call__(self, done: int, total: int) -> None:
         now = time.monotonic()
@@ -28,8 +51,12 @@ class ProgressWriter:
             return
         self._last = now
         fraction = min(done / total, 1.0) if total > 0 else 0.0
-        SimulationRun.objects.filter(pk=self.run_id, status=SimulationStatus.RUNNING).update(
-            progress=fraction, samples_done=done, samples_target=total)
+        with transaction.atomic():
+            written = SimulationRun.objects.filter(
+                pk=self.run_id, status=SimulationStatus.RUNNING).update(
+                progress=fraction, samples_done=done, samples_target=total)
+            if written:
+                append_events([progress_event(self.run_id, self.twin, fraction, done, total)])
 
 
 class CancelFlag:

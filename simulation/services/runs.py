@@ -130,7 +130,8 @@ def execute_run(run_id: int) -> SimulationRun | None:
 
 
 def _compute(run: SimulationRun) -> tuple[str, dict | None, str]:
-    progress = ProgressWriter(run.pk, settings.SIMULATION_PROGRESS_SECONDS)
+    progress = ProgressWriter(run.pk, settings.SIMULATION_PROGRESS_SECONDS,
+                              twin=run.asset.twin if run.asset_id else None)
     cancelled = CancelFlag(run.pk, settings.SIMULATION_CANCEL_POLL_SECONDS)
     try:
         return Status.SUCCEEDED, simulate(run.request, progress=progress, cancelled=cancelled), ""

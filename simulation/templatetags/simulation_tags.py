@@ -1,4 +1,5 @@
-"""Template helpers that turn a WhatIfModel's fit report into table rows (asset page)."""
+"""Template helpers of the simulation pages: a WhatIfModel's fit report as table rows (asset
+page), and a run's progress in words."""
 
 from __future__ import annotations
 
@@ -31,3 +32,21 @@ def whatif_driver_rows(model: WhatIfModel) -> list[dict]:
     drivers = model.fit_report.get("drivers", {})
     return [{"name": name, "unit": model.asset.unit_of(name), **stats}
             for name, stats in drivers.items()]
+
+
+def progress_unit(run) -> str:
+    """What a run counts: ``shots`` on the quantum engine, ``samples`` otherwise."""
+    return "shots" if run.engine == "quantum_iae" else "samples"
+
+
+@register.filter
+def progress_text(run) -> str:
+    """A run's progress in words, e.g. ``42 % (4,200 / 10,000 samples)``: the percentage
+    rounded down (100 % only when done), then samples done of the current target. The same
+    text ``static/simulation_live.js`` writes from ``simulation.progress`` events."""
+    percent = int(min(max(run.progress or 0.0, 0.0), 1.0) * 100)
+    return (f"{percent} % ({run.samples_done:,} / {run.samples_target:,} "
+            f"{progress_unit(run)})")
+
+
+register.filter("progress_unit", progress_unit)

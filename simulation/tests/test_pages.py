@@ -37,10 +37,14 @@ def test_a_running_run_page_shows_its_progress_follows_the_feed_and_offers_cance
                      started_at=timezone.now(), progress=0.5, samples_done=5000,
                      samples_target=10000)
     page = agent_client.get(f"/sim/runs/{run.pk}/view").content.decode()
-    assert 'value="0.500000"' in page and "5000 of 10000" in page
+    assert 'value="0.500000"' in page and "50 % (5,000 / 10,000 samples)" in page
+    assert f'class="run-progress" data-run="{run.pk}"' in page
     # No polling of the run (issue 15): the page follows the run's events on the change feed.
     assert 'fetch(url' not in page and "data-feed-cursor=" in page
     assert f'data-live-resource="simulation:{run.pk}"' in page
+    # Its progress events move the bar in place (static/simulation_live.js).
+    assert 'data-live-types="simulation,simulation.progress"' in page
+    assert "simulation_live.js" in page
     assert f'action="/sim/runs/{run.pk}/view/cancel"' in page
 
 
@@ -90,3 +94,28 @@ def test_the_asset_page_names_the_declared_normal_period(admin_client, pump):
     page = admin_client.get("/twins/plant/pump-1/").content.decode()
     assert "Fitted on 40 readings" in page
     assert "declared normal period 2024-01-01 00:00:00 – 2024-01-01 00:00:39" in page
+
+
+def test_the_run_list_shows_a_running_runs_progress_bar_that_follows_the_feed(
+        agent_client, users):
+    """GIVEN a running run and a finished one, THEN the list shows a progress bar in words
+    for the running one only, marked with its run id for static/simulation_live.js, and the
+    list's fragment asks the stream for simulation.progress events."""
+    running = stored_run(created_by=users["agent"], status=SimulationStatus.RUNNING,
+                         started_at=timezone.now(), progress=0.4213, samples_done=4213,
+                         samples_target=10_000)
+    done = finished_run(users["agent"])
+    page = agent_client.get("/simulations/").content.decode()
+    assert f'data-run="{running.pk}"' in page and f'data-run="{done.pk}"' not in page
+    assert "42 % (4,213 / 10,000 samples)" in page
+    assert 'data-fragment="list" data-live-types="simulation,simulation.progress"' in page
+    assert "simulation_live.js" in page
+    fragment = agent_client.get("/simulations/?fragment=list").content.decode()
+    assert f'data-run="{running.pk}"' in fragment and "<html" not in fragment
+
+
+def test_a_quantum_run_counts_shots(agent_client, users):
+    run = stored_run(created_by=users["agent"], status=SimulationStatus.RUNNING,
+                     engine="quantum_iae", progress=1.0, samples_done=800, samples_target=800)
+    page = agent_client.get(f"/sim/runs/{run.pk}/view").content.decode()
+    assert "100 % (800 / 800 shots)" in page
