@@ -76,6 +76,13 @@
 
   function width(el) { return Math.max(280, el.clientWidth - 12); }
 
+  // The newest time drawn, on the figure (data-last-ts, epoch s): what a test or a reader of
+  // the page can check without reaching into the chart.
+  function drawn(p) {
+    var t = p.columns[0];
+    p.box.setAttribute("data-last-ts", t.length ? String(t[t.length - 1]) : "");
+  }
+
   var plots = [];
   data.series.forEach(function (s) {
     var box = document.querySelector('figure[data-metric="' + CSS.escape(s.metric) + '"]');
@@ -98,6 +105,7 @@
     var columns = [s.t.slice(), s.min.slice(), s.max.slice(), s.avg.slice()];
     plots.push({box: box, metric: s.metric, columns: columns,
                 plot: new uPlot(opts, columns, box)});
+    drawn(plots[plots.length - 1]);
   });
 
   window.addEventListener("resize", function () {
@@ -143,7 +151,7 @@
       if (!r || r.value === null || r.value === undefined || !r.ts) { return; }
       var t = Date.parse(r.ts) / 1000;
       if (isNaN(t)) { return; }
-      if (append(p, t, Number(r.value))) { p.plot.setData(p.columns); }
+      if (append(p, t, Number(r.value))) { p.plot.setData(p.columns); drawn(p); }
     });
   });
 })();

@@ -6,7 +6,9 @@
  * concerns a fragment of the page, fetches that fragment again (?fragment=<name>) and swaps it
  * in. Fragments declare what concerns them:
  *   <section data-fragment="queue" data-live-types="proposal,anomaly"
- *            data-live-resource="simulation:12">   (optional: one resource only)
+ *            data-live-resource="simulation:12"    (optional: one resource only)
+ *            data-live-twin="plant">               (optional: the stream asks for one twin
+ *                                                   when every fragment names the same one)
  * If the socket drops, it reopens from the last cursor (backing off 1 s, 2 s, … 30 s). If the
  * server says the cursor is gone (close 4410), every fragment is fetched again and the stream
  * reopens from the cursor the fragment responses carry (X-Feed-Cursor). Where a WebSocket
@@ -50,6 +52,9 @@
 
   function concerns(el, event) {
     var types = typesOf(el);
+    if (event.type === "simulation.progress") {
+      return false;  // moved in place by the page's own script (simulation_live.js)
+    }
     if (event.type === "asset.state") {
       // Applied to tiles in place (applyState); a fragment is fetched again only when it
       // names the type and the tile's delta changed (a command's outcome, drawn server-side).
@@ -185,10 +190,18 @@
     return all;
   }
 
+  function wantedTwin() {
+    // One twin when every fragment names the same one (data-live-twin): the server filters.
+    var twins = fragments().map(function (el) { return el.getAttribute("data-live-twin"); });
+    var first = twins[0];
+    return first && twins.every(function (t) { return t === first; }) ? first : null;
+  }
+
   function query() {
-    var types = wantedTypes();
+    var types = wantedTypes(), twin = wantedTwin();
     return "?since=" + encodeURIComponent(cursor) +
-      (types && types.length ? "&types=" + encodeURIComponent(types.join(",")) : "");
+      (types && types.length ? "&types=" + encodeURIComponent(types.join(",")) : "") +
+      (twin ? "&twin=" + encodeURIComponent(twin) : "");
   }
 
   function open() {

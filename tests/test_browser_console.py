@@ -243,6 +243,50 @@ def test_the_approval_queue_works_from_the_keyboard_at_tablet_width(
         assert other.status == ProposalStatus.REJECTED
 
 
+def test_asset_charts_extend_and_progress_bars_move_without_reloading(
+        browser, pump, users, tmp_path):
+    """GIVEN an asset page on its last hour and the simulation list with a running run, WHEN
+    the asset reports a newer reading (its asset.state published) and the run writes its
+    progress, THEN the chart's newest point moves to that reading and the bar reads
+    "50 % (500 / 1,000 samples)", both without a reload."""
+    from simulation.models import SimulationRun, SimulationStatus
+    from simulation.services.progress import ProgressWriter
+
+    now = timezone.now().replace(microsecond=0)
+    factories.window(pump, "Pressure", [1.0 + (k % 5) / 100 for k in range(60)],
+                     start=now - timedelta(minutes=10), step_s=10)
+    publish_states()
+    run = SimulationRun.objects.create(asset=pump, status=SimulationStatus.RUNNING, seed=1,
+                                       request={"action": "reduce_load",
+                                                "parameters": {"fraction": 0.1}},
+                                       created_by=users["supervisor"])
+    with live_server_process(tmp_path / "web.log", port=server_port()) as base:
+        chart = signed_in(browser, base, users["supervisor"])
+        chart.goto("/twins/plant/pump-1/?range=1h")
+        wait_live(chart)
+        mark_document(chart)
+        figure = chart.locator('figure[data-metric="Pressure"]')
+        before = float(figure.get_attribute("data-last-ts"))
+        runs = signed_in(browser, base, users["supervisor"])
+        runs.goto("/simulations/")
+        wait_live(runs)
+        mark_document(runs)
+
+        newest = now + timedelta(seconds=5)
+        factories.reading(pump, {"Pressure": 1.3}, ts=newest)
+        assert publish_states() >= 1
+        ProgressWriter(run.pk, 0.0, twin=pump.twin)(500, 1000)
+
+        expect(figure).to_have_attribute("data-last-ts", re.compile(r"\d"))
+        chart.wait_for_function(
+            "([t]) => Number(document.querySelector('figure[data-metric=\"Pressure\"]')"
+            ".getAttribute('data-last-ts')) >= t", arg=[newest.timestamp()])
+        assert float(figure.get_attribute("data-last-ts")) > before
+        expect(runs.locator(f'.run-progress[data-run="{run.pk}"]')).to_contain_text(
+            "50 % (500 / 1,000 samples)")
+        assert same_document(chart) and same_document(runs)
+
+
 def _screenshots(browser, base: str, user, plant: dict, shots: Path) -> None:
     """The main pages as a person sees them (artefacts, and docs/ when asked), at desktop,
     tablet and phone width; on a phone and a tablet the Review button stays on screen."""
