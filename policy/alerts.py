@@ -3,8 +3,8 @@
 - ``anomaly_escalated``: ``telemetry.tasks.escalate_anomalies`` (Celery beat) escalates open
   critical anomalies nobody acknowledged in ``ANOMALY_ESCALATE_AFTER_SECONDS`` and hands their
   ids, by task name, to ``notify_escalations`` here (telemetry sits below policy). The link
-  goes to the anomaly list, filtered to the twin's open critical anomalies, where people
-  acknowledge.
+  goes to the anomaly list, filtered to the open critical anomalies of the anomaly's asset,
+  where people acknowledge (each row links on to the asset page and any proposal).
 - ``approval_needed``, ``execution_failed``, ``rolled_back``: ``policy.services`` schedule
   ``policy.tasks.notify_proposal`` on the commit that moved the proposal there; the link goes
   to the proposal's page, where people approve, reject, re-simulate or roll back.
@@ -18,6 +18,7 @@ told and when; with nobody to tell it is still audited, so the gap is visible.
 from __future__ import annotations
 
 import json
+from urllib.parse import urlencode
 
 from celery import shared_task
 from django.conf import settings
@@ -40,7 +41,9 @@ STATUS_KIND = {
 def escalation_message(anomaly: Anomaly) -> Message:
     """The ``anomaly_escalated`` message of one critical anomaly nobody acknowledged."""
     asset, twin = anomaly.asset, anomaly.asset.twin
-    link = absolute(f"{reverse('anomaly-list')}?status=open&severity=critical&twin={twin.slug}")
+    query = urlencode({"status": "open", "severity": "critical", "twin": twin.slug,
+                       "asset": asset.slug})
+    link = absolute(f"{reverse('anomaly-list')}?{query}")
     text = (f"{anomaly.kind} on {anomaly.metric} of {asset.name} ({asset}), score "
             f"{anomaly.score:.2f}, open since {anomaly.started_at:%Y-%m-%d %H:%M:%S %Z} "
             f"(sensor time) and not acknowledged for {settings.ANOMALY_ESCALATE_AFTER_SECONDS} "

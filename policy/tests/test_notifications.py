@@ -31,6 +31,7 @@ def mail_settings(settings):
     settings.EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
     settings.PUBLIC_URL = "https://ops.example"
     settings.NOTIFY_MAX_RETRIES = 3
+    settings.NOTIFICATION_WEBHOOK_ALLOWED_HOSTS = ["127.0.0.1"]  # the local Receiver
     return settings
 
 
@@ -221,7 +222,7 @@ def test_an_escalation_reaches_the_webhook_of_those_who_may_acknowledge(
     assert request.signature_ok and body["kind"] == "anomaly_escalated"
     assert body["resource"] == {"type": "anomaly", "id": str(anomaly.pk)}
     assert body["link"] == \
-        "https://ops.example/anomalies/?status=open&severity=critical&twin=plant"
+        "https://ops.example/anomalies/?status=open&severity=critical&twin=plant&asset=pump-1"
 
 
 def test_a_failed_execution_is_notified_with_a_link_to_the_proposal(
