@@ -111,7 +111,7 @@ def address_refusal(address: Address, patterns: list[str] | None = None) -> str 
         return None
     for flag, what in (("is_loopback", "loopback"), ("is_link_local", "link-local"),
                        ("is_multicast", "multicast"), ("is_unspecified", "unspecified"),
-                       ("is_private", "private"), ("is_reserved", "reserved")):
+                       ("is_reserved", "reserved"), ("is_private", "private")):
         if getattr(address, flag):
             return f"{address} is a {what} address"
     if not address.is_global:

@@ -28,10 +28,12 @@ class Received:
 
 @dataclass
 class Receiver:
-    """Answers ``answers`` in order (then 200); ``requests`` in arrival order."""
+    """Answers ``answers`` in order (then 200); ``requests`` in arrival order; a 3xx answer
+    carries ``Location: <location>``."""
 
     secret: str
     answers: list[int] = field(default_factory=list)
+    location: str = ""
     requests: list[Received] = field(default_factory=list)
     server: ThreadingHTTPServer | None = None
 
@@ -60,6 +62,8 @@ class Receiver:
                                                   time.monotonic()))
                 status = receiver.answers.pop(0) if receiver.answers else 200
                 self.send_response(status)
+                if 300 <= status < 400 and receiver.location:
+                    self.send_header("Location", receiver.location)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
 
