@@ -29,6 +29,7 @@ from policy.models import Proposal
 from policy.notifications import Message, absolute, notify
 from telemetry.detection import serialize as serialize_anomaly
 from telemetry.models import Anomaly
+from twins.models import AuditEntry
 
 #: The notification a proposal entering each status sends.
 STATUS_KIND = {
@@ -82,6 +83,24 @@ def _outcome(state: dict | None) -> str:
             f"{effect.get('detail') or effect.get('status') or 'unknown'}")
 
 
+def _breach(proposal: Proposal) -> str:
+    """`` (3 of 4 readings of <metric> outside 120..130)`` for a breached verification, else
+    ""."""
+    verification = proposal.verification or {}
+    if verification.get("outcome") != "breach":
+        return ""
+    low, high = (verification.get("band") or [None, None])[:2]
+    return (f" ({verification.get('outside')} of {verification.get('n')} readings of "
+            f"{verification.get('metric')} outside the simulated band {low}..{high})")
+
+
+def _rollback_blocked_reason(proposal: Proposal) -> str:
+    entry = (AuditEntry.objects.filter(resource_type="proposal", resource_id=str(proposal.pk),
+                                       action="alert.rollback_blocked")
+             .order_by("-seq").values_list("reason", flat=True).first())
+    return (entry or "the rollback could not run").removeprefix("breach, and ")
+
+
 def _proposal_text(proposal: Proposal, kind: str, link: str) -> tuple[str, str]:
     what, risk = _what(proposal), proposal.get_risk_level_display()
     if kind == NotificationKind.APPROVAL_NEEDED:
@@ -95,7 +114,15 @@ def _proposal_text(proposal: Proposal, kind: str, link: str) -> tuple[str, str]:
         reason = (proposal.rollback or {}).get("reason") or "no reason recorded"
         return (f"Rolled back: {proposal.action} on {proposal.asset.name}",
                 f"Proposal {proposal.pk}, {what}, was rolled back "
-                f"({proposal.rollback_action}): {reason}.\n\nSee what happened: {link}\n")
+                f"({proposal.rollback_action}): {reason}{_breach(proposal)}.\n\n"
+                f"See what happened: {link}\n")
+    if not proposal.rollback_started_at and _breach(proposal):
+        return (f"Verification breach, not rolled back: {proposal.action} on "
+                f"{proposal.asset.name}",
+                f"Proposal {proposal.pk}, {what}, was executed, but the observed telemetry "
+                f"left what its simulation predicted{_breach(proposal)}, and it could not be "
+                f"rolled back automatically: {_rollback_blocked_reason(proposal)}.\n\n"
+                f"Check the asset and act now: {link}\n")
     step = "rollback" if proposal.rollback_started_at else "execution"
     outcome = _outcome(proposal.rollback if step == "rollback" else proposal.execution)
     return (f"{step.capitalize()} failed: {proposal.action} on {proposal.asset.name}",
