@@ -241,3 +241,65 @@ def test_the_allow_list_is_read_from_the_environment_comma_separated():
     assert read(NOTIFICATION_WEBHOOK_ALLOWED_HOSTS="127.0.0.1, *.corp.example,,") == \
         "['127.0.0.1', '*.corp.example']"
     assert read() == "[]"
+
+
+def self_signed(name: str, folder) -> tuple[str, str]:
+    """A certificate for DNS name ``name`` only (no IP address) and its key, as PEM files."""
+    from datetime import datetime, timedelta
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = datetime.now()
+    cert = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - timedelta(days=1)).not_valid_after(now + timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(key, hashes.SHA256()))
+    cert_file, key_file = folder / "cert.pem", folder / "key.pem"
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                           serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return str(cert_file), str(key_file)
+
+
+def test_https_goes_to_the_checked_address_and_is_verified_against_the_host_name(
+        pump, users, settings, tmp_path, monkeypatch):
+    """GIVEN an HTTPS receiver on 127.0.0.1 whose certificate names ``localhost`` only (trusted
+    through SSL_CERT_FILE), and ``localhost`` allow-listed; WHEN a notification is sent to
+    https://localhost:<port>; THEN it is delivered although the connection is made to the
+    checked IP address (TLS server name and verification use the host name). Addressed as
+    https://127.0.0.1:<port>, the same certificate is refused: verification is on."""
+    import ssl
+
+    cert, key = self_signed("localhost", tmp_path)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    monkeypatch.setenv("SSL_CERT_FILE", cert)
+    settings.NOTIFICATION_WEBHOOK_ALLOWED_HOSTS = ["localhost", "127.0.0.1"]
+    settings.NOTIFY_MAX_RETRIES = 0
+    secure = Receiver(secret=SECRET, tls=context).start()
+    try:
+        port = secure.server.server_address[1]
+        subscription = hook(users["supervisor"], f"https://localhost:{port}/hooks/opstwin")
+
+        delivery = escalate(pump)
+
+        assert (delivery.status, delivery.response_status) == (DeliveryStatus.DELIVERED, 200)
+        [request] = secure.requests
+        assert request.signature_ok and request.headers["host"] == f"localhost:{port}"
+
+        subscription.webhook_url = secure.url  # https://127.0.0.1:<port>/...
+        subscription.save()
+        NotificationDelivery.objects.all().delete()
+        mismatched = escalate(pump)
+    finally:
+        secure.stop()
+    assert mismatched.status == DeliveryStatus.FAILED
+    assert "certificate" in mismatched.last_error.lower()
