@@ -349,7 +349,8 @@ def give_up(delivery_id: int, error: str) -> NotificationDelivery:
                       twin=notification.twin, after=notification.payload.get("data"),
                       reason=f"{notification.subject}: {delivery.get_channel_display()} to "
                              f"{delivery.user.get_username()} failed after "
-                             f"{delivery.attempts} attempts: {error}")
+                             f"{delivery.attempts} attempt{'' if delivery.attempts == 1 else 's'}"
+                             f": {error}")
     return delivery
 
 

@@ -101,11 +101,8 @@ def _address(text: str) -> Address | None:
     return mapped or address
 
 
-def address_refusal(address: Address, patterns: list[str] | None = None) -> str | None:
-    """Why a connection to ``address`` is refused (None: allowed): it must be globally
-    routable unicast, or inside an allow-listed address or network."""
-    address = _address(str(address))
-    patterns = allowed_hosts() if patterns is None else patterns
+def _not_public(address: Address, patterns: list[str]) -> str | None:
+    """``"a loopback address"`` (or private, link-local, ...) when ``address`` is refused."""
     if any((net := _as_network(p.strip().lower())) is not None and address in net
            for p in patterns):
         return None
@@ -113,10 +110,17 @@ def address_refusal(address: Address, patterns: list[str] | None = None) -> str 
                        ("is_multicast", "multicast"), ("is_unspecified", "unspecified"),
                        ("is_reserved", "reserved"), ("is_private", "private")):
         if getattr(address, flag):
-            return f"{address} is a {what} address"
-    if not address.is_global:
-        return f"{address} is not a public address"
-    return None
+            return f"a {what} address"
+    return None if address.is_global else "not a public address"
+
+
+def address_refusal(address: Address, patterns: list[str] | None = None) -> str | None:
+    """Why a connection to ``address`` is refused (None: allowed), e.g. ``"127.0.0.1 is a
+    loopback address"``: it must be globally routable unicast, or inside an allow-listed
+    address or network (``patterns``, default the setting)."""
+    address = _address(str(address))
+    why = _not_public(address, allowed_hosts() if patterns is None else patterns)
+    return None if why is None else f"{address} is {why}"
 
 
 def resolve(host: str, port: int) -> list[Address]:
@@ -151,7 +155,7 @@ def _parse(url: str) -> httpx.URL:
     except (httpx.InvalidURL, TypeError, ValueError) as exc:
         raise WebhookRefused(f"refused: {url!r} is not a URL ({exc})") from exc
     if parsed.scheme not in SCHEMES:
-        raise WebhookRefused(f"refused: only http and https webhooks are allowed, not "
+        raise WebhookRefused(f"refused: the scheme must be http or https, not "
                              f"{parsed.scheme or 'no scheme'!r}")
     if not parsed.host:
         raise WebhookRefused("refused: the webhook URL has no host")
@@ -179,16 +183,20 @@ def target(url: str) -> Target:
         raise WebhookFailed(f"cannot resolve {host}: {exc}") from exc
     if not addresses:
         raise WebhookFailed(f"cannot resolve {host}: no address")
-    if not (_address(host) is None and host_allowed(host)):
+    literal = _address(host) is not None
+    if literal or not host_allowed(host):
         for address in addresses:
-            why = address_refusal(address)
+            why = _not_public(address, allowed_hosts())
             if why is not None:
-                raise WebhookRefused(f"refused: {host} resolves to {why}; {_patterns_hint()}")
+                said = (f"{address} is {why}" if literal
+                        else f"{host} resolves to {address}, which is {why}")
+                raise WebhookRefused(f"refused: {said}; {_patterns_hint()}")
     return Target(url=parsed, host=host, addresses=tuple(addresses))
 
 
 def refusal(url: str) -> str | None:
-    """Why a subscription may not use ``url`` (None: it may), for a form's error message.
+    """Why a subscription may not use ``url`` (None: it may), for a form's error message:
+    ``"Not allowed: <reason>"``.
 
     Same rules as ``target``; a host that does not resolve now is accepted (it is checked
     again at every send).
@@ -196,8 +204,7 @@ def refusal(url: str) -> str | None:
     try:
         target(url)
     except WebhookRefused as exc:
-        why = str(exc).removeprefix("refused: ")
-        return why[:1].upper() + why[1:]
+        return "Not allowed: " + str(exc).removeprefix("refused: ")
     except WebhookFailed:
         return None
     return None
