@@ -304,3 +304,12 @@ def test_https_goes_to_the_checked_address_and_is_verified_against_the_host_name
         secure.stop()
     assert mismatched.status == DeliveryStatus.FAILED
     assert "certificate" in mismatched.last_error.lower()
+
+
+def test_django_admin_refuses_an_internal_webhook_too(users, admin_client):
+    form = {"user": users["supervisor"].pk, "kinds": ["approval_needed"], "email": "on",
+            "all_twins": "on", "webhook_url": "http://169.254.169.254/latest/meta-data/"}
+    refused = admin_client.post("/admin/policy/notificationsubscription/add/", form)
+    assert refused.status_code == 200  # the form again, with the reason
+    assert "169.254.169.254 is a link-local address" in refused.content.decode()
+    assert not NotificationSubscription.objects.exists()
