@@ -431,6 +431,12 @@ NOTIFY_WEBHOOK_TIMEOUT_SECONDS = env_float("NOTIFY_WEBHOOK_TIMEOUT_SECONDS", 10.
 NOTIFY_MAX_RETRIES = env_int("NOTIFY_MAX_RETRIES", 5, minimum=0)
 NOTIFY_BACKOFF_SECONDS = env_float("NOTIFY_BACKOFF_SECONDS", 30.0)
 NOTIFY_BACKOFF_MAX_SECONDS = env_float("NOTIFY_BACKOFF_MAX_SECONDS", 3600.0)
+# Webhook hosts allowed although they resolve to private/loopback/link-local/reserved addresses
+# (comma-separated: host names, *.subdomain wildcards, IP addresses, CIDR networks; empty: public
+# addresses only). Checked on save and at every send (policy/webhooks.py).
+NOTIFICATION_WEBHOOK_ALLOWED_HOSTS = [
+    h.strip() for h in (env_str("NOTIFICATION_WEBHOOK_ALLOWED_HOSTS") or "").split(",")
+    if h.strip()]
 # Deliveries never tried this long after they were made (their queueing failed) are queued again.
 NOTIFY_REQUEUE_AFTER_SECONDS = env_float("NOTIFY_REQUEUE_AFTER_SECONDS", 600.0)
 CELERY_BEAT_SCHEDULE["policy-requeue-notifications"] = {

@@ -19,7 +19,7 @@ from policy.models import (
     PolicyDocument,
     Proposal,
 )
-from policy.notifications import enqueue_delivery
+from policy.notifications import delete_subscription, enqueue_delivery, save_subscription
 from policy.rules import PolicyInvalid, parse_body
 from policy.services import active_policy, publish_policy
 from policy.services.documents import next_version
@@ -50,6 +50,22 @@ class NotificationSubscriptionAdmin(admin.ModelAdmin):
     list_filter = ["email", "all_twins"]
     search_fields = ["user__username", "user__email", "webhook_url"]
     readonly_fields = ["webhook_secret", "updated_at"]
+
+    # Saved and deleted through the audited services (policy.notifications).
+    def save_model(self, request, obj, form, change) -> None:
+        save_subscription(obj, twins=list(form.cleaned_data.get("twins") or []),
+                          actor=request.user, request=request)
+
+    def save_related(self, request, form, formsets, change) -> None:
+        for formset in formsets:  # the twins were set by save_subscription
+            self.save_formset(request, form, formset, change=change)
+
+    def delete_model(self, request, obj) -> None:
+        delete_subscription(obj, actor=request.user, request=request)
+
+    def delete_queryset(self, request, queryset) -> None:
+        for subscription in queryset:
+            delete_subscription(subscription, actor=request.user, request=request)
 
 
 class DeliveryInline(admin.TabularInline):

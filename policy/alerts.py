@@ -3,8 +3,8 @@
 - ``anomaly_escalated``: ``telemetry.tasks.escalate_anomalies`` (Celery beat) escalates open
   critical anomalies nobody acknowledged in ``ANOMALY_ESCALATE_AFTER_SECONDS`` and hands their
   ids, by task name, to ``notify_escalations`` here (telemetry sits below policy). The link
-  goes to the anomaly list, filtered to the twin's open critical anomalies, where people
-  acknowledge.
+  goes to the anomaly list, filtered to the open critical anomalies of the anomaly's asset,
+  where people acknowledge (each row links on to the asset page and any proposal).
 - ``approval_needed``, ``execution_failed``, ``rolled_back``: ``policy.services`` schedule
   ``policy.tasks.notify_proposal`` on the commit that moved the proposal there; the link goes
   to the proposal's page, where people approve, reject, re-simulate or roll back.
@@ -18,6 +18,7 @@ told and when; with nobody to tell it is still audited, so the gap is visible.
 from __future__ import annotations
 
 import json
+from urllib.parse import urlencode
 
 from celery import shared_task
 from django.conf import settings
@@ -28,6 +29,7 @@ from policy.models import Proposal
 from policy.notifications import Message, absolute, notify
 from telemetry.detection import serialize as serialize_anomaly
 from telemetry.models import Anomaly
+from twins.models import AuditEntry
 
 #: The notification a proposal entering each status sends.
 STATUS_KIND = {
@@ -40,7 +42,9 @@ STATUS_KIND = {
 def escalation_message(anomaly: Anomaly) -> Message:
     """The ``anomaly_escalated`` message of one critical anomaly nobody acknowledged."""
     asset, twin = anomaly.asset, anomaly.asset.twin
-    link = absolute(f"{reverse('anomaly-list')}?status=open&severity=critical&twin={twin.slug}")
+    query = urlencode({"status": "open", "severity": "critical", "twin": twin.slug,
+                       "asset": asset.slug})
+    link = absolute(f"{reverse('anomaly-list')}?{query}")
     text = (f"{anomaly.kind} on {anomaly.metric} of {asset.name} ({asset}), score "
             f"{anomaly.score:.2f}, open since {anomaly.started_at:%Y-%m-%d %H:%M:%S %Z} "
             f"(sensor time) and not acknowledged for {settings.ANOMALY_ESCALATE_AFTER_SECONDS} "
@@ -79,6 +83,24 @@ def _outcome(state: dict | None) -> str:
             f"{effect.get('detail') or effect.get('status') or 'unknown'}")
 
 
+def _breach(proposal: Proposal) -> str:
+    """`` (3 of 4 readings of <metric> outside 120..130)`` for a breached verification, else
+    ""."""
+    verification = proposal.verification or {}
+    if verification.get("outcome") != "breach":
+        return ""
+    low, high = (verification.get("band") or [None, None])[:2]
+    return (f" ({verification.get('outside')} of {verification.get('n')} readings of "
+            f"{verification.get('metric')} outside the simulated band {low}..{high})")
+
+
+def _rollback_blocked_reason(proposal: Proposal) -> str:
+    entry = (AuditEntry.objects.filter(resource_type="proposal", resource_id=str(proposal.pk),
+                                       action="alert.rollback_blocked")
+             .order_by("-seq").values_list("reason", flat=True).first())
+    return (entry or "the rollback could not run").removeprefix("breach, and ")
+
+
 def _proposal_text(proposal: Proposal, kind: str, link: str) -> tuple[str, str]:
     what, risk = _what(proposal), proposal.get_risk_level_display()
     if kind == NotificationKind.APPROVAL_NEEDED:
@@ -92,7 +114,15 @@ def _proposal_text(proposal: Proposal, kind: str, link: str) -> tuple[str, str]:
         reason = (proposal.rollback or {}).get("reason") or "no reason recorded"
         return (f"Rolled back: {proposal.action} on {proposal.asset.name}",
                 f"Proposal {proposal.pk}, {what}, was rolled back "
-                f"({proposal.rollback_action}): {reason}.\n\nSee what happened: {link}\n")
+                f"({proposal.rollback_action}): {reason}{_breach(proposal)}.\n\n"
+                f"See what happened: {link}\n")
+    if not proposal.rollback_started_at and _breach(proposal):
+        return (f"Verification breach, not rolled back: {proposal.action} on "
+                f"{proposal.asset.name}",
+                f"Proposal {proposal.pk}, {what}, was executed, but the observed telemetry "
+                f"left what its simulation predicted{_breach(proposal)}, and it could not be "
+                f"rolled back automatically: {_rollback_blocked_reason(proposal)}.\n\n"
+                f"Check the asset and act now: {link}\n")
     step = "rollback" if proposal.rollback_started_at else "execution"
     outcome = _outcome(proposal.rollback if step == "rollback" else proposal.execution)
     return (f"{step.capitalize()} failed: {proposal.action} on {proposal.asset.name}",

@@ -1,5 +1,6 @@
 from django import forms
 
+from policy import notifications, webhooks
 from policy.choices import NotificationKind
 from policy.models import NotificationSubscription
 from policy.models.notification import new_webhook_secret
@@ -30,7 +31,8 @@ class SubscriptionForm(forms.ModelForm):
         widget=forms.CheckboxSelectMultiple, help_text="Used when 'all twins' is off.")
     webhook_url = forms.URLField(
         label="Webhook URL", required=False, max_length=500, assume_scheme="https",
-        help_text="Receives a signed JSON POST per notification (http or https).")
+        help_text="Receives a signed JSON POST per notification (http or https, a public "
+                  "address unless the host is on NOTIFICATION_WEBHOOK_ALLOWED_HOSTS).")
     new_secret = forms.BooleanField(
         label="Replace the webhook secret", required=False,
         help_text="Receivers must be given the new one; the old one stops working at once.")
@@ -45,6 +47,15 @@ class SubscriptionForm(forms.ModelForm):
         if subscriber is not None:
             self.fields["twins"].queryset = visible_twins(subscriber).order_by("slug")
 
+    def clean_webhook_url(self) -> str:
+        """The URL, if ``policy.webhooks.refusal`` lets it through (http(s), public addresses
+        or an allow-listed host)."""
+        url = self.cleaned_data.get("webhook_url") or ""
+        why = webhooks.refusal(url) if url else None
+        if why:
+            raise forms.ValidationError(why, code="webhook_refused")
+        return url
+
     def clean(self) -> dict:
         data = super().clean()
         subscriber = self.subscriber or data.get("user")
@@ -56,10 +67,24 @@ class SubscriptionForm(forms.ModelForm):
                 self.add_error("twins", f"{subscriber} may not see {', '.join(outside)}")
         return data
 
-    def save(self, commit: bool = True) -> NotificationSubscription:
-        if self.cleaned_data.get("new_secret"):
-            self.instance.webhook_secret = new_webhook_secret()
-        return super().save(commit)
+    def save(self, commit: bool = True, *, actor=None,
+             request=None) -> NotificationSubscription:
+        """Save through ``policy.notifications.save_subscription`` (audited as ``actor``,
+        default the subscriber). ``commit=False`` (Django admin) only applies the new secret
+        and returns the unsaved instance; the admin then calls the service itself."""
+        if not commit:
+            if self.cleaned_data.get("new_secret"):
+                self.instance.webhook_secret = new_webhook_secret()
+            return super().save(commit=False)
+        try:
+            return notifications.save_subscription(
+                self.instance, twins=list(self.cleaned_data.get("twins") or []),
+                new_secret=bool(self.cleaned_data.get("new_secret")),
+                actor=actor if actor is not None else self.subscriber, request=request)
+        except notifications.SubscriptionInvalid as exc:  # e.g. DNS changed since clean()
+            for name, message in exc.errors.items():
+                self.add_error(name, message)
+            raise
 
 
 class SubscriptionAdminForm(SubscriptionForm):

@@ -14,10 +14,17 @@ Recipients of a notification about twin T: active users whose subscription (or t
 every kind, every twin, by e-mail) covers the kind and T, who may act on it there
 (``twins.scoping.may`` with ``KIND_PERMISSION``), and who have an address (an e-mail, a
 webhook URL). Checked when the notification is made.
+
+Subscriptions change only through ``save_subscription`` and ``delete_subscription``, which
+check the webhook URL (``policy.webhooks.refusal``) and audit the change
+(``notification_subscription.created|updated|deleted``, twin-less: the actor and admins see it
+on the feed) with the notification-subscription.v1 state: the webhook's origin and
+fingerprints, never its secret or its full URL (a URL may itself be a credential).
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from dataclasses import dataclass
 from datetime import timedelta
@@ -60,7 +67,12 @@ log = logging.getLogger(__name__)
 
 
 class DeliveryFailed(Exception):
-    """One send did not go through (the task retries it)."""
+    """One send did not go through: the task retries it, unless ``permanent`` (a webhook
+    target that is refused, ``policy.webhooks.WebhookRefused``), then it gives up at once."""
+
+    def __init__(self, message: str, *, permanent: bool = False) -> None:
+        super().__init__(message)
+        self.permanent = permanent
 
 
 @dataclass(frozen=True)
@@ -101,6 +113,104 @@ def subscription_of(user) -> NotificationSubscription:
         return user.notification_subscription
     except ObjectDoesNotExist:
         return NotificationSubscription(user=user)
+
+
+class SubscriptionInvalid(ValueError):
+    """A subscription that may not be saved; ``errors`` maps a field name to its message."""
+
+    def __init__(self, errors: dict[str, str]) -> None:
+        super().__init__("; ".join(f"{k}: {v}" for k, v in errors.items()))
+        self.errors = errors
+
+
+def fingerprint(text: str) -> str | None:
+    """``sha256:<first 16 hex digits>`` of ``text`` (None for ""): tells two values apart in
+    the audit log without revealing them."""
+    return f"sha256:{hashlib.sha256(text.encode()).hexdigest()[:16]}" if text else None
+
+
+def subscription_state(subscription: NotificationSubscription,
+                       twin_slugs: list[str] | None = None) -> dict:
+    """notification-subscription.v1 of ``subscription``: kinds (sorted), twins (slugs, sorted;
+    ``twin_slugs`` overrides the stored ones), channels, the webhook as ``{"origin":
+    "https://host[:port]", "fingerprint"}`` (None without one) and the secret's fingerprint."""
+    url = subscription.webhook_url
+    webhook = None
+    if url:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        host = f"[{host}]" if ":" in host else host
+        origin = f"{parts.scheme}://{host}" + (f":{parts.port}" if parts.port else "")
+        webhook = {"origin": origin, "fingerprint": fingerprint(url)}
+    if twin_slugs is None:
+        twin_slugs = [t.slug for t in subscription.twins.all()] if subscription.pk else []
+    return {"id": subscription.pk, "user": subscription.user.get_username(),
+            "kinds": sorted(subscription.kinds), "all_twins": subscription.all_twins,
+            "twins": sorted(twin_slugs), "email": subscription.email, "webhook": webhook,
+            "webhook_secret": {"set": bool(subscription.webhook_secret),
+                               "fingerprint": fingerprint(subscription.webhook_secret)},
+            "updated_at": subscription.updated_at}
+
+
+def _comparable(state: dict | None) -> dict | None:
+    return None if state is None else {k: v for k, v in state.items()
+                                      if k not in ("id", "updated_at")}
+
+
+def save_subscription(subscription: NotificationSubscription, *, twins=None,
+                      new_secret: bool = False, actor=None,
+                      request=None) -> NotificationSubscription:
+    """Create or update ``subscription`` (its fields already set, saved or not) with
+    ``twins`` (Twins; None keeps the stored ones) and, if ``new_secret``, a fresh webhook
+    secret. Audited as ``notification_subscription.created``/``.updated`` by ``actor`` (a
+    user or a component name) with before/after states; a save that changes nothing writes
+    nothing. Raises SubscriptionInvalid if the webhook URL is refused
+    (``policy.webhooks.refusal``: scheme, private address not on the allow-list)."""
+    from policy.models.notification import new_webhook_secret
+
+    why = webhooks.refusal(subscription.webhook_url) if subscription.webhook_url else None
+    if why:
+        raise SubscriptionInvalid({"webhook_url": why})
+    with transaction.atomic():
+        stored = (NotificationSubscription.objects.select_for_update()
+                  .select_related("user").filter(pk=subscription.pk).first()
+                  if subscription.pk else None)
+        before = subscription_state(stored) if stored else None
+        kept = before["twins"] if before else []
+        slugs = [t.slug for t in twins] if twins is not None else kept
+        if new_secret:
+            subscription.webhook_secret = new_webhook_secret()
+        if _comparable(subscription_state(subscription, slugs)) == _comparable(before):
+            return subscription
+        subscription.save()
+        if twins is not None:
+            subscription.twins.set(twins)
+        after = subscription_state(subscription, slugs)
+        operation = "updated" if stored else "created"
+        record_change(actor=actor, action=f"notification_subscription.{operation}",
+                      resource_type="notification_subscription", resource_id=subscription.pk,
+                      operation=operation, before=before, after=after, request=request,
+                      reason=f"notifications of {subscription.user.get_username()}"
+                             + (": webhook secret replaced" if new_secret else ""))
+    return subscription
+
+
+def delete_subscription(subscription: NotificationSubscription, *, actor=None,
+                        request=None) -> None:
+    """Delete ``subscription`` (its user is back to the defaults: every kind, every twin, by
+    e-mail); audited as ``notification_subscription.deleted`` with its last state."""
+    with transaction.atomic():
+        stored = (NotificationSubscription.objects.select_for_update().select_related("user")
+                  .filter(pk=subscription.pk).first())
+        if stored is None:
+            return
+        before, pk = subscription_state(stored), stored.pk
+        stored.delete()
+        record_change(actor=actor, action="notification_subscription.deleted",
+                      resource_type="notification_subscription", resource_id=pk,
+                      operation="deleted", before=before, after=None, request=request,
+                      reason=f"notifications of {stored.user.get_username()}: back to the "
+                             "defaults")
 
 
 def recipients(kind: str, twin: Twin, skip_user_id: int | None = None) -> list[tuple]:
@@ -189,7 +299,8 @@ def _send(delivery: NotificationDelivery) -> int | None:
                              timeout_s=settings.NOTIFY_WEBHOOK_TIMEOUT_SECONDS)
     except webhooks.WebhookFailed as exc:
         delivery.response_status = exc.status
-        raise DeliveryFailed(str(exc)) from exc
+        raise DeliveryFailed(str(exc),
+                             permanent=isinstance(exc, webhooks.WebhookRefused)) from exc
 
 
 def deliver(delivery_id: int) -> str:
@@ -238,7 +349,8 @@ def give_up(delivery_id: int, error: str) -> NotificationDelivery:
                       twin=notification.twin, after=notification.payload.get("data"),
                       reason=f"{notification.subject}: {delivery.get_channel_display()} to "
                              f"{delivery.user.get_username()} failed after "
-                             f"{delivery.attempts} attempts: {error}")
+                             f"{delivery.attempts} attempt{'' if delivery.attempts == 1 else 's'}"
+                             f": {error}")
     return delivery
 
 

@@ -101,11 +101,11 @@ def deliver_notification(self, delivery_id: int):
     """Send one notification delivery; returns its status. A failure is retried after
     ``notifications.backoff`` seconds (30, 60, 120, ... by default) up to
     ``NOTIFY_MAX_RETRIES`` times; then the delivery is recorded as failed and audited
-    (``notifications.give_up``)."""
+    (``notifications.give_up``). A refused webhook target (``permanent``) is not retried."""
     try:
         return notifications.deliver(delivery_id)
     except notifications.DeliveryFailed as exc:
-        if self.request.retries >= settings.NOTIFY_MAX_RETRIES:
+        if exc.permanent or self.request.retries >= settings.NOTIFY_MAX_RETRIES:
             return notifications.give_up(delivery_id, str(exc)).status
         # A worker needs the Retry raised to re-queue the task with its countdown; eager Celery
         # (the embedded default, tests) runs the retry inline when the task hands it back.

@@ -25,7 +25,7 @@ EXPECTED = {"telemetry.v1", "anomaly.v1", "simulation.v1", "proposal.v1", "decis
             "action.v1", "audit.v1", "twin.v1", "asset.v1", "change-event.v1",
             "stream-control.v1", "whatif-model.v1", "policy.v1", "problem.v1",
             "action-catalogue.v1", "detector-config.v1", "agent-token.v1", "asset-type.v1",
-            "asset-state.v1", "simulation-progress.v1"}
+            "asset-state.v1", "simulation-progress.v1", "notification-subscription.v1"}
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))

@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import ssl
 import threading
 import time
 from dataclasses import dataclass, field
@@ -28,17 +29,20 @@ class Received:
 
 @dataclass
 class Receiver:
-    """Answers ``answers`` in order (then 200); ``requests`` in arrival order."""
+    """Answers ``answers`` in order (then 200); ``requests`` in arrival order; a 3xx answer
+    carries ``Location: <location>``."""
 
     secret: str
     answers: list[int] = field(default_factory=list)
+    location: str = ""
+    tls: ssl.SSLContext | None = None  # a server context: answer HTTPS instead of HTTP
     requests: list[Received] = field(default_factory=list)
     server: ThreadingHTTPServer | None = None
 
     @property
     def url(self) -> str:
         host, port = self.server.server_address[:2]
-        return f"http://{host}:{port}/hooks/opstwin"
+        return f"{'https' if self.tls else 'http'}://{host}:{port}/hooks/opstwin"
 
     def check(self, headers: dict, body: bytes) -> bool:
         """A subscriber's check: sha256=HMAC(secret, "<timestamp>." + body), fresh timestamp."""
@@ -60,6 +64,8 @@ class Receiver:
                                                   time.monotonic()))
                 status = receiver.answers.pop(0) if receiver.answers else 200
                 self.send_response(status)
+                if 300 <= status < 400 and receiver.location:
+                    self.send_header("Location", receiver.location)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
 
@@ -67,6 +73,8 @@ class Receiver:
                 return
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        if self.tls is not None:
+            self.server.socket = self.tls.wrap_socket(self.server.socket, server_side=True)
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
         return self
 

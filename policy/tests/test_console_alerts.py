@@ -39,6 +39,7 @@ def test_an_escalated_critical_anomaly_is_emailed_to_supervisors_and_audited(
     sent = mail.outbox[0]
     assert sent.to == ["supervisor@example.com"]
     assert "Critical anomaly unacknowledged on Pump 1" in sent.subject
-    assert "https://ops.example/anomalies/?status=open&severity=critical&twin=plant" in sent.body
+    assert ("https://ops.example/anomalies/?status=open&severity=critical&twin=plant"
+            "&asset=pump-1") in sent.body
     entry = AuditEntry.objects.get(action="alert.escalation")
     assert entry.resource_id == str(anomaly.pk) and "supervisor@example.com" in entry.reason

@@ -30,7 +30,8 @@ def receiver():
 
 
 @pytest.fixture
-def webhook_subscriber(users, receiver):
+def webhook_subscriber(users, receiver, settings):
+    settings.NOTIFICATION_WEBHOOK_ALLOWED_HOSTS = ["127.0.0.1"]  # the local Receiver
     NotificationSubscription.objects.create(user=users["supervisor"], email=False,
                                             webhook_url=receiver.url, webhook_secret=SECRET)
     return users["supervisor"]

@@ -31,6 +31,7 @@ def mail_settings(settings):
     settings.EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
     settings.PUBLIC_URL = "https://ops.example"
     settings.NOTIFY_MAX_RETRIES = 3
+    settings.NOTIFICATION_WEBHOOK_ALLOWED_HOSTS = ["127.0.0.1"]  # the local Receiver
     return settings
 
 
@@ -221,7 +222,7 @@ def test_an_escalation_reaches_the_webhook_of_those_who_may_acknowledge(
     assert request.signature_ok and body["kind"] == "anomaly_escalated"
     assert body["resource"] == {"type": "anomaly", "id": str(anomaly.pk)}
     assert body["link"] == \
-        "https://ops.example/anomalies/?status=open&severity=critical&twin=plant"
+        "https://ops.example/anomalies/?status=open&severity=critical&twin=plant&asset=pump-1"
 
 
 def test_a_failed_execution_is_notified_with_a_link_to_the_proposal(
@@ -337,3 +338,49 @@ def test_a_supervisor_is_not_asked_to_approve_their_own_proposal(
                                     simulation=factories.simulation(pump))
     assert proposal.status == ProposalStatus.PENDING_APPROVAL
     assert [m.to for m in mail.outbox] == [["admin@example.com"]]
+
+
+def test_an_automatic_rollback_after_a_breach_says_why_with_the_numbers(
+        trusted, pump, users, device, django_capture_on_commit_callbacks):
+    """GIVEN an executed proposal whose flow then reads ~100 against a predicted 120..130;
+    WHEN the verifier judges the window and rolls back by itself; THEN subscribers are told it
+    was rolled back, because of the breach, with the readings outside the band."""
+    from policy.tests.test_verification import executed, observe
+
+    subscribe(users["supervisor"], address="sup@example.com")
+    proposal = executed(pump, users)
+    observe(proposal, [101.0, 99.0, 100.0])
+
+    with django_capture_on_commit_callbacks(execute=True):
+        rolled = services.verify_proposal(proposal.pk)
+
+    assert rolled.status == ProposalStatus.ROLLED_BACK
+    [sent] = mail.outbox
+    assert "Rolled back: reduce_load on Pump 1" in sent.subject
+    assert "verification breach" in sent.body
+    assert "3 of 3 readings of Volume Flow RateRMS outside the simulated band 120.0..130.0" \
+        in sent.body
+    assert f"https://ops.example/dashboard/proposals/{proposal.pk}/" in sent.body
+    assert AuditEntry.objects.filter(action="alert.rolled_back").count() == 1
+
+
+def test_a_breach_that_cannot_be_rolled_back_is_notified_as_such(
+        trusted, pump, users, device, django_capture_on_commit_callbacks):
+    """GIVEN an executed proposal without a rollback action; WHEN its verification breaches;
+    THEN the failure notification says the execution ran, the telemetry breached and why no
+    rollback ran (not "execution failed")."""
+    from policy.tests.test_verification import executed, observe
+
+    subscribe(users["supervisor"], address="sup@example.com")
+    proposal = executed(pump, users, rollback_action="")
+    observe(proposal, [100.0, 100.0, 100.0])
+
+    with django_capture_on_commit_callbacks(execute=True):
+        failed = services.verify_proposal(proposal.pk)
+
+    assert failed.status == ProposalStatus.FAILED
+    [sent] = mail.outbox
+    assert "Verification breach, not rolled back: reduce_load on Pump 1" in sent.subject
+    assert "reduce_load has no rollback action" in sent.body
+    assert "Execution failed" not in sent.subject
+    assert AuditEntry.objects.filter(action="alert.execution_failed").count() == 1

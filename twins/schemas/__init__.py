@@ -25,6 +25,7 @@ RESOURCE_SCHEMAS = {
     "policy": "policy.v1", "detector_config": "detector-config.v1",
     "agent_token": "agent-token.v1", "asset_type": "asset-type.v1",
     "asset_state": "asset-state.v1", "simulation_progress": "simulation-progress.v1",
+    "notification_subscription": "notification-subscription.v1",
 }
 PROBLEM_SCHEMA = "problem.v1"
 CATALOGUE_SCHEMA = "action-catalogue.v1"
