@@ -6,6 +6,7 @@ Services: tests that need Mosquitto or Redis use ``mqtt_url`` / ``redis_url``. W
 
 from __future__ import annotations
 
+import importlib
 import os
 import socket
 import uuid
@@ -153,6 +154,23 @@ def supervisor_client(users): return _client_for(users["supervisor"])
 def admin_client(users): return _client_for(users["admin"])
 @pytest.fixture
 def outsider_client(users): return _client_for(users["outsider"])
+
+
+#: Data migrations whose rows the code reads (built-in asset types, default detectors), in order.
+DATA_MIGRATIONS = [("twins.migrations.0004_builtin_asset_types", "seed"),
+                   ("telemetry.migrations.0003_default_detector_configs", "forward"),
+                   ("telemetry.migrations.0006_stream_state_generic_default", "forward"),
+                   ("telemetry.migrations.0008_pump_default_ewma_adaptive", "forward")]
+
+
+@pytest.fixture
+def migrated_rows(transactional_db) -> None:
+    """The data migrations' rows, as a freshly migrated database has them: a transactional
+    test's flush deletes them for the tests after it. Each step is idempotent."""
+    from django.apps import apps
+
+    for module, function in DATA_MIGRATIONS:
+        getattr(importlib.import_module(module), function)(apps, None)
 
 
 @pytest.fixture

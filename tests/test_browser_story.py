@@ -42,7 +42,6 @@ from policy.signing import public_key_b64
 from policy.tests import factories
 from policy.tests.receiver import Receiver
 from policy.tests.test_notifications import SECRET, subscribe
-from telemetry.models import Anomaly
 from tests.browser import (
     mark_document,
     same_document,
@@ -96,7 +95,8 @@ def _observe(proposal: Proposal) -> None:
 
 
 def test_telemetry_to_a_verified_action_live_in_two_supervisors_browsers(
-        browser, pump, users, receiver, broker_url, django_user_model, tmp_path, settings):
+        migrated_rows, browser, pump, users, receiver, broker_url, django_user_model, tmp_path,
+        settings):
     from tests.fixtures import make_user
 
     key = Ed25519PrivateKey.generate()
@@ -133,8 +133,8 @@ def test_telemetry_to_a_verified_action_live_in_two_supervisors_browsers(
             matrix[450:, 3] += 0.5  # the pump's pressure steps up
             ingest_matrix(pump, matrix)
 
-            anomaly = Anomaly.objects.get(asset=pump)
-            proposal = Proposal.objects.get(anomaly=anomaly)
+            proposal = Proposal.objects.get(asset=pump)  # one open proposal an asset
+            assert proposal.anomaly.metric == "Pressure"
             assert proposal.status == ProposalStatus.PENDING_APPROVAL, proposal.decision_trace
             for page in (first, second):
                 expect(_queue(page)).to_contain_text(f"#{proposal.pk}")
