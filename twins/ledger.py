@@ -21,11 +21,14 @@ writes such an ``audit.keyed`` entry when it upgrades a non-empty chain).
 table and ``POLICY_AUDIT_ANCHOR_FILE``), which is what reveals truncation.
 Timestamps are ISO 8601 with offset; ``before``/``after`` are the resource's JSON states.
 
-Ordering: ``record_change`` takes a transaction-scoped PostgreSQL advisory lock before it
-reads the chain's tip (after the row locks the transaction needs: see
-``_take_row_locks_first``). The lock is held until commit, so (1) ``seq`` and ``prev_hash`` are
-never raced, and (2) ``ChangeEvent`` ids are drawn in commit order, which is what makes the
-feed's ``id > cursor`` reads gap-free (ARCHITECTURE.md, "a single sequencer").
+Ordering: ``record_change`` (and ``record_changes``, many changes under one acquisition) takes
+a transaction-scoped PostgreSQL advisory lock before it reads the chain's tip (after the row
+locks the transaction needs: see ``_lock_statements``). Everything that does not depend on the
+tip (labels, JSON, SQL literals) is built before the lock; under it run the tip read, one HMAC
+per entry and one INSERT statement for all rows. The lock is held until commit, so (1)
+``seq`` and ``prev_hash`` are never raced, and (2) ``ChangeEvent`` ids are drawn in commit
+order, which is what makes the feed's ``id > cursor`` reads gap-free (ARCHITECTURE.md, "a single
+sequencer").
 """
 
 from __future__ import annotations
@@ -286,12 +289,14 @@ def _chain(prepared: list[_Prepared], tip: tuple[int, str] | None, key: bytes,
     return ", ".join(entries), ", ".join(events)
 
 
-def _insert_sql(entry_values: str, event_values: str) -> str:
-    """One statement appending the audit entries and the change events (ids in list order)."""
-    return (f'WITH entries AS (INSERT INTO "{AuditEntry._meta.db_table}" '
-            f"({', '.join(ENTRY_COLUMNS)}) VALUES {entry_values}) "
-            f'INSERT INTO "{ChangeEvent._meta.db_table}" ({", ".join(EVENT_COLUMNS)}) '
-            f"VALUES {event_values} RETURNING id")
+def _insert(cursor, entry_values: str, event_values: str) -> list[int]:
+    """Append the audit entries and the change events in one statement (one round trip);
+    the events' ids, in list order. The VALUES lists are SQL literals (``_chain``)."""
+    cursor.execute(f'WITH entries AS (INSERT INTO "{AuditEntry._meta.db_table}" '
+                   f"({', '.join(ENTRY_COLUMNS)}) VALUES {entry_values}) "
+                   f'INSERT INTO "{ChangeEvent._meta.db_table}" ({", ".join(EVENT_COLUMNS)}) '
+                   f"VALUES {event_values} RETURNING id")
+    return [row[0] for row in cursor.fetchall()]
 
 
 def _quoter(cursor):
@@ -316,8 +321,7 @@ def _append(changes: list[dict]) -> list[ChangeEvent]:
         twin_ids = {item.event["twin_id"] for item in prepared} - {None}
         tip = _lock_and_read_tip(cursor, twin_ids)
         at = timezone.now()
-        cursor.execute(_insert_sql(*_chain(prepared, tip, key, at)))
-        ids = [row[0] for row in cursor.fetchall()]
+        ids = _insert(cursor, *_chain(prepared, tip, key, at))
     transaction.on_commit(partial(announce_commit, ids[-1]))
     names = [f.attname for f in ChangeEvent._meta.concrete_fields]  # from_db's value order
     return [ChangeEvent.from_db(connection.alias, names,
