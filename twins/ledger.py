@@ -43,7 +43,7 @@ from typing import Any
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import connection, transaction
 from django.utils import timezone
-from psycopg import sql
+from psycopg import ClientCursor
 from psycopg.types.json import Jsonb
 
 from twins.feed import announce_commit
@@ -191,6 +191,9 @@ ENTRY_COLUMNS = ("seq", "at", "prev_hash", "hash", "actor", "role", "action", "r
                  "client_address", "key_id")
 EVENT_COLUMNS = ("created_at", "type", "resource_type", "resource_id", "operation", "twin_id",
                  "actor", "data")
+# ``_prepare``'s templates of the rest of each row (the columns after the lock-decided ones).
+ENTRY_LITERALS = ", ".join(["%s"] * 6 + ["%s::jsonb"] * 2 + ["%s"] * 4)
+EVENT_LITERALS = ", ".join(["%s"] * 6 + ["%s::jsonb"])
 
 
 def _canonical_text(value: Any) -> str:
@@ -218,13 +221,14 @@ class _Prepared:
     event: dict
 
 
-def _prepare(quote, key_id: str, *, actor, action: str, resource_type: str, resource_id: Any,
+def _prepare(mogrify, key_id: str, *, actor, action: str, resource_type: str, resource_id: Any,
              operation: str, after: dict | None, before: dict | None = None, twin=None,
              reason: str = "", request=None) -> _Prepared:
     """Build one change's rows, JSON and SQL before the lock (``record_change``'s arguments).
 
-    ``quote`` turns a Python value into an SQL literal. The JSON states are encoded once, as
-    canonical JSON, for both the HMAC and the ``jsonb`` columns.
+    ``mogrify`` is psycopg's ``ClientCursor.mogrify`` (values to SQL literals, one call per
+    row). The JSON states are encoded once, as canonical JSON, for both the HMAC and the
+    ``jsonb`` columns.
     """
     name, role = actor_label(actor)
     after, before = jsonable(after), jsonable(before)
@@ -240,18 +244,14 @@ def _prepare(quote, key_id: str, *, actor, action: str, resource_type: str, reso
     def text(value: str) -> str:
         return json.dumps(value, ensure_ascii=False)
 
-    def jsonb(encoded: str, value) -> str:
-        return "NULL" if value is None else f"{quote(encoded)}::jsonb"
-
-    entry_sql = ", ".join([
-        quote(name), quote(role), quote(action), quote(resource_type), quote(resource_id),
-        quote(twin_slug), jsonb(before_json, before), jsonb(after_json, after), quote(reason),
-        quote(request_id), quote(client_address), quote(key_id)])
-    twin_id = twin.pk if twin else None
+    entry_sql = mogrify(ENTRY_LITERALS, [
+        name, role, action, resource_type, resource_id, twin_slug,
+        None if before is None else before_json, None if after is None else after_json,
+        reason, request_id, client_address, key_id])
+    twin_id = int(twin.pk) if twin else None
     event_type = f"{resource_type}.{operation}"
-    event_sql = ", ".join([
-        quote(event_type), quote(resource_type), quote(resource_id), quote(operation),
-        "NULL" if twin_id is None else str(int(twin_id)), quote(name), jsonb(data_json, data)])
+    event_sql = mogrify(EVENT_LITERALS, [event_type, resource_type, resource_id, operation,
+                                         twin_id, name, data_json])
     return _Prepared(
         mac_head=(f'{{"action":{text(action)},"actor":{text(name)},"after":{after_json},'
                   '"at":'),
@@ -299,10 +299,11 @@ def _insert(cursor, entry_values: str, event_values: str) -> list[int]:
     return [row[0] for row in cursor.fetchall()]
 
 
-def _quoter(cursor):
-    """A function turning a Python value into an SQL literal for ``cursor``'s connection."""
-    raw = cursor.cursor.connection  # the psycopg connection under Django's wrapper
-    return lambda value: sql.Literal(value).as_string(raw)
+def _mogrifier(cursor):
+    """psycopg's ``ClientCursor.mogrify`` on the connection under Django's ``cursor``: SQL
+    literals quoted the way client-side binding quotes them, whatever cursor class Django
+    uses."""
+    return ClientCursor(cursor.cursor.connection).mogrify
 
 
 def _request_id(request) -> str:
@@ -316,8 +317,8 @@ def _append(changes: list[dict]) -> list[ChangeEvent]:
     """Prepare ``changes``, then under one lock acquisition chain and INSERT them all."""
     key, key_id = audit_key()
     with connection.cursor() as cursor:
-        quote = _quoter(cursor)
-        prepared = [_prepare(quote, key_id, **change) for change in changes]
+        mogrify = _mogrifier(cursor)
+        prepared = [_prepare(mogrify, key_id, **change) for change in changes]
         twin_ids = {item.event["twin_id"] for item in prepared} - {None}
         tip = _lock_and_read_tip(cursor, twin_ids)
         at = timezone.now()
