@@ -20,8 +20,8 @@ entry), ``insert`` (one statement) and ``commit`` (all three under the lock), ``
 
 Needs DATABASE_URL (PostgreSQL). Runs in a scratch database ``<name>_auditbench`` (created,
 migrated, dropped). Run: ``python benchmarks/audited_writes.py [--duration 5] [--batch 10]
-[--profile | --profile-only]``. Bounded: about 12 x (DURATION + 4) seconds plus a migration,
-4 x (DURATION + 4) more with ``--profile``.
+[--repeat 3] [--profile | --profile-only]``. Bounded: about 12 x REPEAT x (DURATION + 4)
+seconds plus a migration, 4 x (DURATION + 4) more with ``--profile``.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import multiprocessing as mp
 import os
+import statistics
 import sys
 import time
 import uuid
@@ -195,6 +196,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--duration", type=float, default=5.0)
     parser.add_argument("--batch", type=int, default=10, help="changes per batch transaction")
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="pairs (ledger, bare) per case; prints the medians")
     parser.add_argument("--profile", action="store_true",
                         help="also time each step of a change (1 and 4 writers)")
     parser.add_argument("--profile-only", action="store_true",
@@ -224,16 +227,21 @@ def main() -> int:
             conn.execute("CREATE TABLE bench_event (LIKE aiw_changeevent INCLUDING DEFAULTS "
                          "INCLUDING IDENTITY)")
         if not args.profile_only:
-            print(f"audited writes, {args.duration:.0f} s per case; single = one change per "
-                  f"transaction, batch = {args.batch} changes per transaction")
+            print(f"audited writes, {args.duration:.0f} s per case, median of {args.repeat} "
+                  f"pair(s); single = one change per transaction, batch = {args.batch} changes "
+                  "per transaction")
             print(f"{'mode':>8} {'writers':>7} {'ledger/s':>10} {'bare INSERT/s':>14} "
                   f"{'ratio':>6}")
             for mode, batch in (("single", 0), ("batch", args.batch)):
                 for writers in WRITERS:
-                    ours, _ = _run(_ledger_writer, url, writers, args.duration, batch)
-                    bare, _ = _run(_bare_writer, url, writers, args.duration, batch)
+                    pairs = [(_run(_ledger_writer, url, writers, args.duration, batch)[0],
+                              _run(_bare_writer, url, writers, args.duration, batch)[0])
+                             for _ in range(args.repeat)]
+                    ours = statistics.median(p[0] for p in pairs)
+                    bare = statistics.median(p[1] for p in pairs)
+                    ratio = statistics.median(p[0] / p[1] for p in pairs)
                     print(f"{mode:>8} {writers:>7} {ours:>10.0f} {bare:>14.0f} "
-                          f"{ours / bare:>6.0%}", flush=True)
+                          f"{ratio:>6.0%}", flush=True)
             print("targets (issue 16): >= 2,000 changes/s with 4 writers, >= 25 % of bare "
                   "INSERT")
         if args.profile or args.profile_only:
