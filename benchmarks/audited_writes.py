@@ -181,7 +181,7 @@ def _profile(url: str, duration: float, batch: int) -> None:
             _ledger_writer, url, writers, duration, size, True)
     print("\nwhere a change spends its time: ms per change, summed over the writers' wall "
           "time\n(lock+tip includes the wait for the lock; chain, insert and commit run under "
-          "it;\nprofiled runs, so changes/s is a little below the table above)")
+          "it;\nprofiled runs: a timer around each step; the last row is their changes/s)")
     labels = [f"{w}w {'single' if not b else f'batch {b}'}" for w, b in cases]
     print(f"{'step':<14}" + "".join(f"{label:>14}" for label in labels))
     for step in (*_Steps.STEPS, "total (wall)"):
