@@ -35,7 +35,7 @@ from telemetry.detectors import score_to_severity
 from telemetry.models import Anomaly, DetectionState
 from telemetry.series import Series, load_series
 from telemetry.streaming import episode_gap, stream_score
-from twins.ledger import record_change
+from twins.ledger import jsonable, record_changes
 from twins.models import Asset
 
 log = logging.getLogger(__name__)
@@ -122,14 +122,17 @@ def serialize(anomaly: Anomaly) -> dict:
     return dict(AnomalySerializer(anomaly).data)
 
 
-def _publish(anomaly: Anomaly, action: str, operation: str = "updated", actor=ACTOR,
-             reason: str = "", request=None) -> None:
-    record_change(actor=actor, action=action, resource_type="anomaly", resource_id=anomaly.pk,
-                  operation=operation, twin=anomaly.asset.twin, after=serialize(anomaly),
-                  reason=reason, request=request)
+def _publish(changes: list[dict], anomaly: Anomaly, action: str,
+             operation: str = "updated") -> None:
+    """Queue the change of ``anomaly`` as it is now (anomaly.v1) on ``changes``: a detection
+    run records all of them at its end with one ``record_changes`` (one lock acquisition)."""
+    changes.append({"actor": ACTOR, "action": action, "resource_type": "anomaly",
+                    "resource_id": anomaly.pk, "operation": operation,
+                    "twin": anomaly.asset.twin, "after": jsonable(serialize(anomaly))})
 
 
-def _open_episode(asset: Asset, group: list[Flagged], detector: str) -> Anomaly:
+def _open_episode(changes: list[dict], asset: Asset, group: list[Flagged],
+                  detector: str) -> Anomaly:
     peak = max(group, key=lambda p: p.score)
     anomaly = Anomaly.objects.create(
         asset=asset, metric=peak.metric, detector=detector, kind=peak.kind,
@@ -137,11 +140,12 @@ def _open_episode(asset: Asset, group: list[Flagged], detector: str) -> Anomaly:
         last_seen_at=group[-1].ts, n_points=len(group), features=_features(peak, detector),
         consensus=consensus_on_open(asset, started_at=group[0].ts, last_seen_at=group[-1].ts),
     )
-    _publish(anomaly, "anomaly.open", "created")
+    _publish(changes, anomaly, "anomaly.open", "created")
     return anomaly
 
 
-def _extend_episode(anomaly: Anomaly, group: list[Flagged], detector: str) -> bool:
+def _extend_episode(changes: list[dict], anomaly: Anomaly, group: list[Flagged],
+                    detector: str) -> bool:
     """Extend an active episode; returns True when its severity rose (re-published)."""
     peak = max(group, key=lambda p: p.score)
     before_rank = SEVERITY_RANK[anomaly.severity]
@@ -154,30 +158,33 @@ def _extend_episode(anomaly: Anomaly, group: list[Flagged], detector: str) -> bo
     anomaly.save()
     rose = SEVERITY_RANK[anomaly.severity] > before_rank
     if rose:
-        _publish(anomaly, "anomaly.escalate")
+        _publish(changes, anomaly, "anomaly.escalate")
     return rose
 
 
-def _clear_quiet(asset: Asset, now_ts: datetime, gap: timedelta, kind: str | None = None) -> None:
+def _clear_quiet(changes: list[dict], asset: Asset, now_ts: datetime, gap: timedelta,
+                 kind: str | None = None) -> None:
     quiet = Anomaly.objects.filter(asset=asset, status__in=ACTIVE,
                                    last_seen_at__lt=now_ts - gap)
     for anomaly in quiet.filter(kind=kind) if kind else quiet:
         anomaly.status, anomaly.ended_at = AnomalyStatus.CLEARED, anomaly.last_seen_at
         anomaly.save(update_fields=["status", "ended_at"])
-        _publish(anomaly, "anomaly.clear")
+        _publish(changes, anomaly, "anomaly.clear")
 
 
-def _apply(asset: Asset, groups: list[list[Flagged]], gap: timedelta, detector: str) -> list[int]:
-    """Turn episodes into Anomaly rows; return ids of anomalies that now need a response."""
+def _apply(changes: list[dict], asset: Asset, groups: list[list[Flagged]], gap: timedelta,
+           detector: str) -> list[int]:
+    """Turn episodes into Anomaly rows, queueing their changes on ``changes``; return ids of
+    anomalies that now need a response."""
     needs_response = []
     for group in groups:
         kind = group[0].kind
-        _clear_quiet(asset, group[0].ts, gap, kind)
+        _clear_quiet(changes, asset, group[0].ts, gap, kind)
         current = Anomaly.objects.filter(asset=asset, kind=kind, status__in=ACTIVE).first()
         if current is None:
-            current, rose = _open_episode(asset, group, detector), True
+            current, rose = _open_episode(changes, asset, group, detector), True
         else:
-            rose = _extend_episode(current, group, detector)
+            rose = _extend_episode(changes, current, group, detector)
         if rose and current.severity in (Severity.HIGH, Severity.CRITICAL):
             needs_response.append(current.pk)
     return needs_response
@@ -214,10 +221,15 @@ def detect_anomalies(asset_id: int) -> list[int]:
             return []
         gap = episode_gap(watch.detector, series.ts, state.asset)
         groups = _episodes(_flag_points(series, watch, state.asset), gap)
-        needs_response = _apply(state.asset, groups, gap, watch.name)
+        changes: list[dict] = []
+        needs_response = _apply(changes, state.asset, groups, gap, watch.name)
         state.scored_until = _to_datetime(series.ts[-1])
         state.save(update_fields=["scored_until", "updated_at"])
-        _clear_quiet(state.asset, state.scored_until, gap)
+        _clear_quiet(changes, state.asset, state.scored_until, gap)
+        # Every anomaly opened, escalated or cleared in this run, audited and on the feed in
+        # the order it happened, under one acquisition of the sequencing lock (held to commit)
+        # taken only now, after the scoring.
+        record_changes(changes)
         transaction.on_commit(lambda: handoff.send(handoff.RESPOND, needs_response))
     return needs_response
 

@@ -21,11 +21,14 @@ writes such an ``audit.keyed`` entry when it upgrades a non-empty chain).
 table and ``POLICY_AUDIT_ANCHOR_FILE``), which is what reveals truncation.
 Timestamps are ISO 8601 with offset; ``before``/``after`` are the resource's JSON states.
 
-Ordering: ``record_change`` takes a transaction-scoped PostgreSQL advisory lock before it
-reads the chain's tip (after the row locks the transaction needs: see
-``_take_row_locks_first``). The lock is held until commit, so (1) ``seq`` and ``prev_hash`` are
-never raced, and (2) ``ChangeEvent`` ids are drawn in commit order, which is what makes the
-feed's ``id > cursor`` reads gap-free (ARCHITECTURE.md, "a single sequencer").
+Ordering: ``record_change`` (and ``record_changes``, many changes under one acquisition) takes
+a transaction-scoped PostgreSQL advisory lock before it reads the chain's tip (after the row
+locks the transaction needs: see ``_lock_statements``). Everything that does not depend on the
+tip (labels, JSON, SQL literals) is built before the lock; under it run the tip read, one HMAC
+per entry and one INSERT statement for all rows. The lock is held until commit, so (1)
+``seq`` and ``prev_hash`` are never raced, and (2) ``ChangeEvent`` ids are drawn in commit
+order, which is what makes the feed's ``id > cursor`` reads gap-free (ARCHITECTURE.md, "a single
+sequencer").
 """
 
 from __future__ import annotations
@@ -33,12 +36,14 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import connection, transaction
 from django.utils import timezone
+from psycopg import ClientCursor
 from psycopg.types.json import Jsonb
 
 from twins.feed import announce_commit
@@ -142,25 +147,35 @@ def actor_label(actor) -> tuple[str, str]:
     return actor.get_username(), role_of(actor)
 
 
-def _lock_and_read_tip(cursor, twin) -> tuple[int, str] | None:
-    """Take the row locks first, then the audit lock, then read the chain's tip: one round trip.
+def _lock_statements(twin_ids) -> list[str]:
+    """The statements that take the row locks a change needs, then the sequencing lock.
 
     Lock order: the audit lock is global and held to commit. If a transaction held it and then
     waited for a row lock (foreign-key checks take KEY SHARE locks, and Django defers them to
     COMMIT), while the row's holder waited for the audit lock, PostgreSQL would abort one of
     them as a deadlock. So the pending foreign-key checks run first (``SET CONSTRAINTS ALL
-    IMMEDIATE``, then deferral is restored) and the twin row the change event will reference
-    is locked FOR KEY SHARE before the audit lock is requested.
-
-    The statements travel as one simple-protocol query (only integers are inlined); each runs
-    with its own snapshot under READ COMMITTED, so the tip is read after the lock was granted
-    and sees every chain entry committed before. Returns ``(seq, hash)`` or None (empty chain).
+    IMMEDIATE``, then deferral is restored) and the twin rows the change events will reference
+    are locked FOR KEY SHARE (in id order) before the audit lock is requested.
     """
     statements = ["SET CONSTRAINTS ALL IMMEDIATE", "SET CONSTRAINTS ALL DEFERRED"]
-    if twin is not None:
-        statements.append(f"SELECT 1 FROM {Twin._meta.db_table} WHERE id = {int(twin.pk)} "
-                          "FOR KEY SHARE")
+    if twin_ids:
+        statements.append(f"SELECT 1 FROM {Twin._meta.db_table} WHERE id IN "
+                          f"({', '.join(str(int(i)) for i in sorted(twin_ids))}) "
+                          "ORDER BY id FOR KEY SHARE")
     statements.append(f"SELECT pg_advisory_xact_lock({AUDIT_LOCK_KEY})")
+    return statements
+
+
+def _lock_and_read_tip(cursor, twin_ids) -> tuple[int, str] | None:
+    """Take the row locks first, then the audit lock, then read the chain's tip: one round trip.
+
+    ``twin_ids`` are the ids of the twins the events reference (lock order:
+    ``_lock_statements``). The statements travel as one simple-protocol query (only integers
+    are inlined); each runs with its own snapshot under READ COMMITTED, so the tip is read
+    after the lock was granted and sees every chain entry committed before. Returns
+    ``(seq, hash)`` or None (empty chain).
+    """
+    statements = _lock_statements(twin_ids)
     statements.append(f'SELECT seq, hash FROM "{AuditEntry._meta.db_table}" '
                       "ORDER BY seq DESC LIMIT 1")
     cursor.execute("; ".join(statements))
@@ -170,30 +185,125 @@ def _lock_and_read_tip(cursor, twin) -> tuple[int, str] | None:
     return (row[0], row[1]) if row else None
 
 
-ENTRY_COLUMNS = ("seq", "at", "actor", "role", "action", "resource_type", "resource_id",
-                 "twin_slug", "before", "after", "reason", "request_id", "client_address",
-                 "prev_hash", "hash", "key_id")
-EVENT_COLUMNS = ("type", "resource_type", "resource_id", "operation", "twin_id", "actor",
-                 "data", "created_at")
+# Column order of the INSERTs: the values known only under the lock come first.
+ENTRY_COLUMNS = ("seq", "at", "prev_hash", "hash", "actor", "role", "action", "resource_type",
+                 "resource_id", "twin_slug", "before", "after", "reason", "request_id",
+                 "client_address", "key_id")
+EVENT_COLUMNS = ("created_at", "type", "resource_type", "resource_id", "operation", "twin_id",
+                 "actor", "data")
+# ``_prepare``'s templates of the rest of each row (the columns after the lock-decided ones).
+ENTRY_LITERALS = ", ".join(["%s"] * 6 + ["%s::jsonb"] * 2 + ["%s"] * 4)
+EVENT_LITERALS = ", ".join(["%s"] * 6 + ["%s::jsonb"])
 
 
-def _jsonb(value):
-    """A JSON column's parameter: SQL NULL for None (as Django's JSONField stores it)."""
-    return None if value is None else Jsonb(value)
+def _canonical_text(value: Any) -> str:
+    """``canonical_json(value)`` as text (the same bytes, decoded)."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
+                      allow_nan=False, cls=DjangoJSONEncoder)
 
 
-def _insert(cursor, entry: AuditEntry, event: dict) -> int:
-    """INSERT the audit entry and the change event in one statement; the event's id."""
-    entry_values = [_jsonb(v) if c in ("before", "after") else v
-                    for c, v in ((c, getattr(entry, c)) for c in ENTRY_COLUMNS)]
-    event_values = [Jsonb(event[c]) if c == "data" else event[c] for c in EVENT_COLUMNS]
-    cursor.execute(
-        f'WITH entry AS (INSERT INTO "{AuditEntry._meta.db_table}" ({", ".join(ENTRY_COLUMNS)}) '
-        f"VALUES ({', '.join(['%s'] * len(ENTRY_COLUMNS))}) RETURNING 1) "
-        f'INSERT INTO "{ChangeEvent._meta.db_table}" ({", ".join(EVENT_COLUMNS)}) '
-        f"SELECT {', '.join(['%s'] * len(EVENT_COLUMNS))} FROM entry RETURNING id",
-        entry_values + event_values)
-    return cursor.fetchone()[0]
+@dataclass(slots=True)
+class _Prepared:
+    """One change made ready before the lock is taken: everything but seq, at and prev_hash.
+
+    ``mac_head``/``mac_mid``/``mac_tail``/``mac_end`` are the canonical JSON of the hashed
+    fields (``entry_mac``'s input: keys sorted, so ``at``, ``prev_hash`` and ``seq`` fall
+    between them) split around the three values the lock decides; ``entry_sql`` and
+    ``event_sql`` are the rest of each row's VALUES list as SQL literals (psycopg quoting).
+    """
+
+    mac_head: str
+    mac_mid: str
+    mac_tail: str
+    mac_end: str
+    entry_sql: str
+    event_sql: str
+    event: dict
+
+
+def _prepare(mogrify, key_id: str, *, actor, action: str, resource_type: str, resource_id: Any,
+             operation: str, after: dict | None, before: dict | None = None, twin=None,
+             reason: str = "", request=None) -> _Prepared:
+    """Build one change's rows, JSON and SQL before the lock (``record_change``'s arguments).
+
+    ``mogrify`` is psycopg's ``ClientCursor.mogrify`` (values to SQL literals, one call per
+    row). The JSON states are encoded once, as canonical JSON, for both the HMAC and the
+    ``jsonb`` columns.
+    """
+    name, role = actor_label(actor)
+    after, before = jsonable(after), jsonable(before)
+    resource_id = str(resource_id)
+    twin_slug = twin.slug if twin else ""
+    request_id = _request_id(request)
+    client_address = (request.META.get("REMOTE_ADDR", "") if request else "")[:64]
+    after_json = _canonical_text(after)
+    before_json = _canonical_text(before)
+    data = after if after is not None else {"id": resource_id}
+    data_json = after_json if after is not None else _canonical_text(data)
+
+    def text(value: str) -> str:
+        return json.dumps(value, ensure_ascii=False)
+
+    entry_sql = mogrify(ENTRY_LITERALS, [
+        name, role, action, resource_type, resource_id, twin_slug,
+        None if before is None else before_json, None if after is None else after_json,
+        reason, request_id, client_address, key_id])
+    twin_id = int(twin.pk) if twin else None
+    event_type = f"{resource_type}.{operation}"
+    event_sql = mogrify(EVENT_LITERALS, [event_type, resource_type, resource_id, operation,
+                                         twin_id, name, data_json])
+    return _Prepared(
+        mac_head=(f'{{"action":{text(action)},"actor":{text(name)},"after":{after_json},'
+                  '"at":'),
+        mac_mid=(f',"before":{before_json},"client_address":{text(client_address)},'
+                 f'"key_id":{text(key_id)},"prev_hash":'),
+        mac_tail=(f',"reason":{text(reason)},"request_id":{text(request_id)},'
+                  f'"resource_id":{text(resource_id)},"resource_type":{text(resource_type)},'
+                  f'"role":{text(role)},"seq":'),
+        mac_end=f',"twin":{text(twin_slug)}}}',
+        entry_sql=entry_sql, event_sql=event_sql,
+        event={"type": event_type, "resource_type": resource_type, "resource_id": resource_id,
+               "operation": operation, "twin_id": twin_id, "actor": name, "data": data},
+    )
+
+
+def _chain(prepared: list[_Prepared], tip: tuple[int, str] | None, key: bytes,
+           at) -> tuple[str, str]:
+    """Seal ``prepared`` in order after ``tip`` (under the lock): the two VALUES lists.
+
+    Only string joins and one HMAC per entry happen here; the result is byte-identical to
+    ``entry_mac`` over the stored entry (``twins.audit_chain`` recomputes it that way).
+    """
+    seq, prev = tip if tip else (0, GENESIS_HASH)
+    at_iso = at.isoformat()
+    at_json, at_sql = f'"{at_iso}"', f"'{at_iso}'::timestamptz"
+    entries, events = [], []
+    for item in prepared:
+        seq += 1
+        message = (f"{item.mac_head}{at_json}{item.mac_mid}\"{prev}\"{item.mac_tail}{seq}"
+                   f"{item.mac_end}")
+        digest = hmac.new(key, message.encode(), hashlib.sha256).hexdigest()
+        entries.append(f"({seq}, {at_sql}, '{prev}', '{digest}', {item.entry_sql})")
+        events.append(f"({at_sql}, {item.event_sql})")
+        prev = digest
+    return ", ".join(entries), ", ".join(events)
+
+
+def _insert(cursor, entry_values: str, event_values: str) -> list[int]:
+    """Append the audit entries and the change events in one statement (one round trip);
+    the events' ids, in list order. The VALUES lists are SQL literals (``_chain``)."""
+    cursor.execute(f'WITH entries AS (INSERT INTO "{AuditEntry._meta.db_table}" '
+                   f"({', '.join(ENTRY_COLUMNS)}) VALUES {entry_values}) "
+                   f'INSERT INTO "{ChangeEvent._meta.db_table}" ({", ".join(EVENT_COLUMNS)}) '
+                   f"VALUES {event_values} RETURNING id")
+    return [row[0] for row in cursor.fetchall()]
+
+
+def _mogrifier(cursor):
+    """psycopg's ``ClientCursor.mogrify`` on the connection under Django's ``cursor``: SQL
+    literals quoted the way client-side binding quotes them, whatever cursor class Django
+    uses."""
+    return ClientCursor(cursor.cursor.connection).mogrify
 
 
 def _request_id(request) -> str:
@@ -201,6 +311,24 @@ def _request_id(request) -> str:
     current request's or task's (``twins.request_context``), else ``""``; at most 64 chars."""
     assigned = getattr(request, "request_id", None) if request is not None else None
     return (assigned or current_request_id())[:64]
+
+
+def _append(changes: list[dict]) -> list[ChangeEvent]:
+    """Prepare ``changes``, then under one lock acquisition chain and INSERT them all."""
+    key, key_id = audit_key()
+    with connection.cursor() as cursor:
+        mogrify = _mogrifier(cursor)
+        prepared = [_prepare(mogrify, key_id, **change) for change in changes]
+        twin_ids = {item.event["twin_id"] for item in prepared} - {None}
+        tip = _lock_and_read_tip(cursor, twin_ids)
+        at = timezone.now()
+        ids = _insert(cursor, *_chain(prepared, tip, key, at))
+    transaction.on_commit(partial(announce_commit, ids[-1]))
+    names = [f.attname for f in ChangeEvent._meta.concrete_fields]  # from_db's value order
+    return [ChangeEvent.from_db(connection.alias, names,
+                                [{"id": event_id, "created_at": at, **item.event}[n]
+                                 for n in names])
+            for event_id, item in zip(ids, prepared, strict=True)]
 
 
 def record_change(
@@ -224,39 +352,36 @@ def record_change(
     queued runs under (``twins.request_context``), so an entry written by a task names the
     request that started it. Raises ``TransactionManagementError`` if called outside
     ``transaction.atomic()``: a change and its record must commit together or not at all.
+
+    Everything but the chain link is built before the sequencing lock is taken; under it run
+    one round trip for the tip, one HMAC, and one INSERT statement for both rows.
     """
     if not connection.in_atomic_block:
         raise transaction.TransactionManagementError("record_change needs transaction.atomic()")
-    name, role = actor_label(actor)
-    after, before = jsonable(after), jsonable(before)
-    with connection.cursor() as cursor:
-        tip = _lock_and_read_tip(cursor, twin)
-        entry = AuditEntry(
-            seq=(tip[0] + 1) if tip else 1,
-            at=timezone.now(),
-            actor=name,
-            role=role,
-            action=action,
-            resource_type=resource_type,
-            resource_id=str(resource_id),
-            twin_slug=twin.slug if twin else "",
-            before=before,
-            after=after,
-            reason=reason,
-            request_id=_request_id(request),
-            client_address=(request.META.get("REMOTE_ADDR", "") if request else "")[:64],
-            prev_hash=tip[1] if tip else GENESIS_HASH,
-        )
-        seal(entry)
-        event = {"type": f"{resource_type}.{operation}", "resource_type": resource_type,
-                 "resource_id": str(resource_id), "operation": operation,
-                 "twin_id": twin.pk if twin else None, "actor": name,
-                 "data": after if after is not None else {"id": str(resource_id)},
-                 "created_at": entry.at}
-        event_id = _insert(cursor, entry, event)
-    transaction.on_commit(partial(announce_commit, event_id))
-    return ChangeEvent.from_db(connection.alias, ["id", *EVENT_COLUMNS],
-                               [event_id, *(event[c] for c in EVENT_COLUMNS)])
+    return _append([{
+        "actor": actor, "action": action, "resource_type": resource_type,
+        "resource_id": resource_id, "operation": operation, "after": after, "before": before,
+        "twin": twin, "reason": reason, "request": request}])[0]
+
+
+def record_changes(changes: list[dict]) -> list[ChangeEvent]:
+    """Append many state changes under one acquisition of the sequencing lock, in list order.
+
+    Each item holds ``record_change``'s keyword arguments (``actor``, ``action``,
+    ``resource_type``, ``resource_id``, ``operation``, ``after``, and optionally ``before``,
+    ``twin``, ``reason``, ``request``). The audit entries get consecutive ``seq`` numbers and
+    are chained in list order; the change events get ids in the same order, all in one INSERT
+    statement; their ``at``/``created_at`` is one timestamp. Commits announce once (the last
+    id). Same contract as ``record_change``: raises ``TransactionManagementError`` outside
+    ``transaction.atomic()``, ``TypeError`` for an item with a missing or unknown key.
+    Returns the ``ChangeEvent`` of each change, in order; ``[]`` (no lock, no query) for an
+    empty list.
+    """
+    if not connection.in_atomic_block:
+        raise transaction.TransactionManagementError("record_changes needs transaction.atomic()")
+    if not changes:
+        return []
+    return _append(changes)
 
 
 def append_events(events: list[dict]) -> list[int]:
@@ -274,18 +399,13 @@ def append_events(events: list[dict]) -> list[int]:
     if not events:
         return []
     now = timezone.now()
-    rows = [(e["type"], e["resource_type"], str(e["resource_id"]), e["operation"],
+    rows = [(now, e["type"], e["resource_type"], str(e["resource_id"]), e["operation"],
              e["twin"].pk if e["twin"] is not None else None, e["actor"],
-             Jsonb(jsonable(e["data"])), now) for e in events]
+             Jsonb(jsonable(e["data"]))) for e in events]
     with connection.cursor() as cursor:
         # The lock order of ``_lock_and_read_tip``: row locks, then the sequencing lock.
-        twin_ids = sorted({int(row[4]) for row in rows if row[4] is not None})
-        statements = ["SET CONSTRAINTS ALL IMMEDIATE", "SET CONSTRAINTS ALL DEFERRED"]
-        if twin_ids:
-            statements.append(f"SELECT 1 FROM {Twin._meta.db_table} WHERE id IN "
-                              f"({', '.join(map(str, twin_ids))}) ORDER BY id FOR KEY SHARE")
-        statements.append(f"SELECT pg_advisory_xact_lock({AUDIT_LOCK_KEY})")
-        cursor.execute("; ".join(statements))
+        twin_ids = {row[5] for row in rows if row[5] is not None}
+        cursor.execute("; ".join(_lock_statements(twin_ids)))
         value_lists = ", ".join(["(" + ", ".join(["%s"] * len(EVENT_COLUMNS)) + ")"] * len(rows))
         cursor.execute(
             f'INSERT INTO "{ChangeEvent._meta.db_table}" ({", ".join(EVENT_COLUMNS)}) '

@@ -92,3 +92,38 @@ def test_a_point_is_scored_against_the_window_before_it(sensor, no_response):
     ingest_matrix(pump, X)
     # a ramp of a fifth of one noise sigma over 50 s stays inside the noise
     assert not Anomaly.objects.filter(asset=pump, severity__in=["high", "critical"]).exists()
+
+
+def test_one_detection_run_records_its_anomalies_together_in_order(sensor, no_response,
+                                                                   settings):
+    """GIVEN one batch whose scoring opens several episodes and clears some, THEN every
+    opening and clearing is audited (one ``record_changes`` at the end of the run): the run's
+    change events have consecutive ids and carry each anomaly's state at that step, their
+    audit entries consecutive seq numbers in the same order, and the chain verifies."""
+    from twins.audit_chain import verify_chain
+    from twins.models import AuditEntry, ChangeEvent
+
+    pump = sensor
+    settings.DETECTION_EPISODE_GAP_SECONDS = 5
+    X = normal_pump_matrix(400)
+    for row in (150, 200, 250, 300):
+        X[row, PRESSURE] += 1.0  # four spikes, each its own episode, each cleared after it
+    ingest_matrix(pump, X)
+    anomalies = list(Anomaly.objects.filter(asset=pump).order_by("pk"))
+    assert len([a for a in anomalies if a.severity == "critical"]) == 4
+    events = list(ChangeEvent.objects.filter(resource_type="anomaly").order_by("id"))
+    entries = list(AuditEntry.objects.filter(resource_type="anomaly").order_by("seq"))
+    assert [e.id for e in events] == list(range(events[0].id, events[0].id + len(events)))
+    assert [e.seq for e in entries] == list(range(entries[0].seq, entries[0].seq + len(events)))
+    assert [(e.type, e.data) for e in events] == [
+        (f"anomaly.{'created' if a.action == 'anomaly.open' else 'updated'}", a.after)
+        for a in entries]
+    opened = [int(e.resource_id) for e in entries if e.action == "anomaly.open"]
+    assert opened == [a.pk for a in anomalies]
+    for anomaly in anomalies:
+        cleared = [e.after for e in entries
+                   if e.action == "anomaly.clear" and e.resource_id == str(anomaly.pk)]
+        if anomaly.status == "cleared":
+            assert [c["status"] for c in cleared] == ["cleared"]
+    assert {e.after["status"] for e in entries if e.action == "anomaly.open"} == {"open"}
+    assert verify_chain().ok
