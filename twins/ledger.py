@@ -37,6 +37,7 @@ import hashlib
 import hmac
 import json
 from dataclasses import dataclass
+from decimal import Decimal
 from functools import partial
 from typing import Any
 
@@ -67,9 +68,19 @@ def canonical_json(value: Any) -> bytes:
     ).encode()
 
 
+def _as_jsonb_returns(text: str) -> float | int:
+    """A JSON number as PostgreSQL's ``jsonb`` gives it back: ``numeric`` keeps no exponent
+    and no negative zero, so ``1e+16`` comes back as the integer 10000000000000000 and
+    ``-0.0`` as ``0.0``. Hashing the number as stored keeps the chain verifiable."""
+    number = Decimal(text)
+    plain = format(abs(number) if number.is_zero() else number, "f")
+    return float(plain) if "." in plain else int(plain)
+
+
 def jsonable(value: Any) -> Any:
-    """Round-trip ``value`` through JSON so datetimes, UUIDs and decimals become plain JSON."""
-    return json.loads(json.dumps(value, cls=DjangoJSONEncoder))
+    """Round-trip ``value`` through JSON so datetimes, UUIDs and decimals become plain JSON,
+    with each non-integer number as ``jsonb`` stores it (``_as_jsonb_returns``)."""
+    return json.loads(json.dumps(value, cls=DjangoJSONEncoder), parse_float=_as_jsonb_returns)
 
 
 def entry_fields(entry: AuditEntry) -> dict[str, Any]:

@@ -184,3 +184,24 @@ def test_batches_interleaved_with_single_writes_keep_the_chain_and_a_gap_free_fe
         assert [seq_of[1000 * b + i] for i in range(5)] == list(range(first, first + 5))
     report = verify_chain()
     assert report.ok and report.entries == 80 and report.tip_seq == 80
+
+
+@pytest.mark.django_db
+def test_numbers_jsonb_rewrites_are_hashed_as_stored(plant):
+    """GIVEN states with numbers PostgreSQL's jsonb stores differently from Python's JSON
+    (1e+16, -0.0 as a rounded small negative gives, 1.2345678901234567e+20), WHEN they are
+    recorded and read back, THEN every entry still verifies: the chain hashes what is stored."""
+    state = {"big": 1e16, "zero": round(-0.00001, 4), "huge": 1.2345678901234567e20,
+             "small": 1e-05, "plain": 1.5, "n": 3}
+    with transaction.atomic():
+        record_change(actor="tester", action="twin.touch", resource_type="twin",
+                      resource_id=plant.pk, operation="updated", twin=plant, after=state,
+                      before={"contributions": {"Pressure": -0.0}})
+        record_changes([change(plant, 1, after=state)])
+    key, _ = audit_key()
+    for entry in AuditEntry.objects.order_by("seq"):
+        assert entry.hash == entry_mac(entry, key), entry.after
+    assert AuditEntry.objects.get(seq=1).after == {
+        "big": 10000000000000000, "zero": 0.0, "huge": 123456789012345670000, "small": 1e-05,
+        "plain": 1.5, "n": 3}
+    assert verify_chain().ok
