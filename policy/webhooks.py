@@ -106,6 +106,12 @@ def _not_public(address: Address, patterns: list[str]) -> str | None:
     if any((net := _as_network(p.strip().lower())) is not None and address in net
            for p in patterns):
         return None
+    # IPv6 transition addresses carry an IPv4 address inside (6to4 2002::/16, Teredo): the
+    # embedded one must be public too, or 2002:7f00:1:: would reach 127.0.0.1 over a relay.
+    for embedded in (getattr(address, "sixtofour", None),
+                     (getattr(address, "teredo", None) or (None, None))[1]):
+        if embedded is not None and (why := _not_public(embedded, patterns)) is not None:
+            return f"{why} inside an IPv6 transition address"
     for flag, what in (("is_loopback", "loopback"), ("is_link_local", "link-local"),
                        ("is_multicast", "multicast"), ("is_unspecified", "unspecified"),
                        ("is_reserved", "reserved"), ("is_private", "private")):

@@ -167,10 +167,14 @@
   function resync() {
     // The feed cannot resume from our cursor: fetch every fragment, then follow from theirs.
     say("Reconnecting…", "down");
-    var loads = fragments().map(refresh);
-    Promise.all(loads).then(function (cursors) {
-      var fresh = cursors.filter(Boolean);
-      if (fresh.length) { cursor = fresh[0]; }
+    // One after the other: the first cursor is then the oldest, so the stream resumes before
+    // anything any fragment may have missed (a repeat only refetches a fragment).
+    fragments().reduce(function (chain, el) {
+      return chain.then(function (first) {
+        return refresh(el).then(function (next) { return first || next; });
+      });
+    }, Promise.resolve(null)).then(function (first) {
+      if (first) { cursor = first; }
       later();
     });
   }
@@ -217,16 +221,23 @@
   function openSocket() {
     var scheme = window.location.protocol === "https:" ? "wss://" : "ws://";
     var socket = new WebSocket(scheme + window.location.host + socketPath + query());
-    var opened = false;
-    socket.onopen = function () {
-      opened = socketOpened = true;
+    var opened = false, healthy = null;
+    function settled() {  // the server kept the stream: only now forget earlier failures
+      window.clearTimeout(healthy);
       socketFailures = 0;
       retryMs = 1000;
+    }
+    socket.onopen = function () {
+      // The server accepts first and may then refuse (too many streams, cursor gone): the
+      // backoff is reset once the stream has lasted a while or carried an event.
+      opened = socketOpened = true;
+      healthy = window.setTimeout(settled, 5000);
       say("Live", "up");
     };
     socket.onmessage = function (message) {
       var event;
       try { event = JSON.parse(message.data); } catch (e) { return; }
+      if (event.type !== "aiw.error") { settled(); }
       if (event.type === "aiw.reconnect") {
         if (event.cursor) { cursor = event.cursor; }
         return;
@@ -235,8 +246,13 @@
       handle(event);
     };
     socket.onclose = function (close) {
+      window.clearTimeout(healthy);
       if (close.code === 4410) { resync(); return; }
       if (close.code === 4401) { say("Signed out: reload the page", "down"); return; }
+      if (close.code === 4400 || close.code === 4403) {
+        say("Live updates refused: reload the page", "down");
+        return;
+      }
       if (!opened && close.code !== 4429) { socketFailures += 1; }
       say(close.code === 4429 ? "Too many live pages open: retrying" : "Reconnecting…", "down");
       later();

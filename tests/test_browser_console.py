@@ -15,6 +15,7 @@ Screenshots of the main pages (desktop, tablet and phone width) are saved as PNG
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -143,17 +144,23 @@ def test_a_supervisors_home_page_shows_a_new_anomaly_without_reloading(
 
 def test_the_page_resumes_from_its_cursor_after_the_socket_drops(
         browser, plant, users, tmp_path):
-    """GIVEN the home page following the feed over the WebSocket, WHEN the socket drops and
-    stays down while an anomaly opens, THEN the page reconnects from its last cursor (not from
-    the start) and shows the anomaly, without a reload."""
-    sockets, down = [], {"now": False}
+    """GIVEN the home page following the feed over the WebSocket, having received an event,
+    WHEN the socket drops and stays down while another anomaly opens, THEN the page reconnects
+    from the cursor of the last event it received and shows the new anomaly, without a
+    reload."""
+    sockets, frames, down = [], [], {"now": False}
 
-    def through_playwright(socket):  # the page's sockets, passed on unless "down"
+    def through_playwright(socket):  # the page's sockets, relayed unless "down"
         sockets.append(socket)
         if down["now"]:
             socket.close(code=1012, reason="test: server restarting")
-        else:
-            socket.connect_to_server()
+            return
+        server = socket.connect_to_server()
+
+        def relay(message):
+            frames.append(json.loads(message))
+            socket.send(message)
+        server.on_message(relay)
 
     with live_server_process(tmp_path / "web.log", port=server_port()) as base:
         page = signed_in(browser, base, users["supervisor"])
@@ -161,6 +168,9 @@ def test_the_page_resumes_from_its_cursor_after_the_socket_drops(
         page.goto("/")
         wait_live(page)
         mark_document(page)
+        _open_anomaly(plant["valve"], "high")
+        expect(_tile(page, "Inlet valve")).to_contain_text("Anomalous: high")
+        last = [f for f in frames if f.get("cursor")][-1]["cursor"]
 
         down["now"] = True
         sockets[0].close(code=1012, reason="test: server restarting")
@@ -171,8 +181,8 @@ def test_the_page_resumes_from_its_cursor_after_the_socket_drops(
         expect(_tile(page, "Inlet valve")).to_contain_text("Anomalous: critical")
         wait_live(page)
         assert same_document(page)
-        since = [parse_qs(urlsplit(s.url).query)["since"][0] for s in sockets]
-        assert len(since) >= 2 and "0" not in since  # reopened from its cursor
+        since = [parse_qs(urlsplit(s.url).query)["since"][0] for s in sockets[1:]]
+        assert since and set(since) == {last}  # every reconnect resumed after that event
 
 
 def test_a_run_page_follows_its_run_without_polling(browser, pump, users, tmp_path):

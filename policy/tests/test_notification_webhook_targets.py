@@ -66,6 +66,8 @@ def hook(user, url: str) -> NotificationSubscription:
     ("fc00::1", "private"), ("169.254.169.254", "link-local"), ("fe80::1", "link-local"),
     ("224.0.0.1", "multicast"), ("ff02::1", "multicast"), ("0.0.0.0", "unspecified"),
     ("240.0.0.1", "reserved"), ("100.64.0.1", "not a public"), ("192.0.2.7", "private"),
+    ("2002:7f00:1::", "loopback"), ("2002:a00:1::", "private"),  # 6to4 of 127.0.0.1, 10.0.0.1
+    ("2001:0:4136:e378:8000:63bf:80ff:fefe", "loopback"),  # Teredo client 127.0.0.1
 ])
 def test_non_public_addresses_are_refused(address, what):
     why = webhooks.address_refusal(ipaddress.ip_address(address), [])

@@ -24,12 +24,15 @@ PROGRESS_EVENT = "simulation.progress"
 PROGRESS_RESOURCE = "simulation_progress"
 
 
-def progress_event(run_id: int, twin, fraction: float, done: int, total: int) -> dict:
+def progress_event(run_id: int, twin, fraction: float, done: int, total: int,
+                   actor: str = "simulator") -> dict:
     """The ``append_events`` item of one progress write; its data is simulation-progress.v1:
     ``{"run": 12, "twin": "plant-1" | None, "progress": 0.42, "samples_done": 4200,
-    "samples_target": 10000, "status": "running"}`` (``twin`` a ``Twin`` or None)."""
+    "samples_target": 10000, "status": "running"}`` (``twin`` a ``Twin`` or None). ``actor``
+    names the event's author: for a twin-less run, the user who started it, since the feed
+    shows a twin-less event only to its actor and to admins (``twins.feed_scope``)."""
     return {"type": PROGRESS_EVENT, "resource_type": PROGRESS_RESOURCE, "resource_id": run_id,
-            "operation": "updated", "twin": twin, "actor": "simulator",
+            "operation": "updated", "twin": twin, "actor": actor,
             "data": {"run": run_id, "twin": twin.slug if twin is not None else None,
                      "progress": fraction, "samples_done": done, "samples_target": total,
                      "status": SimulationStatus.RUNNING.value}}
@@ -39,11 +42,14 @@ class ProgressWriter:
     """``progress(done, total)`` for the engine: writes ``samples_done``, ``samples_target``
     and ``progress = done / total`` (0..1) at most once per ``interval`` seconds (the first
     call always writes), and with each write a ``simulation.progress`` feed event of the
-    run's ``twin`` (a ``Twin``, None for a run without an asset). Nothing is written or
-    published once the run is no longer ``running``."""
+    run's ``twin`` (a ``Twin``, None for a run without an asset) by ``actor`` (for a twin-less
+    run, the username of whoever started it). Nothing is written or published once the run is
+    no longer ``running``."""
 
-    def __init__(self, run_id: int, interval: float, twin=None) -> None:
+    def __init__(self, run_id: int, interval: float, twin=None,
+                 actor: str = "simulator") -> None:
         self.run_id, self.interval, self.twin, self._last = run_id, interval, twin, -math.inf
+        self.actor = actor
 
     def __call__(self, done: int, total: int) -> None:
         now = time.monotonic()
@@ -56,7 +62,8 @@ class ProgressWriter:
                 pk=self.run_id, status=SimulationStatus.RUNNING).update(
                 progress=fraction, samples_done=done, samples_target=total)
             if written:
-                append_events([progress_event(self.run_id, self.twin, fraction, done, total)])
+                append_events([progress_event(self.run_id, self.twin, fraction, done, total,
+                                              self.actor)])
 
 
 class CancelFlag:

@@ -130,8 +130,10 @@ def execute_run(run_id: int) -> SimulationRun | None:
 
 
 def _compute(run: SimulationRun) -> tuple[str, dict | None, str]:
+    starter = run.created_by.get_username() if run.created_by_id else "simulator"
     progress = ProgressWriter(run.pk, settings.SIMULATION_PROGRESS_SECONDS,
-                              twin=run.asset.twin if run.asset_id else None)
+                              twin=run.asset.twin if run.asset_id else None,
+                              actor="simulator" if run.asset_id else starter)
     cancelled = CancelFlag(run.pk, settings.SIMULATION_CANCEL_POLL_SECONDS)
     try:
         return Status.SUCCEEDED, simulate(run.request, progress=progress, cancelled=cancelled), ""

@@ -67,9 +67,15 @@ def test_no_progress_event_once_the_run_is_no_longer_running(agent_client, users
     assert progress_events(agent_client) == []
 
 
-def test_a_run_without_an_asset_reports_progress_with_no_twin(admin_client, users):
-    run = stored_run(created_by=users["agent"], status=SimulationStatus.RUNNING)
-    ProgressWriter(run.pk, interval=0)(10, 40)
-    event, = progress_events(admin_client)
-    assert event["twin"] is None and event["data"]["progress"] == 0.25
-    assert errors("change-event.v1", event) == []
+def test_a_run_without_an_asset_reports_progress_to_whoever_started_it(
+        agent_client, viewer_client, users, settings):
+    """GIVEN a twin-less run started by the agent, WHEN the worker runs it, THEN its progress
+    events reach the agent's feed (twin-less events are shown to their actor), not a
+    viewer's."""
+    settings.SIMULATION_PROGRESS_SECONDS = 0
+    run = stored_run(created_by=users["agent"], request=BIG)
+    assert services.execute_run(run.pk).status == SimulationStatus.SUCCEEDED
+    events = progress_events(agent_client)
+    assert events and all(e["twin"] is None and e["actor"] == "agent-user" for e in events)
+    assert errors("change-event.v1", events[0]) == []
+    assert progress_events(viewer_client) == []
