@@ -408,3 +408,22 @@ def test_a_supervisor_who_may_only_view_a_twin_cannot_acknowledge_there(
     client.post(f"/telemetry/anomalies/{made.pk}/acknowledge", {"comment": "not my plant"})
     made.refresh_from_db()
     assert made.status == "open"
+
+
+def test_an_asset_with_a_generic_what_if_model_is_described_as_one(supervisor_client, twin):
+    """GIVEN a traffic sensor (no physical model) whose what-if model is the generic one,
+    WHEN its page is read, THEN the model card explains the generic model and its coverage,
+    not the pump's regression."""
+    from simulation.services import fit_whatif_model
+
+    sensor = Asset.objects.create(twin=twin, slug="loop-7", name="Traffic loop 7",
+                                  kind="generic", metrics=[{"name": "vehicles", "unit": "1/min"},
+                                                           {"name": "occupancy", "unit": "%"}])
+    start = timezone.now() - timedelta(hours=5)
+    for k in range(240):
+        factories.reading(sensor, {"vehicles": 20.0 + k % 7, "occupancy": 8.0 + k % 3},
+                          ts=start + timedelta(minutes=k), received_at=start + timedelta(minutes=k))
+    assert fit_whatif_model(sensor, rows=200).kind == "generic"
+    page = text_of(supervisor_client.get("/twins/plant/loop-7/"))
+    assert "A generic, data-driven model" in page and "90 % interval coverage" in page
+    assert "SKAB pump model" not in page and "Driver" not in page

@@ -14,7 +14,9 @@ register = template.Library()
 def whatif_metric_rows(model: WhatIfModel) -> list[dict]:
     """One row per fitted metric: ``metric``, ``unit``, ``r2`` (None for a constant metric),
     ``resid_std`` (metric unit), ``slopes`` [(driver, slope, stderr)], ``uses_drivers``,
-    ``band`` [low, high] (metric unit) and the report's plain-language ``note``."""
+    ``band`` [low, high] (metric unit), the report's plain-language ``note`` and, for a generic
+    model, ``coverage_90`` (0..1: the share of next readings its 90 % interval covered in
+    training)."""
     report = model.fit_report.get("metrics", {})
     return [{
         "metric": metric, "unit": model.asset.unit_of(metric), "r2": fit.get("r2"),
@@ -22,6 +24,7 @@ def whatif_metric_rows(model: WhatIfModel) -> list[dict]:
         "slopes": [(d, s, fit.get("slope_stderr", {}).get(d))
                    for d, s in fit.get("slopes", {}).items()],
         "band": model.bands.get(metric), "note": fit.get("note", ""),
+        "coverage_90": fit.get("coverage_90"),
     } for metric, fit in report.items()]
 
 
