@@ -213,7 +213,7 @@ def production_env(tmp_path: Path) -> dict[str, str]:
         "OPSTWIN_PRODUCTION": "1", "SECRET_KEY": secrets.token_urlsafe(50),
         "AUDIT_HMAC_KEY": secrets.token_urlsafe(32), "ALLOWED_HOSTS": "ops.example.com",
         "CSRF_TRUSTED_ORIGINS": "https://ops.example.com", "OPSTWIN_DATA_DIR": str(tmp_path),
-        "DEBUG": "0",
+        "DEBUG": "0", "PUBLIC_URL": "https://ops.example.com",
     }
 
 
@@ -403,3 +403,9 @@ def test_each_client_is_kept_to_its_own_topics(broker):
     finally:
         for client in (ingest, device, worker):
             client.close()
+
+
+def test_check_deploy_warns_when_notification_links_have_no_public_url(tmp_path):
+    env = production_env(tmp_path) | {"PUBLIC_URL": ""}
+    result = _check_deploy(env)
+    assert "policy.W002" in result.stdout + result.stderr
