@@ -60,12 +60,15 @@ KEY_ID_LABEL = b"opstwin.audit.hmac-key-id\x00"
 _key_cache: tuple[str, bytes, str] | None = None
 
 
+def canonical_text(value: Any) -> str:
+    """``value`` as canonical JSON text: sorted keys, compact, no ASCII escaping, no NaN."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
+                      allow_nan=False, cls=DjangoJSONEncoder)
+
+
 def canonical_json(value: Any) -> bytes:
-    """Encode ``value`` as canonical JSON bytes (sorted keys, compact, UTF-8, no NaN)."""
-    return json.dumps(
-        value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False,
-        cls=DjangoJSONEncoder,
-    ).encode()
+    """Encode ``value`` as canonical JSON bytes (``canonical_text``, UTF-8)."""
+    return canonical_text(value).encode()
 
 
 def _as_jsonb_returns(text: str) -> float | int:
@@ -207,12 +210,6 @@ ENTRY_LITERALS = ", ".join(["%s"] * 6 + ["%s::jsonb"] * 2 + ["%s"] * 4)
 EVENT_LITERALS = ", ".join(["%s"] * 6 + ["%s::jsonb"])
 
 
-def _canonical_text(value: Any) -> str:
-    """``canonical_json(value)`` as text (the same bytes, decoded)."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
-                      allow_nan=False, cls=DjangoJSONEncoder)
-
-
 @dataclass(slots=True)
 class _Prepared:
     """One change made ready before the lock is taken: everything but seq, at and prev_hash.
@@ -247,10 +244,10 @@ def _prepare(mogrify, key_id: str, *, actor, action: str, resource_type: str, re
     twin_slug = twin.slug if twin else ""
     request_id = _request_id(request)
     client_address = (request.META.get("REMOTE_ADDR", "") if request else "")[:64]
-    after_json = _canonical_text(after)
-    before_json = _canonical_text(before)
+    after_json = canonical_text(after)
+    before_json = canonical_text(before)
     data = after if after is not None else {"id": resource_id}
-    data_json = after_json if after is not None else _canonical_text(data)
+    data_json = after_json if after is not None else canonical_text(data)
 
     def text(value: str) -> str:
         return json.dumps(value, ensure_ascii=False)
