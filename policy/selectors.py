@@ -14,9 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from django.conf import settings
 from django.db.models import (
-    BooleanField,
     Case,
     Count,
     Exists,
@@ -29,7 +27,6 @@ from django.db.models import (
     Value,
     When,
 )
-from django.db.models.expressions import RawSQL
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
@@ -40,9 +37,9 @@ from policy.trust import ActivePolicy, assess
 from telemetry.choices import AnomalyStatus, Severity
 from telemetry.models import Anomaly
 from twins.feed_scope import scope_for
-from twins.models import Asset, AssetType, AuditEntry, ReportedMetric, Twin
+from twins.models import Asset, AuditEntry, ReportedMetric, Twin
 from twins.scoping import scoped, visible_twins
-from twins.state import AWAITING, CONVERGING, LIVE, SILENT, UNKNOWN, state_of
+from twins.state import AWAITING, CONVERGING, LIVE, SILENT, UNKNOWN, silent_sql, state_of
 
 #: Severities, worst first (the order tiles and counts use).
 SEVERITIES = [Severity.CRITICAL, Severity.HIGH, Severity.MEDIUM, Severity.LOW]
@@ -134,34 +131,6 @@ def visible_assets(user, twins: QuerySet[Twin] | None = None) -> QuerySet[Asset]
 #: ``Asset.problem`` ranks after the four severities (0..3): an action in flight, silent, none.
 PROBLEM_IN_FLIGHT, PROBLEM_SILENT, PROBLEM_NONE = 4, 5, 6
 
-# Liveness as ``twins.state.liveness`` judges it, in SQL: the newest receipt is older than
-# ASSET_SILENT_AFTER_INTERVALS sampling intervals, the interval being the smallest positive
-# ``cadence_seconds`` the asset's own metrics declare (else its type's), else the median of
-# the intervals observed at ingest (``twins.state.expected_cadence``). Unknown is not silent.
-_SILENT_SQL = """COALESCE((
-  SELECT MAX(r.received_at) < %s - make_interval(secs => %s * COALESCE(
-    (SELECT MIN((m ->> 'cadence_seconds')::float8)
-       FROM jsonb_array_elements(CASE
-         WHEN jsonb_typeof({asset}.metrics) <> 'array' THEN '[]'::jsonb
-         WHEN jsonb_array_length({asset}.metrics) > 0 THEN {asset}.metrics
-         ELSE COALESCE((SELECT CASE WHEN jsonb_typeof(t.metrics) = 'array' THEN t.metrics END
-                        FROM {asset_type} t WHERE t.id = {asset}.asset_type_id), '[]'::jsonb)
-         END) AS m
-      WHERE CASE WHEN jsonb_typeof(m -> 'cadence_seconds') = 'number'
-                 THEN (m ->> 'cadence_seconds')::float8 > 0 ELSE false END),
-    (SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY o.cadence_seconds)
-       FROM {reported} o WHERE o.asset_id = {asset}.id AND o.cadence_seconds > 0)))
-  FROM {reported} r WHERE r.asset_id = {asset}.id), false)"""
-
-
-def _silent(now: datetime) -> RawSQL:
-    # Refers to the outer query's asset table by name: only for a top-level Asset queryset.
-    sql = _SILENT_SQL.format(asset=Asset._meta.db_table, asset_type=AssetType._meta.db_table,
-                             reported=ReportedMetric._meta.db_table)
-    return RawSQL(sql, (now, settings.ASSET_SILENT_AFTER_INTERVALS),
-                  output_field=BooleanField())
-
-
 def assets_by_problem(user, now: datetime | None = None) -> QuerySet[Asset]:
     """``visible_assets`` with the problems first, so the overview's first page shows them:
     annotated ``problem`` = the worst open anomaly's severity rank (0 critical … 3 low), else
@@ -173,7 +142,7 @@ def assets_by_problem(user, now: datetime | None = None) -> QuerySet[Asset]:
              .annotate(rank=severity_rank("severity")).order_by("rank").values("rank")[:1])
     in_flight = Proposal.objects.filter(asset=OuterRef("pk"), status__in=IN_FLIGHT)
     rank = Case(When(Exists(in_flight), then=Value(PROBLEM_IN_FLIGHT)),
-                When(_silent(now), then=Value(PROBLEM_SILENT)),
+                When(silent_sql(now), then=Value(PROBLEM_SILENT)),
                 default=Value(PROBLEM_NONE), output_field=IntegerField())
     return visible_assets(user).annotate(
         problem=Coalesce(Subquery(worst, output_field=IntegerField()), rank)

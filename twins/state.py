@@ -34,11 +34,13 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import connection, transaction
+from django.db.models import BooleanField
+from django.db.models.expressions import RawSQL
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
 from twins.ledger import append_events, record_change
-from twins.models import Asset, ReportedMetric, StatePublication
+from twins.models import Asset, AssetType, ReportedMetric, StatePublication
 
 LIVE, SILENT, UNKNOWN = "live", "silent", "unknown"
 AWAITING, CONVERGING, DIVERGED = "awaiting", "converging", "diverged"
@@ -145,6 +147,38 @@ def liveness(last_received: datetime | None, cadence: float | None, now: datetim
         return UNKNOWN
     silent_after = cadence * settings.ASSET_SILENT_AFTER_INTERVALS
     return SILENT if (now - last_received).total_seconds() > silent_after else LIVE
+
+
+# ``liveness`` == SILENT in SQL, for ordering and filtering Asset querysets (e.g. the overview
+# pages silent assets first): the newest receipt is older than ASSET_SILENT_AFTER_INTERVALS
+# sampling intervals, the interval being ``expected_cadence``'s: the smallest positive
+# ``cadence_seconds`` the asset's own metrics declare (else its type's), else the median of the
+# intervals observed at ingest. Unknown is not silent. Keep the two forms in step
+# (policy/tests/test_approval_queue.py compares them).
+_SILENT_SQL = """COALESCE((
+  SELECT MAX(r.received_at) < %s - make_interval(secs => %s * COALESCE(
+    (SELECT MIN((m ->> 'cadence_seconds')::float8)
+       FROM jsonb_array_elements(CASE
+         WHEN jsonb_typeof({asset}.metrics) <> 'array' THEN '[]'::jsonb
+         WHEN jsonb_array_length({asset}.metrics) > 0 THEN {asset}.metrics
+         ELSE COALESCE((SELECT CASE WHEN jsonb_typeof(t.metrics) = 'array' THEN t.metrics END
+                        FROM {asset_type} t WHERE t.id = {asset}.asset_type_id), '[]'::jsonb)
+         END) AS m
+      WHERE CASE WHEN jsonb_typeof(m -> 'cadence_seconds') = 'number'
+                 THEN (m ->> 'cadence_seconds')::float8 > 0 ELSE false END),
+    (SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY o.cadence_seconds)
+       FROM {reported} o WHERE o.asset_id = {asset}.id AND o.cadence_seconds > 0)))
+  FROM {reported} r WHERE r.asset_id = {asset}.id), false)"""
+
+
+def silent_sql(now: datetime) -> RawSQL:
+    """A boolean expression for an ``Asset`` queryset: the asset is silent at ``now``
+    (``liveness``'s rule). It names the asset table itself, so it serves a top-level Asset
+    queryset only (not one reached through a join)."""
+    sql = _SILENT_SQL.format(asset=Asset._meta.db_table, asset_type=AssetType._meta.db_table,
+                             reported=ReportedMetric._meta.db_table)
+    return RawSQL(sql, (now, settings.ASSET_SILENT_AFTER_INTERVALS),
+                  output_field=BooleanField())
 
 
 def delta(desired: dict, reported: dict[str, dict], now: datetime) -> list[dict]:
