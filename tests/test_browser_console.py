@@ -188,13 +188,10 @@ def test_the_page_resumes_from_its_cursor_after_the_socket_drops(
 def test_a_run_page_follows_its_run_without_polling(browser, pump, users, tmp_path):
     """GIVEN the page of a queued run, WHEN the run is cancelled elsewhere, THEN the page shows
     it cancelled without a reload, and it never fetched the run's JSON endpoint."""
-    from simulation.models import SimulationRun, SimulationStatus
     from simulation.services import cancel_run
+    from simulation.tests.factories import stored_run
 
-    run = SimulationRun.objects.create(asset=pump, status=SimulationStatus.QUEUED, seed=1,
-                                       request={"action": "reduce_load",
-                                                "parameters": {"fraction": 0.1}},
-                                       created_by=users["supervisor"])
+    run = stored_run(pump, created_by=users["supervisor"])
     with live_server_process(tmp_path / "web.log", port=server_port()) as base:
         page = signed_in(browser, base, users["supervisor"])
         page.goto(f"/sim/runs/{run.pk}/view")
@@ -259,17 +256,15 @@ def test_asset_charts_extend_and_progress_bars_move_without_reloading(
     the asset reports a newer reading (its asset.state published) and the run writes its
     progress, THEN the chart's newest point moves to that reading and the bar reads
     "50 % (500 / 1,000 samples)", both without a reload."""
-    from simulation.models import SimulationRun, SimulationStatus
+    from simulation.models import SimulationStatus
     from simulation.services.progress import ProgressWriter
+    from simulation.tests.factories import stored_run
 
     now = timezone.now().replace(microsecond=0)
     factories.window(pump, "Pressure", [1.0 + (k % 5) / 100 for k in range(60)],
                      start=now - timedelta(minutes=10), step_s=10)
     publish_states()
-    run = SimulationRun.objects.create(asset=pump, status=SimulationStatus.RUNNING, seed=1,
-                                       request={"action": "reduce_load",
-                                                "parameters": {"fraction": 0.1}},
-                                       created_by=users["supervisor"])
+    run = stored_run(pump, created_by=users["supervisor"], status=SimulationStatus.RUNNING)
     with live_server_process(tmp_path / "web.log", port=server_port()) as base:
         chart = signed_in(browser, base, users["supervisor"])
         chart.goto("/twins/plant/pump-1/?range=1h")
