@@ -204,7 +204,7 @@ class AuditEntry(models.Model):
     request_id = models.CharField(max_length=64, blank=True)
     client_address = models.CharField(max_length=64, blank=True)
     prev_hash = models.CharField(max_length=64)
-    hash = models.CharField(max_length=64, unique=True)
+    hash = models.CharField(max_length=64)
     key_id = models.CharField(max_length=32, blank=True, default="")
 
     class Meta:
@@ -213,6 +213,9 @@ class AuditEntry(models.Model):
         # A resource's history (the state of an asset at a past time, twins.state).
         indexes = [models.Index(fields=["resource_type", "resource_id", "seq"],
                                 name="audit_resource_seq")]
+        # A constraint, not ``unique=True``: that would add a second, ``LIKE`` index on the
+        # hash that no query uses and every append pays for (migration 0005).
+        constraints = [models.UniqueConstraint(fields=["hash"], name="audit_hash_unique")]
         verbose_name_plural = "audit entries"
 
     def __str__(self) -> str:
@@ -254,8 +257,10 @@ class ChangeEvent(models.Model):
     resource_type = models.CharField(max_length=32)
     resource_id = models.CharField(max_length=64)
     operation = models.CharField(max_length=16)  # created / updated / deleted
+    # No index of its own: ``change_twin_id`` (twin, id) starts with it (migration 0005).
     twin = models.ForeignKey(
-        Twin, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+        Twin, null=True, blank=True, on_delete=models.SET_NULL, related_name="+",
+        db_index=False,
     )
     actor = models.CharField(max_length=150)
     data = models.JSONField()
