@@ -7,9 +7,12 @@ records a change. Two modes: ``single`` (one change per transaction, ``record_ch
 INSERT). The ceiling, measured in the same run on the same server, is the same rows (same
 columns and sizes, the same one-statement INSERT of both tables, batched the same way) into
 unlocked, unindexed copies of the two tables with no chain: what the database does for this
-shape without the ledger's ordering guarantees. Prints changes/s for 1, 2 and 4 writers per
-mode, the ceiling and the ratio; issue 16's targets are >= 2,000 changes/s with 4 writers and
->= 25 % of the ceiling.
+shape without the ledger's ordering guarantees. A second ceiling, **serialized**, is the same
+bare INSERT with a transaction-scoped advisory lock taken first and so held through COMMIT: what
+any writer can do here that keeps the feed's ids visible in commit order (ARCHITECTURE.md), the
+ledger's one fixed cost, as one writer's commit must reach the disk before the next may start.
+Prints changes/s for 1, 2 and 4 writers per mode, both ceilings and the ratios; issue 16's
+targets are >= 2,000 changes/s with 4 writers and >= 25 % of the bare INSERT.
 
 ``--profile`` also times where a change spends its time (1 and 4 writers, single and batch):
 the wall time of each step of ``twins.ledger`` per change, by wrapping the module's step
@@ -20,7 +23,7 @@ entry), ``insert`` (one statement) and ``commit`` (all three under the lock), ``
 
 Needs DATABASE_URL (PostgreSQL). Runs in a scratch database ``<name>_auditbench`` (created,
 migrated, dropped). Run: ``python benchmarks/audited_writes.py [--duration 5] [--batch 10]
-[--repeat 3] [--profile | --profile-only]``. Bounded: about 12 x REPEAT x (DURATION + 4)
+[--repeat 3] [--profile | --profile-only]``. Bounded: about 18 x REPEAT x (DURATION + 4)
 seconds plus a migration, 4 x (DURATION + 4) more with ``--profile``.
 """
 
@@ -120,7 +123,14 @@ def _ledger_writer(url: str, duration: float, start, counts, batch: int, profile
     counts.put((done, time.perf_counter() - wall, steps.seconds))
 
 
-def _bare_writer(url: str, duration: float, start, counts, batch: int, profile: bool) -> None:
+def _serialized_writer(url: str, duration: float, start, counts, batch: int,
+                       profile: bool) -> None:
+    """``_bare_writer`` under a transaction-scoped advisory lock: the serialized ceiling."""
+    _bare_writer(url, duration, start, counts, batch, profile, lock=True)
+
+
+def _bare_writer(url: str, duration: float, start, counts, batch: int, profile: bool,
+                 lock: bool = False) -> None:
     import psycopg
     from psycopg.types.json import Jsonb
 
@@ -140,6 +150,8 @@ def _bare_writer(url: str, duration: float, start, counts, batch: int, profile: 
         done, wall, deadline = 0, time.perf_counter(), time.perf_counter() + duration
         while time.perf_counter() < deadline:
             with conn.transaction():
+                if lock:
+                    conn.execute("SELECT pg_advisory_xact_lock(7)")
                 entries, events = [], []
                 for n in range(done, done + rows):
                     digest = uuid.uuid4().hex * 2
@@ -231,19 +243,20 @@ def main() -> int:
                   f"pair(s); single = one change per transaction, batch = {args.batch} changes "
                   "per transaction")
             print(f"{'mode':>8} {'writers':>7} {'ledger/s':>10} {'bare INSERT/s':>14} "
-                  f"{'ratio':>6}")
+                  f"{'ratio':>6} {'serialized/s':>13} {'ratio':>6}")
             for mode, batch in (("single", 0), ("batch", args.batch)):
                 for writers in WRITERS:
-                    pairs = [(_run(_ledger_writer, url, writers, args.duration, batch)[0],
-                              _run(_bare_writer, url, writers, args.duration, batch)[0])
-                             for _ in range(args.repeat)]
-                    ours = statistics.median(p[0] for p in pairs)
-                    bare = statistics.median(p[1] for p in pairs)
-                    ratio = statistics.median(p[0] / p[1] for p in pairs)
-                    print(f"{mode:>8} {writers:>7} {ours:>10.0f} {bare:>14.0f} "
-                          f"{ratio:>6.0%}", flush=True)
+                    runs = [[_run(target, url, writers, args.duration, batch)[0]
+                             for target in (_ledger_writer, _bare_writer, _serialized_writer)]
+                            for _ in range(args.repeat)]
+                    ours, bare, serial = (statistics.median(r[i] for r in runs)
+                                          for i in range(3))
+                    ratio = statistics.median(r[0] / r[1] for r in runs)
+                    serial_ratio = statistics.median(r[0] / r[2] for r in runs)
+                    print(f"{mode:>8} {writers:>7} {ours:>10.0f} {bare:>14.0f} {ratio:>6.0%} "
+                          f"{serial:>13.0f} {serial_ratio:>6.0%}", flush=True)
             print("targets (issue 16): >= 2,000 changes/s with 4 writers, >= 25 % of bare "
-                  "INSERT")
+                  "INSERT; serialized = bare INSERT under a lock held through COMMIT")
         if args.profile or args.profile_only:
             _profile(url, args.duration, args.batch)
     finally:
