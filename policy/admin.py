@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from django import forms
 from django.contrib import admin, messages
+from django.http import HttpResponseRedirect
 from django.urls import reverse
 from django.utils.html import format_html
 
@@ -19,7 +20,12 @@ from policy.models import (
     PolicyDocument,
     Proposal,
 )
-from policy.notifications import delete_subscription, enqueue_delivery, save_subscription
+from policy.notifications import (
+    SubscriptionInvalid,
+    delete_subscription,
+    enqueue_delivery,
+    save_subscription,
+)
 from policy.rules import PolicyInvalid, parse_body
 from policy.services import active_policy, publish_policy
 from policy.services.documents import next_version
@@ -50,6 +56,16 @@ class NotificationSubscriptionAdmin(admin.ModelAdmin):
     list_filter = ["email", "all_twins"]
     search_fields = ["user__username", "user__email", "webhook_url"]
     readonly_fields = ["webhook_secret", "updated_at"]
+
+    def changeform_view(self, request, object_id=None, form_url="", extra_context=None):
+        """The add/change page; a webhook URL the form accepted but the save refused (its host
+        resolved to another address in between) sends the admin back to the page with the
+        reason, nothing saved, instead of a server error. The view's transaction rolls back."""
+        try:
+            return super().changeform_view(request, object_id, form_url, extra_context)
+        except SubscriptionInvalid as refused:
+            self.message_user(request, f"Not saved. {refused}", messages.ERROR)
+            return HttpResponseRedirect(request.get_full_path())
 
     # Saved and deleted through the audited services (policy.notifications).
     def save_model(self, request, obj, form, change) -> None:

@@ -196,9 +196,10 @@ def save_subscription(subscription: NotificationSubscription, *, twins=None,
 
 
 def delete_subscription(subscription: NotificationSubscription, *, actor=None,
-                        request=None) -> None:
+                        request=None, reason: str = "") -> None:
     """Delete ``subscription`` (its user is back to the defaults: every kind, every twin, by
-    e-mail); audited as ``notification_subscription.deleted`` with its last state."""
+    e-mail); audited as ``notification_subscription.deleted`` with its last state and
+    ``reason`` (default: the user is back to the defaults)."""
     with transaction.atomic():
         stored = (NotificationSubscription.objects.select_for_update().select_related("user")
                   .filter(pk=subscription.pk).first())
@@ -209,8 +210,17 @@ def delete_subscription(subscription: NotificationSubscription, *, actor=None,
         record_change(actor=actor, action="notification_subscription.deleted",
                       resource_type="notification_subscription", resource_id=pk,
                       operation="deleted", before=before, after=None, request=request,
-                      reason=f"notifications of {stored.user.get_username()}: back to the "
-                             "defaults")
+                      reason=reason or f"notifications of {stored.user.get_username()}: back "
+                                       "to the defaults")
+
+
+def forget_deleted_user(sender, instance, **kwargs) -> None:
+    """``pre_delete`` receiver for the user model: the user's subscription goes through
+    ``delete_subscription`` (audited) before the cascade would remove it unrecorded. Runs in
+    the deletion's transaction, so the audit entry commits with it or not at all."""
+    subscription = NotificationSubscription.objects.filter(user=instance).first()
+    if subscription is not None:
+        delete_subscription(subscription, reason=f"user {instance.get_username()} deleted")
 
 
 def recipients(kind: str, twin: Twin, skip_user_id: int | None = None) -> list[tuple]:

@@ -139,3 +139,39 @@ def test_django_admin_adds_and_deletes_through_the_audited_services(users, twin,
     assert (gone.action, gone.actor) == ("notification_subscription.deleted", admin)
     assert_no_secrets(created, saved.webhook_secret)
     assert_no_secrets(gone, saved.webhook_secret)
+
+
+def test_deleting_a_user_records_their_subscription_going_with_them(users, supervisor_client):
+    """GIVEN a supervisor with saved choices; WHEN an admin deletes the user; THEN the
+    cascade does not remove the subscription unrecorded: a notification_subscription.deleted
+    entry keeps its last state and says why."""
+    supervisor_client.post(URL, choices())
+    name = users["supervisor"].get_username()
+
+    users["supervisor"].delete()
+
+    assert not NotificationSubscription.objects.exists()
+    [entry] = entries("notification_subscription.deleted")
+    assert entry.before["user"] == name and entry.after is None
+    assert entry.reason == f"user {name} deleted"
+
+
+def test_django_admin_says_why_when_the_save_refuses_what_the_form_accepted(
+        users, twin, admin_client, monkeypatch):
+    """GIVEN a webhook host that resolves to a public address while the form is checked and
+    to a private one when the subscription is saved (a DNS answer that changed in between);
+    THEN the admin is sent back to the page with the reason, nothing saved, no server error."""
+    from policy import webhooks
+
+    answers = iter([None, "10.0.0.7 is a private address"])
+    monkeypatch.setattr(webhooks, "refusal", lambda url: next(answers, None))
+    form = {"user": users["supervisor"].pk, "kinds": ["approval_needed"], "email": "on",
+            "all_twins": "on", "webhook_url": HOOK}
+
+    response = admin_client.post("/admin/policy/notificationsubscription/add/", form,
+                                 follow=True)
+
+    assert response.status_code == 200
+    assert "Not saved. webhook_url: 10.0.0.7 is a private address" in response.content.decode()
+    assert not NotificationSubscription.objects.exists()
+    assert not entries("notification_subscription.created")
