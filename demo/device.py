@@ -1,7 +1,9 @@
 """A simulated asset for the demo: it takes commands over MQTT and acknowledges them.
 
 It subscribes to ``{prefix}/{twin}/+/command`` (QoS 1) and answers every command on
-``{prefix}/{twin}/{asset}/command/ack`` with ``{"command_id", "status", "detail", "at"}``:
+``{prefix}/{twin}/{asset}/command/ack`` with ``{"command_id", "status", "detail", "at"}``
+(and, with a plant, ``effective_from``: the sensor time after which its readings answer the
+command, so verification does not judge readings that were already on their way):
 ``ok`` for an action a pump understands (``ACTIONS``), ``rejected`` for anything else, a
 payload that is not a command, or a copy that arrives after its ``expires_at``. It
 de-duplicates by ``command_id`` as a real asset must: a command id it already applied is
@@ -104,6 +106,8 @@ class SimulatedDevice:
                 if self.plant is not None:
                     twin_slug, asset_slug = topic.split("/")[-3:-1]
                     applied["plant"] = self.plant.command(twin_slug, asset_slug, command)
+                    if applied["plant"]["effective_from"]:
+                        ack["effective_from"] = applied["plant"]["effective_from"]
                 self.applied.append(applied)
             self.received.append({"topic": topic, "ack": ack})
         return ack | {"at": datetime.now(UTC).isoformat()}

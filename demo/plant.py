@@ -146,8 +146,10 @@ class Plant:
     seed, >= 0 (each command's draws come from ``(seed, command id)``: a rerun with the same
     commands publishes the same readings). ``records``: command id -> what the plant did
     (``{"command_id", "twin", "asset", "action", "parameters", "effect": "applied" |
-    "ended" | "none", "fault", "moved", "model", "simulation", "detail"}``), for the demo's
-    summary; ``answered``: ``(twin, asset)`` -> the ``ts`` of every event whose readings the
+    "ended" | "none", "fault", "moved", "model", "simulation", "detail", "effective_from"}``;
+    ``effective_from`` is the ``ts`` of the asset's last event sensed before the command took
+    hold, so every reading after it is the plant's answer), for the demo's summary and the
+    device's ack; ``answered``: ``(twin, asset)`` -> the ``ts`` of every event whose readings the
     plant replaced. Thread-safe: the device's network thread commands, the replay's thread
     senses. Raises ValueError for a bad fault text or seed.
     """
@@ -160,6 +162,7 @@ class Plant:
         self.records: dict[str, dict[str, Any]] = {}
         self.answered: dict[tuple[str, str], set[str]] = {}
         self._active: dict[tuple[str, str], Response] = {}
+        self._sensed: dict[tuple[str, str], str] = {}  # (twin, asset) -> last sensed ts
         self._lock = threading.Lock()
 
     def command(self, twin_slug: str, asset_slug: str, command: dict) -> dict[str, Any]:
@@ -194,15 +197,18 @@ class Plant:
             record["detail"] = "fault injected: ignored (acknowledged, no effect)"
             return self._keep(record)
         rng = np.random.default_rng([self.seed, *command["command_id"].encode()])
-        with self._lock:
+        with self._lock:  # the boundary: events sensed from now on carry the response
             self._active[key] = Response(command["command_id"], model, fault, rng)
+            record["effective_from"] = self._sensed.get(key)
         record |= {"effect": "applied",
                    "detail": "fault injected: wrong-way (the model's effect reversed)"
                    if fault == WRONG_WAY else "the plant follows the what-if model"}
         return self._keep(record)
 
     def _keep(self, record: dict[str, Any]) -> dict[str, Any]:
+        key = (record["twin"], record["asset"])
         with self._lock:
+            record.setdefault("effective_from", self._sensed.get(key))
             self.records[record["command_id"]] = record
         log.info("plant %s/%s %s: %s %s", record["twin"], record["asset"],
                  record["command_id"], record["effect"], record["detail"])
@@ -234,6 +240,7 @@ class Plant:
         reading and whose tags name the command (``"plant": "proposal-7 reduce_load"``)."""
         key = (event.get("twin_id"), event.get("asset_id"))
         with self._lock:
+            self._sensed[key] = event["ts"]
             response = self._active.get(key)
             reading = response.reading() if response else None
             if reading and set(reading) & set(event["metrics"]):

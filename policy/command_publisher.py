@@ -3,7 +3,10 @@
 Topics (prefix ``MQTT_TOPIC_PREFIX``): the command goes to ``opstwin/{twin}/{asset}/command``
 (QoS 1) as ``{"command_id", "action", "parameters", "issued_at"}``; the asset answers on
 ``opstwin/{twin}/{asset}/command/ack`` with ``{"command_id", "status": "ok" | "rejected" |
-"error", "detail", "at"}``. Two facts are recorded separately:
+"error", "detail", "at"}`` and optionally ``effective_from`` (ISO 8601 with offset, on the
+asset's telemetry clock: its readings after that instant answer the command; verification's
+window starts there, so readings already on their way are not judged). Two facts are
+recorded separately:
 
 - delivery: the broker acknowledged the QoS 1 publish (PUBACK) within
   ``MQTT_COMMAND_ACK_TIMEOUT`` seconds;
@@ -25,6 +28,7 @@ import os
 import threading
 import time
 import uuid
+from datetime import datetime
 
 from django.conf import settings
 from django.utils import timezone
@@ -142,8 +146,23 @@ def _effect(waiter: _AckWaiter, started: float) -> dict:
         return {"ok": False, "status": "timeout",
                 "detail": f"no ack from the asset within {timeout} s"}
     ack = waiter.ack
-    return {"ok": ack.get("status") == "ok", "status": str(ack.get("status")),
-            "detail": str(ack.get("detail", "")), "latency_s": round(time.monotonic() - started, 4)}
+    effect = {"ok": ack.get("status") == "ok", "status": str(ack.get("status")),
+              "detail": str(ack.get("detail", "")),
+              "latency_s": round(time.monotonic() - started, 4)}
+    effective_from = _instant(ack.get("effective_from"))
+    if effective_from is not None:
+        effect["effective_from"] = effective_from.isoformat()
+    return effect
+
+
+def _instant(value) -> datetime | None:
+    """``value`` as an aware datetime if it is ISO 8601 text with an offset, else None (an
+    ack's optional field that is malformed is ignored, never fatal)."""
+    try:
+        parsed = datetime.fromisoformat(value) if isinstance(value, str) else None
+    except ValueError:
+        return None
+    return parsed if parsed is not None and parsed.tzinfo is not None else None
 
 
 _channel: CommandChannel | None = None

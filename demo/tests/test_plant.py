@@ -8,7 +8,7 @@ Real Mosquitto (commands and acks) and PostgreSQL (telemetry, models, proposals)
 from __future__ import annotations
 
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta
 from importlib import import_module
 
 import numpy as np
@@ -129,6 +129,9 @@ def test_after_an_ok_command_the_plant_reads_as_the_model_until_the_rollback(
         assert [plant.sense(e) for e in recorded[:5]] == recorded[:5]  # no command yet
         ack = _command(fitted_pump, "c-1", "reduce_load", {"fraction": 0.5})
         assert ack["status"] == "ok"
+        # Readings after the last one sensed before the command are the plant's answer.
+        assert datetime.fromisoformat(ack["effective_from"]) == \
+            datetime.fromisoformat(recorded[4]["ts"])
         record = plant.records["c-1"]
         assert (record["effect"], record["fault"], record["model"]) == ("applied", None, "pump")
         assert set(record["moved"]) == {FLOW, CURRENT, "Pressure"}  # the fit's drivers

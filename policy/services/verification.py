@@ -3,7 +3,10 @@
 Plan (stored in ``Proposal.verification`` when an execution is acknowledged): the simulation's
 first judged metric and its predicted band ``[p5, p95]`` (``SimulationRun.result["metrics"]
 [metric]``), and a window of ``window_s`` seconds of the asset's own clock starting at its
-newest event at execution (``from_ts``). The window is judged once telemetry reaches its end,
+newest event at execution, or later where the asset's ack says when its readings begin to
+answer the command (``effective_from``, ``policy.command_publisher``): readings already on
+their way at execution show the plant before the command and are not judged (``from_ts``).
+The window is judged once telemetry reaches its end,
 or at the wall-clock deadline ``verify_until`` (execution + ``window_s``), whichever comes
 first (Celery task with a countdown, plus the beat sweep ``verify_due``).
 
@@ -48,9 +51,12 @@ def start_verification(proposal: Proposal, *, request=None) -> Proposal:
     rule = active_policy(proposal.twin).rules.verification
     metric, band = _band(proposal)
     now = timezone.now()
+    effective = parse_datetime(((proposal.execution or {}).get("effect") or {})
+                               .get("effective_from") or "")
+    start = max(filter(None, [newest_event_ts(proposal.asset), effective]), default=now)
     plan = {"metric": metric, "band": band, "window_s": rule.window_s,
             "max_outside_share": rule.max_outside_share, "min_samples": rule.min_samples,
-            "from_ts": (newest_event_ts(proposal.asset) or now).isoformat(),
+            "from_ts": start.isoformat(),
             "started_at": now.isoformat(), "outcome": None}
     if band is None:
         plan["outcome"] = "inconclusive"

@@ -7,9 +7,11 @@ from datetime import timedelta
 import pytest
 from django.utils.dateparse import parse_datetime
 
+from demo.device import SimulatedDevice
 from policy import services
 from policy.choices import ProposalStatus
 from policy.errors import NoRollback, NotPermitted, ProposalConflict
+from policy.state import newest_event_ts
 from policy.tests import factories
 from twins.models import AuditEntry
 
@@ -127,3 +129,49 @@ def test_an_unacknowledged_rollback_fails_with_an_alert(trusted, pump, users, de
     failed = services.rollback_proposal(proposal.pk, actor=users["supervisor"], reason="undo")
     assert failed.status == ProposalStatus.FAILED
     assert alerts() == ["alert.rollback_failed"]
+
+
+class _AnsweringLate(SimulatedDevice):
+    """The simulated asset, its acks saying when its readings begin to answer a command."""
+
+    effective_from: str | None = None
+
+    def handle(self, topic: str, payload: bytes) -> dict:
+        ack = super().handle(topic, payload)
+        return ack | {"effective_from": self.effective_from} if self.effective_from else ack
+
+
+@pytest.fixture
+def late_device(mqtt_url, prefix, twin):
+    sim = _AnsweringLate(mqtt_url, twin.slug).start()
+    yield sim
+    sim.stop()
+
+
+def test_readings_on_their_way_at_execution_are_not_judged(trusted, pump, users, late_device):
+    """GIVEN an asset whose ack says its readings answer the command only after sensor time
+    newest + 10 s (the ten readings before were already on their way, showing the plant
+    before the command, out of band); THEN the window starts there, and the execution is
+    judged on the readings after it: verified, not rolled back."""
+    newest = newest_event_ts(pump)
+    effective = newest + timedelta(seconds=10)
+    late_device.effective_from = effective.isoformat()
+
+    proposal = executed(pump, users)
+
+    assert parse_datetime(proposal.execution["effect"]["effective_from"]) == effective
+    assert parse_datetime(proposal.verification["from_ts"]) == effective
+    factories.window(pump, FLOW, [100.0] * 9, start=newest + timedelta(seconds=1))
+    observe(proposal, [124.0, 126.0, 125.0])
+    verified = services.verify_proposal(proposal.pk)
+    assert verified.status == ProposalStatus.VERIFIED
+    assert (verified.verification["n"], verified.verification["outside"]) == (3, 0)
+
+
+@pytest.mark.parametrize("said", ["yesterday", "2026-01-01T00:00:00", 17])
+def test_an_ack_time_that_is_not_an_instant_with_an_offset_is_ignored(
+        trusted, pump, users, late_device, said):
+    late_device.effective_from = said
+    proposal = executed(pump, users)
+    assert "effective_from" not in proposal.execution["effect"]
+    assert parse_datetime(proposal.verification["from_ts"]) == newest_event_ts(pump)
