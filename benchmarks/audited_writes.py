@@ -16,7 +16,7 @@ targets are >= 2,000 changes/s with 4 writers and >= 25 % of the bare INSERT.
 
 ``--profile`` also times where a change spends its time (1 and 4 writers, single and batch):
 the wall time of each step of ``twins.ledger`` per change, by wrapping the module's step
-functions in the writer processes: ``prepare`` (before the lock: labels, JSON, SQL literals),
+functions in the writer processes: ``prepare`` (before the lock: labels, JSON, row parameters),
 ``lock+tip`` (one round trip, including the wait for other writers), ``chain`` (one HMAC per
 entry), ``insert`` (one statement) and ``commit`` (all three under the lock), ``announce``
 (the on-commit callback).
@@ -84,7 +84,7 @@ class _Steps:
     def install(self) -> None:
         from twins import ledger
 
-        for attr, step in (("_prepare", "prepare"), ("_lock_and_read_tip", "lock+tip"),
+        for attr, step in (("_prepare", "prepare"), ("_lock", "lock+tip"),
                            ("_chain", "chain (HMAC)"), ("_insert", "insert"),
                            ("announce_commit", "announce")):
             self.wrap(ledger, attr, step)

@@ -23,9 +23,10 @@ Timestamps are ISO 8601 with offset; ``before``/``after`` are the resource's JSO
 
 Ordering: ``record_change`` (and ``record_changes``, many changes under one acquisition) takes
 a transaction-scoped PostgreSQL advisory lock before it reads the chain's tip (after the row
-locks the transaction needs: see ``_lock_statements``). Everything that does not depend on the
-tip (labels, JSON, SQL literals) is built before the lock; under it run the tip read, one HMAC
-per entry and one INSERT statement for all rows. The lock is held until commit, so (1)
+locks the transaction needs: see ``_lock``). Everything that does not depend on the tip
+(labels, JSON, row parameters) is built before the lock; under it run the tip read (in the
+lock's round trip), one HMAC per entry and one prepared INSERT statement for all rows (one
+round trip). The lock is held until commit, so (1)
 ``seq`` and ``prev_hash`` are never raced, and (2) ``ChangeEvent`` ids are drawn in commit
 order, which is what makes the feed's ``id > cursor`` reads gap-free (ARCHITECTURE.md, "a single
 sequencer").
@@ -38,14 +39,13 @@ import hmac
 import json
 from dataclasses import dataclass
 from decimal import Decimal
-from functools import partial
+from functools import lru_cache, partial
 from typing import Any
 
+import psycopg
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import connection, transaction
 from django.utils import timezone
-from psycopg import ClientCursor
-from psycopg.types.json import Jsonb
 
 from twins.feed import announce_commit
 from twins.models import AuditEntry, ChangeEvent, Twin
@@ -161,41 +161,46 @@ def actor_label(actor) -> tuple[str, str]:
     return actor.get_username(), role_of(actor)
 
 
-def _lock_statements(twin_ids) -> list[str]:
-    """The statements that take the row locks a change needs, then the sequencing lock.
+TIP_SQL = f'SELECT seq, hash FROM "{AuditEntry._meta.db_table}" ORDER BY seq DESC LIMIT 1'
+ROW_LOCK_SQL = (f"SELECT 1 FROM {Twin._meta.db_table} WHERE id = ANY(%s) ORDER BY id "
+                "FOR KEY SHARE")
+SEQUENCING_LOCK_SQL = f"SELECT pg_advisory_xact_lock({AUDIT_LOCK_KEY})"
 
-    Lock order: the audit lock is global and held to commit. If a transaction held it and then
-    waited for a row lock (foreign-key checks take KEY SHARE locks, and Django defers them to
-    COMMIT), while the row's holder waited for the audit lock, PostgreSQL would abort one of
-    them as a deadlock. So the pending foreign-key checks run first (``SET CONSTRAINTS ALL
-    IMMEDIATE``, then deferral is restored) and the twin rows the change events will reference
-    are locked FOR KEY SHARE (in id order) before the audit lock is requested.
+
+def _server_cursor() -> psycopg.Cursor:
+    """A server-side-binding cursor on Django's connection (``connection.connection``, the
+    psycopg connection of the current transaction). Django's own cursors bind on the client,
+    so every statement is parsed and planned anew; this one's statements are prepared once per
+    connection (psycopg prepares a query after ``prepare_threshold`` runs, 5 by default), which
+    keeps the work under the sequencing lock to executing plans."""
+    connection.ensure_connection()
+    return psycopg.Cursor(connection.connection)
+
+
+def _lock(twin_ids, *, read_tip: bool) -> tuple[int, str] | None:
+    """Take the row locks a change needs, then the sequencing lock, then (``read_tip``) read
+    the chain's tip: one round trip (psycopg pipeline mode), each statement prepared.
+
+    Lock order: the sequencing lock is global and held to commit. If a transaction held it and
+    then waited for a row lock (foreign-key checks take KEY SHARE locks, and Django defers
+    them to COMMIT), while the row's holder waited for the sequencing lock, PostgreSQL would
+    abort one of them as a deadlock. So the pending foreign-key checks run first (``SET
+    CONSTRAINTS ALL IMMEDIATE``, then deferral is restored) and the twin rows the change events
+    will reference (``twin_ids``) are locked FOR KEY SHARE in id order before the sequencing
+    lock is requested. Each pipelined statement runs with its own snapshot under READ
+    COMMITTED, so the tip is read after the lock was granted and sees every chain entry
+    committed before. Returns ``(seq, hash)``, or None (empty chain, or not ``read_tip``).
     """
-    statements = ["SET CONSTRAINTS ALL IMMEDIATE", "SET CONSTRAINTS ALL DEFERRED"]
-    if twin_ids:
-        statements.append(f"SELECT 1 FROM {Twin._meta.db_table} WHERE id IN "
-                          f"({', '.join(str(int(i)) for i in sorted(twin_ids))}) "
-                          "ORDER BY id FOR KEY SHARE")
-    statements.append(f"SELECT pg_advisory_xact_lock({AUDIT_LOCK_KEY})")
-    return statements
-
-
-def _lock_and_read_tip(cursor, twin_ids) -> tuple[int, str] | None:
-    """Take the row locks first, then the audit lock, then read the chain's tip: one round trip.
-
-    ``twin_ids`` are the ids of the twins the events reference (lock order:
-    ``_lock_statements``). The statements travel as one simple-protocol query (only integers
-    are inlined); each runs with its own snapshot under READ COMMITTED, so the tip is read
-    after the lock was granted and sees every chain entry committed before. Returns
-    ``(seq, hash)`` or None (empty chain).
-    """
-    statements = _lock_statements(twin_ids)
-    statements.append(f'SELECT seq, hash FROM "{AuditEntry._meta.db_table}" '
-                      "ORDER BY seq DESC LIMIT 1")
-    cursor.execute("; ".join(statements))
-    for _ in statements[:-1]:
-        cursor.nextset()
-    row = cursor.fetchone()
+    with _server_cursor() as locks, _server_cursor() as tip:
+        with connection.connection.pipeline():
+            locks.execute("SET CONSTRAINTS ALL IMMEDIATE")
+            locks.execute("SET CONSTRAINTS ALL DEFERRED")
+            if twin_ids:
+                locks.execute(ROW_LOCK_SQL, [sorted(int(i) for i in twin_ids)])
+            locks.execute(SEQUENCING_LOCK_SQL)
+            if read_tip:
+                tip.execute(TIP_SQL)
+        row = tip.fetchone() if read_tip else None
     return (row[0], row[1]) if row else None
 
 
@@ -205,9 +210,22 @@ ENTRY_COLUMNS = ("seq", "at", "prev_hash", "hash", "actor", "role", "action", "r
                  "client_address", "key_id")
 EVENT_COLUMNS = ("created_at", "type", "resource_type", "resource_id", "operation", "twin_id",
                  "actor", "data")
-# ``_prepare``'s templates of the rest of each row (the columns after the lock-decided ones).
-ENTRY_LITERALS = ", ".join(["%s"] * 6 + ["%s::jsonb"] * 2 + ["%s"] * 4)
-EVENT_LITERALS = ", ".join(["%s"] * 6 + ["%s::jsonb"])
+ENTRY_ROW = "(" + ", ".join(["%s"] * 10 + ["%s::jsonb"] * 2 + ["%s"] * 4) + ")"
+EVENT_ROW = "(" + ", ".join(["%s"] * 7 + ["%s::jsonb"]) + ")"
+ROWS_PER_STATEMENT = 1000  # 24 parameters a change; PostgreSQL takes at most 65,535
+
+
+@lru_cache(maxsize=64)
+def _insert_sql(entries: int, events: int) -> str:
+    """The INSERT of ``entries`` audit entries and ``events`` change events as one statement
+    (returning the events' ids in VALUES order); one text per shape, so it is prepared once."""
+    events_sql = (f'INSERT INTO "{ChangeEvent._meta.db_table}" ({", ".join(EVENT_COLUMNS)}) '
+                  f"VALUES {', '.join([EVENT_ROW] * events)} RETURNING id")
+    if not entries:
+        return events_sql
+    return (f'WITH entries AS (INSERT INTO "{AuditEntry._meta.db_table}" '
+            f"({', '.join(ENTRY_COLUMNS)}) VALUES {', '.join([ENTRY_ROW] * entries)}) "
+            + events_sql)
 
 
 @dataclass(slots=True)
@@ -216,27 +234,27 @@ class _Prepared:
 
     ``mac_head``/``mac_mid``/``mac_tail``/``mac_end`` are the canonical JSON of the hashed
     fields (``entry_mac``'s input: keys sorted, so ``at``, ``prev_hash`` and ``seq`` fall
-    between them) split around the three values the lock decides; ``entry_sql`` and
-    ``event_sql`` are the rest of each row's VALUES list as SQL literals (psycopg quoting).
+    between them) split around the three values the lock decides; ``entry_values`` and
+    ``event_values`` are the rest of each row's parameters (``ENTRY_COLUMNS[4:]``,
+    ``EVENT_COLUMNS[1:]``; JSON columns as canonical JSON text).
     """
 
     mac_head: str
     mac_mid: str
     mac_tail: str
     mac_end: str
-    entry_sql: str
-    event_sql: str
+    entry_values: tuple
+    event_values: tuple
     event: dict
 
 
-def _prepare(mogrify, key_id: str, *, actor, action: str, resource_type: str, resource_id: Any,
+def _prepare(key_id: str, *, actor, action: str, resource_type: str, resource_id: Any,
              operation: str, after: dict | None, before: dict | None = None, twin=None,
              reason: str = "", request=None) -> _Prepared:
-    """Build one change's rows, JSON and SQL before the lock (``record_change``'s arguments).
+    """Build one change's rows and JSON before the lock (``record_change``'s arguments).
 
-    ``mogrify`` is psycopg's ``ClientCursor.mogrify`` (values to SQL literals, one call per
-    row). The JSON states are encoded once, as canonical JSON, for both the HMAC and the
-    ``jsonb`` columns.
+    The JSON states are encoded once, as canonical JSON, for both the HMAC and the ``jsonb``
+    columns.
     """
     name, role = actor_label(actor)
     after, before = jsonable(after), jsonable(before)
@@ -252,14 +270,8 @@ def _prepare(mogrify, key_id: str, *, actor, action: str, resource_type: str, re
     def text(value: str) -> str:
         return json.dumps(value, ensure_ascii=False)
 
-    entry_sql = mogrify(ENTRY_LITERALS, [
-        name, role, action, resource_type, resource_id, twin_slug,
-        None if before is None else before_json, None if after is None else after_json,
-        reason, request_id, client_address, key_id])
     twin_id = int(twin.pk) if twin else None
     event_type = f"{resource_type}.{operation}"
-    event_sql = mogrify(EVENT_LITERALS, [event_type, resource_type, resource_id, operation,
-                                         twin_id, name, data_json])
     return _Prepared(
         mac_head=(f'{{"action":{text(action)},"actor":{text(name)},"after":{after_json},'
                   '"at":'),
@@ -269,49 +281,50 @@ def _prepare(mogrify, key_id: str, *, actor, action: str, resource_type: str, re
                   f'"resource_id":{text(resource_id)},"resource_type":{text(resource_type)},'
                   f'"role":{text(role)},"seq":'),
         mac_end=f',"twin":{text(twin_slug)}}}',
-        entry_sql=entry_sql, event_sql=event_sql,
+        entry_values=(name, role, action, resource_type, resource_id, twin_slug,
+                      None if before is None else before_json,
+                      None if after is None else after_json,
+                      reason, request_id, client_address, key_id),
+        event_values=(event_type, resource_type, resource_id, operation, twin_id, name,
+                      data_json),
         event={"type": event_type, "resource_type": resource_type, "resource_id": resource_id,
                "operation": operation, "twin_id": twin_id, "actor": name, "data": data},
     )
 
 
 def _chain(prepared: list[_Prepared], tip: tuple[int, str] | None, key: bytes,
-           at) -> tuple[str, str]:
-    """Seal ``prepared`` in order after ``tip`` (under the lock): the two VALUES lists.
+           at) -> list[list]:
+    """Seal ``prepared`` in order after ``tip`` (under the lock): each entry's row parameters.
 
     Only string joins and one HMAC per entry happen here; the result is byte-identical to
     ``entry_mac`` over the stored entry (``twins.audit_chain`` recomputes it that way).
     """
     seq, prev = tip if tip else (0, GENESIS_HASH)
-    at_iso = at.isoformat()
-    at_json, at_sql = f'"{at_iso}"', f"'{at_iso}'::timestamptz"
-    entries, events = [], []
+    at_json = f'"{at.isoformat()}"'
+    rows = []
     for item in prepared:
         seq += 1
         message = (f"{item.mac_head}{at_json}{item.mac_mid}\"{prev}\"{item.mac_tail}{seq}"
                    f"{item.mac_end}")
         digest = hmac.new(key, message.encode(), hashlib.sha256).hexdigest()
-        entries.append(f"({seq}, {at_sql}, '{prev}', '{digest}', {item.entry_sql})")
-        events.append(f"({at_sql}, {item.event_sql})")
+        rows.append([seq, at, prev, digest, *item.entry_values])
         prev = digest
-    return ", ".join(entries), ", ".join(events)
+    return rows
 
 
-def _insert(cursor, entry_values: str, event_values: str) -> list[int]:
-    """Append the audit entries and the change events in one statement (one round trip);
-    the events' ids, in list order. The VALUES lists are SQL literals (``_chain``)."""
-    cursor.execute(f'WITH entries AS (INSERT INTO "{AuditEntry._meta.db_table}" '
-                   f"({', '.join(ENTRY_COLUMNS)}) VALUES {entry_values}) "
-                   f'INSERT INTO "{ChangeEvent._meta.db_table}" ({", ".join(EVENT_COLUMNS)}) '
-                   f"VALUES {event_values} RETURNING id")
-    return [row[0] for row in cursor.fetchall()]
-
-
-def _mogrifier(cursor):
-    """psycopg's ``ClientCursor.mogrify`` on the connection under Django's ``cursor``: SQL
-    literals quoted the way client-side binding quotes them, whatever cursor class Django
-    uses."""
-    return ClientCursor(cursor.cursor.connection).mogrify
+def _insert(entry_rows: list[list], event_rows: list[list]) -> list[int]:
+    """Append the audit entries and the change events (as many as there are rows of either),
+    one prepared statement per ``ROWS_PER_STATEMENT``; the events' ids, in list order."""
+    ids: list[int] = []
+    with _server_cursor() as cursor:
+        for start in range(0, max(len(entry_rows), len(event_rows)), ROWS_PER_STATEMENT):
+            entries = entry_rows[start:start + ROWS_PER_STATEMENT]
+            events = event_rows[start:start + ROWS_PER_STATEMENT]
+            cursor.execute(_insert_sql(len(entries), len(events)),
+                           [v for row in entries for v in row]
+                           + [v for row in events for v in row])
+            ids += [row[0] for row in cursor.fetchall()]
+    return ids
 
 
 def _request_id(request) -> str:
@@ -324,13 +337,11 @@ def _request_id(request) -> str:
 def _append(changes: list[dict]) -> list[ChangeEvent]:
     """Prepare ``changes``, then under one lock acquisition chain and INSERT them all."""
     key, key_id = audit_key()
-    with connection.cursor() as cursor:
-        mogrify = _mogrifier(cursor)
-        prepared = [_prepare(mogrify, key_id, **change) for change in changes]
-        twin_ids = {item.event["twin_id"] for item in prepared} - {None}
-        tip = _lock_and_read_tip(cursor, twin_ids)
-        at = timezone.now()
-        ids = _insert(cursor, *_chain(prepared, tip, key, at))
+    prepared = [_prepare(key_id, **change) for change in changes]
+    tip = _lock({item.event["twin_id"] for item in prepared} - {None}, read_tip=True)
+    at = timezone.now()
+    ids = _insert(_chain(prepared, tip, key, at),
+                  [[at, *item.event_values] for item in prepared])
     transaction.on_commit(partial(announce_commit, ids[-1]))
     names = [f.attname for f in ChangeEvent._meta.concrete_fields]  # from_db's value order
     return [ChangeEvent.from_db(connection.alias, names,
@@ -406,18 +417,11 @@ def append_events(events: list[dict]) -> list[int]:
         raise transaction.TransactionManagementError("append_events needs transaction.atomic()")
     if not events:
         return []
-    now = timezone.now()
-    rows = [(now, e["type"], e["resource_type"], str(e["resource_id"]), e["operation"],
+    rows = [[e["type"], e["resource_type"], str(e["resource_id"]), e["operation"],
              e["twin"].pk if e["twin"] is not None else None, e["actor"],
-             Jsonb(jsonable(e["data"]))) for e in events]
-    with connection.cursor() as cursor:
-        # The lock order of ``_lock_and_read_tip``: row locks, then the sequencing lock.
-        twin_ids = {row[5] for row in rows if row[5] is not None}
-        cursor.execute("; ".join(_lock_statements(twin_ids)))
-        value_lists = ", ".join(["(" + ", ".join(["%s"] * len(EVENT_COLUMNS)) + ")"] * len(rows))
-        cursor.execute(
-            f'INSERT INTO "{ChangeEvent._meta.db_table}" ({", ".join(EVENT_COLUMNS)}) '
-            f"VALUES {value_lists} RETURNING id", [v for row in rows for v in row])
-        ids = [row[0] for row in cursor.fetchall()]
+             canonical_text(jsonable(e["data"]))] for e in events]
+    _lock({row[4] for row in rows} - {None}, read_tip=False)
+    now = timezone.now()
+    ids = _insert([], [[now, *row] for row in rows])
     transaction.on_commit(partial(announce_commit, ids[-1]))
     return ids
