@@ -205,3 +205,25 @@ def test_numbers_jsonb_rewrites_are_hashed_as_stored(plant):
         "big": 10000000000000000, "zero": 0.0, "huge": 123456789012345670000, "small": 1e-05,
         "plain": 1.5, "n": 3}
     assert verify_chain().ok
+
+
+@pytest.mark.django_db
+def test_the_statements_under_the_lock_run_as_prepared_plans(plant):
+    """The lock prelude, the tip read and the INSERT are server-side prepared statements once
+    a connection has run them a few times (DB_PREPARED_STATEMENTS, psycopg's threshold 5), so
+    the sequencing lock is not held while PostgreSQL parses and plans them; a batch of another
+    size is a statement of its own and the chain stays whole."""
+    for n in range(6):
+        with transaction.atomic():
+            record_change(**change(plant, n))
+    with transaction.atomic():
+        record_changes([change(plant, 10 + n) for n in range(3)])
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT statement FROM pg_prepared_statements")
+        prepared = [row[0] for row in cursor.fetchall()]
+    assert any(s.startswith('SELECT seq, hash FROM "policy_auditentry"') for s in prepared)
+    assert any("pg_advisory_xact_lock" in s for s in prepared)
+    assert any(s.startswith('WITH entries AS (INSERT INTO "policy_auditentry"')
+               and s.count("::jsonb") == 3 for s in prepared)  # 1 entry (2) + 1 event (1)
+    report = verify_chain()
+    assert report.broken is None and report.entries == 9
