@@ -113,11 +113,10 @@ _db["ENGINE"] = "django.db.backends.postgresql"
 # off (per-request connections, CONN_MAX_AGE=DB_CONN_MAX_AGE).
 # application_name tells the processes apart in pg_stat_activity.
 _db.setdefault("OPTIONS", {})["application_name"] = env_str("DB_APPLICATION_NAME", "opstwin")
-# Server-side prepared statements for the queries that ask for them (psycopg prepares a query
-# on its 5th run in a connection): the ledger's lock and INSERT (twins.ledger), run under the
-# sequencing lock. Django's own queries bind on the client and are never prepared. Turn off
-# (DB_PREPARED_STATEMENTS=0) behind a pooler in transaction mode that cannot keep them.
-_db["OPTIONS"]["prepare_threshold"] = 5 if env_bool("DB_PREPARED_STATEMENTS", True) else None
+# Server-side prepared statements for the ledger's lock, tip read and INSERT (twins.ledger),
+# which run under the sequencing lock; Django's own queries are never prepared. Turn off
+# behind a pooler in transaction mode that cannot keep them (PgBouncer before 1.22).
+DB_PREPARED_STATEMENTS = env_bool("DB_PREPARED_STATEMENTS", True)
 DB_POOL_MAX_SIZE = env_int("DB_POOL_MAX_SIZE", 8, minimum=0)
 if DB_POOL_MAX_SIZE:
     _db["CONN_MAX_AGE"] = 0  # the pool keeps connections; Django must hand them back

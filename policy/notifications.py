@@ -207,20 +207,39 @@ def delete_subscription(subscription: NotificationSubscription, *, actor=None,
             return
         before, pk = subscription_state(stored), stored.pk
         stored.delete()
-        record_change(actor=actor, action="notification_subscription.deleted",
-                      resource_type="notification_subscription", resource_id=pk,
-                      operation="deleted", before=before, after=None, request=request,
-                      reason=reason or f"notifications of {stored.user.get_username()}: back "
-                                       "to the defaults")
+        _record_deleted(pk, before, actor=actor, request=request,
+                        reason=reason or f"notifications of {stored.user.get_username()}: "
+                                         "back to the defaults")
+
+
+def _record_deleted(pk: int, before: dict, *, actor, request, reason: str) -> None:
+    record_change(actor=actor, action="notification_subscription.deleted",
+                  resource_type="notification_subscription", resource_id=pk,
+                  operation="deleted", before=before, after=None, request=request,
+                  reason=reason)
+
+
+def remember_subscription(sender, instance, **kwargs) -> None:
+    """``pre_delete`` receiver for the user model: lock the user's subscription row and keep
+    its last state on the instance (``opstwin_subscription``) for ``forget_deleted_user``. Only
+    a row lock here: the audit entry waits until the deletion holds its row locks (the ledger's
+    lock order, ``twins.ledger``)."""
+    subscription = (NotificationSubscription.objects.select_for_update()
+                    .select_related("user").filter(user=instance).first())
+    if subscription is not None:
+        instance.opstwin_subscription = (subscription.pk, subscription_state(subscription))
 
 
 def forget_deleted_user(sender, instance, **kwargs) -> None:
-    """``pre_delete`` receiver for the user model: the user's subscription goes through
-    ``delete_subscription`` (audited) before the cascade would remove it unrecorded. Runs in
-    the deletion's transaction, so the audit entry commits with it or not at all."""
-    subscription = NotificationSubscription.objects.filter(user=instance).first()
-    if subscription is not None:
-        delete_subscription(subscription, reason=f"user {instance.get_username()} deleted")
+    """``post_delete`` receiver for the user model: the subscription the cascade removed with
+    the user is audited as ``notification_subscription.deleted`` (state kept by
+    ``remember_subscription``), in the deletion's transaction, so the entry commits with it or
+    not at all. The actor is the system: a model signal does not know who deleted the user."""
+    remembered = getattr(instance, "opstwin_subscription", None)
+    if remembered is not None:
+        pk, before = remembered
+        _record_deleted(pk, before, actor=None, request=None,
+                        reason=f"user {instance.get_username()} deleted")
 
 
 def recipients(kind: str, twin: Twin, skip_user_id: int | None = None) -> list[tuple]:

@@ -37,12 +37,15 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from decimal import Decimal
 from functools import lru_cache, partial
 from typing import Any
 
 import psycopg
+from django.conf import settings
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import connection, transaction
 from django.utils import timezone
@@ -124,7 +127,6 @@ def audit_key() -> tuple[bytes, str]:
     production from a per-checkout file and requires it in production).
     """
     global _key_cache
-    from django.conf import settings
     from django.core.exceptions import ImproperlyConfigured
 
     raw = getattr(settings, "AUDIT_HMAC_KEY", None)
@@ -167,14 +169,30 @@ ROW_LOCK_SQL = (f"SELECT 1 FROM {Twin._meta.db_table} WHERE id = ANY(%s) ORDER B
 SEQUENCING_LOCK_SQL = f"SELECT pg_advisory_xact_lock({AUDIT_LOCK_KEY})"
 
 
-def _server_cursor() -> psycopg.Cursor:
-    """A server-side-binding cursor on Django's connection (``connection.connection``, the
-    psycopg connection of the current transaction). Django's own cursors bind on the client,
-    so every statement is parsed and planned anew; this one's statements are prepared once per
-    connection (psycopg prepares a query after ``prepare_threshold`` runs, 5 by default), which
-    keeps the work under the sequencing lock to executing plans."""
+@contextmanager
+def _statements() -> Iterator[psycopg.Connection]:
+    """Django's psycopg connection (``connection.connection``, in the caller's transaction)
+    for the ledger's own statements, which run on server-side-binding cursors.
+
+    Errors come out as Django's (``connection.wrap_database_errors``: ``IntegrityError``,
+    ``OperationalError``...), so callers and the API's handlers see what Django's cursors
+    raise. With ``settings.DB_PREPARED_STATEMENTS`` the statements are server-side prepared
+    statements: psycopg's ``prepare_threshold`` is 0 for this span only (Django leaves it off,
+    and its own client-bound queries are never prepared or counted), so under the sequencing
+    lock PostgreSQL executes stored plans instead of parsing and planning each statement. A
+    rollback makes psycopg drop them; the next call prepares them again. These statements are
+    not in ``connection.queries`` or Django's query-count assertions.
+    """
     connection.ensure_connection()
-    return psycopg.Cursor(connection.connection)
+    raw = connection.connection
+    threshold = raw.prepare_threshold
+    if settings.DB_PREPARED_STATEMENTS:
+        raw.prepare_threshold = 0
+    try:
+        with connection.wrap_database_errors:
+            yield raw
+    finally:
+        raw.prepare_threshold = threshold
 
 
 def _lock(twin_ids, *, read_tip: bool) -> tuple[int, str] | None:
@@ -191,8 +209,8 @@ def _lock(twin_ids, *, read_tip: bool) -> tuple[int, str] | None:
     COMMITTED, so the tip is read after the lock was granted and sees every chain entry
     committed before. Returns ``(seq, hash)``, or None (empty chain, or not ``read_tip``).
     """
-    with _server_cursor() as locks, _server_cursor() as tip:
-        with connection.connection.pipeline():
+    with _statements() as raw, psycopg.Cursor(raw) as locks, psycopg.Cursor(raw) as tip:
+        with raw.pipeline():
             locks.execute("SET CONSTRAINTS ALL IMMEDIATE")
             locks.execute("SET CONSTRAINTS ALL DEFERRED")
             if twin_ids:
@@ -316,7 +334,7 @@ def _insert(entry_rows: list[list], event_rows: list[list]) -> list[int]:
     """Append the audit entries and the change events (as many as there are rows of either),
     one prepared statement per ``ROWS_PER_STATEMENT``; the events' ids, in list order."""
     ids: list[int] = []
-    with _server_cursor() as cursor:
+    with _statements() as raw, psycopg.Cursor(raw) as cursor:
         for start in range(0, max(len(entry_rows), len(event_rows)), ROWS_PER_STATEMENT):
             entries = entry_rows[start:start + ROWS_PER_STATEMENT]
             events = event_rows[start:start + ROWS_PER_STATEMENT]

@@ -51,13 +51,14 @@ def start_verification(proposal: Proposal, *, request=None) -> Proposal:
     rule = active_policy(proposal.twin).rules.verification
     metric, band = _band(proposal)
     now = timezone.now()
-    effective = parse_datetime(((proposal.execution or {}).get("effect") or {})
-                               .get("effective_from") or "")
-    start = max(filter(None, [newest_event_ts(proposal.asset), effective]), default=now)
+    newest = newest_event_ts(proposal.asset) or now
+    start, ignored = _window_start(proposal, newest, rule.window_s)
     plan = {"metric": metric, "band": band, "window_s": rule.window_s,
             "max_outside_share": rule.max_outside_share, "min_samples": rule.min_samples,
             "from_ts": start.isoformat(),
             "started_at": now.isoformat(), "outcome": None}
+    if ignored:
+        plan["effective_from_ignored"] = ignored
     if band is None:
         plan["outcome"] = "inconclusive"
         checked = update(proposal.pk, verification=plan)
@@ -67,12 +68,31 @@ def start_verification(proposal: Proposal, *, request=None) -> Proposal:
     before = serialize(proposal)
     verifying = transition(proposal.pk, [ProposalStatus.EXECUTED],
                            status=ProposalStatus.VERIFYING, verification=plan,
-                           verify_until=now + timedelta(seconds=rule.window_s))
+                           verify_until=now + timedelta(seconds=rule.window_s) + (start - newest))
     audit(verifying, actor="verifier", action="proposal.verifying", before=before,
-          reason=f"{metric} expected in [{band[0]:g}, {band[1]:g}] for {rule.window_s:g} s",
+          reason=f"{metric} expected in [{band[0]:g}, {band[1]:g}] for {rule.window_s:g} s"
+                 + (f" from {start.isoformat()}, when the asset's readings answer the command"
+                    if start > newest else "") + (f"; {ignored}" if ignored else ""),
           request=request)
-    transaction.on_commit(lambda: _schedule(proposal.pk, rule.window_s))
+    delay = rule.window_s + (start - newest).total_seconds()
+    transaction.on_commit(lambda: _schedule(proposal.pk, delay))
     return verifying
+
+
+def _window_start(proposal: Proposal, newest, window_s: float) -> tuple:
+    """(start of the verification window, why the ack's ``effective_from`` was ignored or
+    None). The window starts at ``newest`` (the asset's newest reading at execution), or at the
+    ack's ``effective_from`` when that is later but at most ``window_s`` after it: the device's
+    clock may move the window past readings already on their way, never further (a later
+    value would leave the window empty, an inconclusive verification instead of a judged one)."""
+    said = ((proposal.execution or {}).get("effect") or {}).get("effective_from")
+    effective = parse_datetime(said) if isinstance(said, str) else None
+    if effective is None or effective <= newest:
+        return newest, None
+    if effective - newest > timedelta(seconds=window_s):
+        return newest, (f"the ack's effective_from {said} is more than {window_s:g} s after "
+                        f"the newest reading ({newest.isoformat()}); ignored")
+    return effective, None
 
 
 def _schedule(proposal_id: int, window_s: float) -> None:

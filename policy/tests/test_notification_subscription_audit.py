@@ -175,3 +175,20 @@ def test_django_admin_says_why_when_the_save_refuses_what_the_form_accepted(
     assert "Not saved. webhook_url: 10.0.0.7 is a private address" in response.content.decode()
     assert not NotificationSubscription.objects.exists()
     assert not entries("notification_subscription.created")
+
+
+def test_deleting_users_in_bulk_records_each_subscription(users, django_user_model):
+    """The same through a queryset delete (admin's "delete selected"): one entry per user's
+    subscription, none for a user without one."""
+    from policy.notifications import save_subscription
+
+    for role in ("supervisor", "admin"):
+        save_subscription(NotificationSubscription(user=users[role], email=True,
+                                                   all_twins=True))
+    names = {users[r].get_username() for r in ("supervisor", "admin", "viewer")}
+
+    django_user_model.objects.filter(username__in=names).delete()
+
+    gone = entries("notification_subscription.deleted")
+    assert sorted(e.reason for e in gone) == sorted(
+        f"user {users[r].get_username()} deleted" for r in ("supervisor", "admin"))

@@ -161,6 +161,8 @@ def test_readings_on_their_way_at_execution_are_not_judged(trusted, pump, users,
 
     assert parse_datetime(proposal.execution["effect"]["effective_from"]) == effective
     assert parse_datetime(proposal.verification["from_ts"]) == effective
+    executed_at = parse_datetime(proposal.verification["started_at"])
+    assert proposal.verify_until == executed_at + timedelta(seconds=70)  # window + 10 s
     factories.window(pump, FLOW, [100.0] * 9, start=newest + timedelta(seconds=1))
     observe(proposal, [124.0, 126.0, 125.0])
     verified = services.verify_proposal(proposal.pk)
@@ -175,3 +177,21 @@ def test_an_ack_time_that_is_not_an_instant_with_an_offset_is_ignored(
     proposal = executed(pump, users)
     assert "effective_from" not in proposal.execution["effect"]
     assert parse_datetime(proposal.verification["from_ts"]) == newest_event_ts(pump)
+
+
+@pytest.mark.parametrize("ahead", [timedelta(seconds=61), timedelta(days=365 * 7000)])
+def test_an_ack_time_past_the_window_moves_nothing_and_is_reported(
+        trusted, pump, users, late_device, ahead):
+    """A device clock far ahead (a minute past the 60 s window, or year 9000) may not empty
+    the window into an inconclusive verification: the window starts at the newest reading,
+    the plan and the audit say why the ack's time was ignored, and the window is judged."""
+    newest = newest_event_ts(pump)
+    late_device.effective_from = (newest + ahead).isoformat()
+
+    proposal = executed(pump, users)
+
+    assert parse_datetime(proposal.verification["from_ts"]) == newest
+    assert "ignored" in proposal.verification["effective_from_ignored"]
+    assert "ignored" in AuditEntry.objects.get(action="proposal.verifying").reason
+    observe(proposal, [124.0, 126.0, 125.0])
+    assert services.verify_proposal(proposal.pk).status == ProposalStatus.VERIFIED

@@ -7,7 +7,8 @@ import threading
 import time
 
 import pytest
-from django.db import connection, transaction
+from django.db import IntegrityError, connection, transaction
+from django.utils import timezone
 
 from twins.audit_chain import verify_chain
 from twins.feed import change_committed
@@ -208,11 +209,12 @@ def test_numbers_jsonb_rewrites_are_hashed_as_stored(plant):
 
 
 @pytest.mark.django_db
-def test_the_statements_under_the_lock_run_as_prepared_plans(plant):
-    """The lock prelude, the tip read and the INSERT are server-side prepared statements once
-    a connection has run them a few times (DB_PREPARED_STATEMENTS, psycopg's threshold 5), so
-    the sequencing lock is not held while PostgreSQL parses and plans them; a batch of another
-    size is a statement of its own and the chain stays whole."""
+def test_the_statements_under_the_lock_run_as_prepared_plans(plant, settings):
+    """With DB_PREPARED_STATEMENTS the lock prelude, the tip read and the INSERT are
+    server-side prepared statements, so the sequencing lock is not held while PostgreSQL
+    parses and plans them; a batch of another size is a statement of its own, the chain stays
+    whole, and Django's own queries stay unprepared."""
+    settings.DB_PREPARED_STATEMENTS = True
     for n in range(6):
         with transaction.atomic():
             record_change(**change(plant, n))
@@ -225,5 +227,19 @@ def test_the_statements_under_the_lock_run_as_prepared_plans(plant):
     assert any("pg_advisory_xact_lock" in s for s in prepared)
     assert any(s.startswith('WITH entries AS (INSERT INTO "policy_auditentry"')
                and s.count("::jsonb") == 3 for s in prepared)  # 1 entry (2) + 1 event (1)
+    assert connection.connection.prepare_threshold is None  # Django's setting, restored
     report = verify_chain()
     assert report.broken is None and report.entries == 9
+
+
+@pytest.mark.django_db
+def test_the_ledgers_database_errors_are_djangos(plant):
+    """A pending foreign-key violation fires at the ledger's ``SET CONSTRAINTS ALL
+    IMMEDIATE``; it reaches the caller as Django's IntegrityError (which the API answers as a
+    409), not as a bare psycopg error."""
+    with pytest.raises(IntegrityError), transaction.atomic():
+        ChangeEvent.objects.create(type="twin.updated", resource_type="twin", resource_id="x",
+                                   operation="updated", twin_id=2_000_000_000, actor="t",
+                                   data={}, created_at=timezone.now())
+        record_change(**change(plant, 1))
+    assert not AuditEntry.objects.exists()
