@@ -19,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import partial
+from typing import NamedTuple
 
 import msgspec
 from django.db import connection, transaction
@@ -35,9 +36,11 @@ log = logging.getLogger(__name__)
 DEAD_LETTER_MAX_CHARS = 1_000_000
 
 
-@dataclass(frozen=True)
-class RawPayload:
-    """One received payload: raw bytes/str (or an already-decoded document) and its topic."""
+class RawPayload(NamedTuple):
+    """One received payload: raw bytes/str (or an already-decoded document) and its topic.
+
+    A named tuple (immutable): the subscriber builds one per message.
+    """
 
     body: bytes | str | dict
     topic: str = ""

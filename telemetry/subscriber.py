@@ -53,6 +53,7 @@ import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 from urllib.parse import urlsplit
 
 import paho.mqtt.client as mqtt
@@ -197,9 +198,12 @@ class _Abandon(Exception):
     """Stop requested while the database is down: leave the batch to the broker."""
 
 
-@dataclass(frozen=True, slots=True)
-class Received:
-    """One message waiting in the queue, with the connection generation it arrived on."""
+class Received(NamedTuple):
+    """One message waiting in the queue, with the connection generation it arrived on.
+
+    A named tuple: built once per message on paho's network thread, where it costs a third of
+    a frozen dataclass (whose ``__init__`` goes through ``object.__setattr__`` per field).
+    """
 
     payload: bytes
     topic: str
@@ -408,10 +412,8 @@ class IngestSubscriber:
         stats.duplicates += report.duplicates
         stats.rejected += len(report.rejected)
         stats.last_commit_lag_s = committed_at - batch[0].at
-        for message in batch:
-            stats.commit_lag.add(committed_at - message.at)
-        for ts in report.accepted_ts:
-            stats.event_lag.add(committed_at - ts.timestamp())
+        stats.commit_lag.add_all([committed_at - message.at for message in batch])
+        stats.event_lag.add_all([committed_at - ts.timestamp() for ts in report.accepted_ts])
 
     def run(self) -> None:
         """Consume batches until ``stop()``; then commit what is buffered and disconnect.
