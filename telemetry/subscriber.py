@@ -111,14 +111,17 @@ class DetectionHandoff:
 
     ``add(asset_ids)`` returns at once; the thread hands the pending assets (a set: an asset
     added several times while waiting runs once) to ``telemetry.handoff`` (stage ``DETECT``),
-    which isolates each asset's failures. ``stop(timeout)`` finishes what is pending, up to
-    ``timeout`` seconds. After committed telemetry it also puts the assets' coalesced state on
-    the feed (``twins.state.publish_states``), at most once per
+    which isolates each asset's failures, at most once per ``spacing`` seconds: the batches
+    committed meanwhile join the next handoff (one Celery message for all of them instead of
+    one per batch; detection starts up to ``spacing`` later). ``stop(timeout)`` finishes what
+    is pending at once, up to ``timeout`` seconds. After committed telemetry it also puts the
+    assets' coalesced state on the feed (``twins.state.publish_states``), at most once per
     ``ASSET_STATE_MIN_INTERVAL_SECONDS`` and once more when the readings stop, so the feed
     follows the plant without Celery beat (which still catches what goes silent).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, spacing: float = 0.5) -> None:
+        self.spacing = spacing
         self._pending: set[int] = set()
         self._wake = threading.Condition()
         self._stopping = False
@@ -144,20 +147,28 @@ class DetectionHandoff:
         if self._thread.is_alive():
             self._thread.join(timeout)
 
+    def _gather(self, handed_at: float) -> None:
+        """Wait (holding ``_wake``) until ``spacing`` seconds after the last handoff or a stop,
+        while more assets may be added."""
+        while not self._stopping and (rest := handed_at + self.spacing - time.monotonic()) > 0:
+            self._wake.wait(rest)
+
     def _loop(self) -> None:
         interval = settings.ASSET_STATE_MIN_INTERVAL_SECONDS
-        unpublished, published_at = False, 0.0
+        unpublished, published_at, handed_at = False, 0.0, -self.spacing
         try:
             while True:
                 with self._wake:
                     if not self._pending and not self._stopping:
                         self._wake.wait(interval if unpublished else None)
+                    if self._pending:
+                        self._gather(handed_at)
                     if not self._pending and self._stopping:
                         return
                     asset_ids, self._pending = sorted(self._pending), set()
                 close_old_connections()
                 if asset_ids:
-                    unpublished = True
+                    unpublished, handed_at = True, time.monotonic()
                     try:
                         handoff.send(handoff.DETECT, asset_ids)
                     except Exception:  # never let one round end the thread
