@@ -79,12 +79,13 @@ def ceiling(url: str, rows: int = 2_000_000, chunk: int = 50_000) -> dict:
 
 
 def _asset_ids(conn) -> int:
-    conn.execute("INSERT INTO twins_twin (slug, name, description, created_at) "
-                 "VALUES ('bench', 'bench', '', now())")
+    conn.execute("INSERT INTO twins_twin (slug, name, description, revision, created_at, "
+                 "updated_at) VALUES ('bench', 'bench', '', 1, now(), now())")
     twin = conn.execute("SELECT id FROM twins_twin WHERE slug = 'bench'").fetchone()[0]
     ids = [conn.execute(
-        "INSERT INTO twins_asset (twin_id, slug, name, kind, metadata, metrics, created_at) "
-        "VALUES (%s, %s, %s, 'pump', '{}', '[]', now()) RETURNING id",
+        "INSERT INTO twins_asset (twin_id, slug, name, kind, metadata, metrics, desired, "
+        "revision, created_at, updated_at) "
+        "VALUES (%s, %s, %s, 'pump', '{}', '[]', '{}', 1, now(), now()) RETURNING id",
         [twin, f"pump-{i}", f"Pump {i}"]).fetchone()[0] for i in range(ASSETS)]
     conn.commit()
     return ids[0]

@@ -169,7 +169,7 @@ def _publish(broker_url: str, args, rate: float, seconds: float, tag: int) -> tu
     return sum(n for n, _ in sent), sum(u for _, u in sent)
 
 
-def _capacity(broker_url: str, ingest: list, args, ceiling, tag: int) -> dict:
+def _capacity(broker, database: str, ingest: list, args, ceiling, tag: int) -> dict:
     """Backlog drain: queue events in the stopped processes' sessions, then time the catch-up.
 
     Publishers are done before ingest restarts, so they take no CPU from what is measured. The
@@ -177,7 +177,7 @@ def _capacity(broker_url: str, ingest: list, args, ceiling, tag: int) -> dict:
     """
     for process in ingest:
         process.stop()  # SIGTERM: commits what it holds; the sessions stay on the broker
-    published, unacked = _publish(broker_url, args, args.capacity_rate, args.capacity_seconds,
+    published, unacked = _publish(broker.url, args, args.capacity_rate, args.capacity_seconds,
                                   tag)
     before = ceiling()
     for process in ingest:
@@ -186,28 +186,41 @@ def _capacity(broker_url: str, ingest: list, args, ceiling, tag: int) -> dict:
     deadline = time.monotonic() + 600
     while _committed(ingest) == 0 and time.monotonic() < deadline:
         time.sleep(0.05)
-    c0, t0, cpu0 = _committed(ingest), time.monotonic(), _cpu_seconds(ingest)
+    c0, t0, cpu0 = _committed(ingest), time.monotonic(), _cpu_split(ingest, broker, database)
     while _committed(ingest) < published and time.monotonic() < deadline:
         time.sleep(0.05)
-    c1, t1, cpu1 = _committed(ingest), time.monotonic(), _cpu_seconds(ingest)
+    c1, t1, cpu1 = _committed(ingest), time.monotonic(), _cpu_split(ingest, broker, database)
     for spy in spies:
         spy.send_signal(2)  # SIGINT: py-spy writes its profile and exits
         spy.wait(30)
     after = ceiling()
     return {"published": published, "unacked": unacked, "drained": c1 >= published,
             "window_s": t1 - t0, "window_events": c1 - c0, "ceiling": (before, after),
-            "cpu_s": cpu1 - cpu0,
+            "cpu_s": {k: cpu1[k] - cpu0.get(k, 0.0) for k in cpu1},
             "per_process": [int(p.status().get("accepted", 0)) for p in ingest]}
 
 
-def _cpu_seconds(ingest: list) -> float:
-    """User + system CPU seconds the ingest processes have used (Linux ``/proc``)."""
-    ticks = os.sysconf("SC_CLK_TCK")
-    total = 0.0
-    for process in ingest:
-        fields = Path(f"/proc/{process.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        total += (int(fields[11]) + int(fields[12])) / ticks  # utime, stime
-    return total
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds process ``pid`` has used (Linux ``/proc``; 0 once gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+
+
+def _cpu_split(ingest: list, broker, database: str) -> dict[str, float]:
+    """CPU seconds so far of the ingest processes, the broker, and each PostgreSQL backend
+    serving ``database`` (keyed ``pg<pid>``; a backend that ends takes its seconds along)."""
+    import psycopg
+
+    with psycopg.connect(database, autocommit=True) as conn:
+        backends = [row[0] for row in conn.execute(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+            "AND pid <> pg_backend_pid()")]
+    return {"ingest": sum(_cpu_seconds(p.process.pid) for p in ingest),
+            "broker": _cpu_seconds(broker.process.pid)} | \
+        {f"pg{pid}": _cpu_seconds(pid) for pid in backends}
 
 
 def _profile(ingest: list, args, tag: int) -> list:
@@ -218,8 +231,11 @@ def _profile(ingest: list, args, tag: int) -> list:
 
     out = Path(args.profile)
     out.mkdir(parents=True, exist_ok=True)
+    # --gil: only samples where the thread holds the GIL, i.e. runs Python; without it a thread
+    # blocked on the GIL, a lock or a socket counts as busy in the frame it waits in.
+    gil = ["--gil"] if args.profile_gil else []
     return [subprocess.Popen(["py-spy", "record", "--pid", str(p.process.pid), "--threads",
-                              "--format", "raw", "--rate", "50", "--output",
+                              *gil, "--format", "raw", "--rate", "50", "--output",
                               str(out / f"{p.client_id}-{tag}.txt")],
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             for p in ingest]
@@ -239,7 +255,7 @@ def _run(url: str, args: argparse.Namespace, workdir: Path, ceiling) -> list[dic
         phases = [_phase(broker.url, ingest, args, args.rate, args.seconds, 0)] \
             if args.seconds > 0 else []
         if args.capacity_seconds > 0:
-            phases += [_capacity(broker.url, ingest, args, ceiling, pair + 1)
+            phases += [_capacity(broker, url, ingest, args, ceiling, pair + 1)
                        for pair in range(args.pairs)]
         return phases
     finally:
@@ -296,6 +312,8 @@ def main() -> None:
                         help="capacity phase: (ceiling, drain, ceiling) runs; the median counts")
     parser.add_argument("--profile", default="",
                         help="folder for py-spy profiles of the ingest processes while draining")
+    parser.add_argument("--profile-gil", action="store_true",
+                        help="profile only while holding the GIL (Python CPU, not waits)")
     args = parser.parse_args()
     queue_before = _redis_queue_len()
     with bench_database("e2e") as url, tempfile.TemporaryDirectory() as tmp:
@@ -367,21 +385,29 @@ def _report_capacity(drains: list[dict]) -> dict:
     ratios = []
     for k, c in enumerate(drains, 1):
         drain = c["window_events"] / c["window_s"] * m
+        cpu = _cpu_per_event(c)
         ceiling = sum(c["ceiling"]) / 2
         ratios.append(drain / ceiling)
         print(f"  capacity {k} (backlog of {c['published']:,} events drained): {drain:,.0f} "
               f"samples/s against the COPY ceiling {ceiling:,.0f} rows/s (before/after: "
               f"{c['ceiling'][0]:,.0f} / {c['ceiling'][1]:,.0f}): {ratios[-1]:.1%}; "
-              f"per process {c['per_process']}; ingest CPU "
-              f"{c['cpu_s'] / c['window_events'] * 1e6:,.0f} us/event")
+              f"per process {c['per_process']}; CPU us/event: ingest {cpu['ingest']:,.0f}, "
+              f"PostgreSQL {cpu['postgres']:,.0f}, broker {cpu['broker']:,.0f}")
     median = statistics.median(ratios)
     print(f"  capacity: median {median:.1%} of the same-run ceiling over {len(ratios)} pairs")
     return {"capacity_samples_per_s": [round(c["window_events"] / c["window_s"] * m)
                                        for c in drains],
-            "ingest_cpu_us_per_event": [round(c["cpu_s"] / c["window_events"] * 1e6)
-                                        for c in drains],
+            "cpu_us_per_event": [_cpu_per_event(c) for c in drains],
             "capacity_ratios": [round(r, 3) for r in ratios],
             "capacity_ratio": round(median, 3)}
+
+
+def _cpu_per_event(drain: dict) -> dict[str, int]:
+    """CPU microseconds per drained event: ingest processes, PostgreSQL backends, broker."""
+    cpu, events = drain["cpu_s"], drain["window_events"]
+    postgres = sum(v for k, v in cpu.items() if k.startswith("pg"))
+    return {name: round(seconds / events * 1e6) for name, seconds in
+            (("ingest", cpu["ingest"]), ("postgres", postgres), ("broker", cpu["broker"]))}
 
 
 def _report_sustained(args, r: dict, top: float) -> dict:

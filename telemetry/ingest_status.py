@@ -17,6 +17,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 PER_DECADE = 40
 FLOOR_S = 1e-3
 TOP_INDEX = 8 * PER_DECADE  # 1 ms .. 100,000 s; anything above lands in the top bucket
@@ -37,6 +39,21 @@ class LagHistogram:
         self.counts[index] = self.counts.get(index, 0) + 1
         self.n += 1
         self.max_s = max(self.max_s, seconds)
+
+    def add_all(self, seconds: list[float]) -> None:
+        """``add`` each of ``seconds`` (a batch's lags), with one numpy pass for the buckets."""
+        if not seconds:
+            return
+        lags = np.asarray(seconds, dtype=np.float64)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            raw = np.log10(np.maximum(lags, FLOOR_S) / FLOOR_S) * PER_DECADE
+        # Same bucket as ``add``: truncation of a non-negative number is its floor.
+        indices = np.where(lags <= FLOOR_S, 0, np.minimum(raw.astype(np.int64), TOP_INDEX))
+        values, counts = np.unique(indices, return_counts=True)
+        for index, count in zip(values.tolist(), counts.tolist(), strict=True):
+            self.counts[index] = self.counts.get(index, 0) + count
+        self.n += len(lags)
+        self.max_s = max(self.max_s, float(lags.max()))
 
     def merge(self, other: LagHistogram) -> None:
         """Add ``other``'s counts to this histogram."""

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import partial
+from typing import NamedTuple
 
 import msgspec
 from django.db import connection, transaction
@@ -28,16 +29,18 @@ from telemetry import handoff
 from telemetry.models import DeadLetter
 from telemetry.storage import mark_dirty
 from telemetry.validation import InvalidEvent, TelemetryEventIn, parse_payload
-from twins.models import Asset
+from twins.models import Asset, AssetType, Twin, declared_metrics
 from twins.state import record_reported
 
 log = logging.getLogger(__name__)
 DEAD_LETTER_MAX_CHARS = 1_000_000
 
 
-@dataclass(frozen=True)
-class RawPayload:
-    """One received payload: raw bytes/str (or an already-decoded document) and its topic."""
+class RawPayload(NamedTuple):
+    """One received payload: raw bytes/str (or an already-decoded document) and its topic.
+
+    A named tuple (immutable): the subscriber builds one per message.
+    """
 
     body: bytes | str | dict
     topic: str = ""
@@ -63,17 +66,56 @@ def _topic_matches(topic: str, event: TelemetryEventIn) -> bool:
     return len(parts) == 4 and parts[1:] == [event.twin_id, event.asset_id, "telemetry"]
 
 
-def _assets_for(events: list[TelemetryEventIn]) -> dict[tuple[str, str], Asset]:
+@dataclass(frozen=True, slots=True)
+class _Target:
+    """What ingest checks an event against: its asset's id, ``twin/asset`` name, declared
+    metric names, valid ranges (``{metric: (min, max)}``, a missing bound unbounded) and
+    declarations (for the units in messages)."""
+
+    id: int
+    name: str
+    names: frozenset[str]
+    bounds: dict[str, tuple[float, float]]
+    declared: list[dict]
+
+    @classmethod
+    def of(cls, asset_id: int, name: str, declared: list[dict]) -> _Target:
+        bounds = {m["name"]: (m.get("min", -math.inf), m.get("max", math.inf))
+                  for m in declared if "min" in m or "max" in m}
+        return cls(asset_id, name, frozenset(m["name"] for m in declared), bounds, declared)
+
+    def unit_of(self, metric: str) -> str:
+        return next((m.get("unit", "") for m in self.declared if m["name"] == metric), "")
+
+
+# One plain statement instead of the ORM (which cost ~2.5 ms of CPU per batch, more than
+# validating a hundred events): read fresh for every batch, as before.
+_ASSETS = f"""
+SELECT a.id, t.slug, a.slug, a.metrics, ty.metrics
+FROM {Asset._meta.db_table} a
+JOIN {Twin._meta.db_table} t ON t.id = a.twin_id
+LEFT JOIN {AssetType._meta.db_table} ty ON ty.id = a.asset_type_id
+WHERE t.slug = ANY(%s) AND a.slug = ANY(%s)
+"""
+
+
+def _assets_for(events: list[TelemetryEventIn]) -> dict[tuple[str, str], _Target]:
+    """``{(twin slug, asset slug): _Target}`` for the assets ``events`` name that exist."""
     pairs = {(e.twin_id, e.asset_id) for e in events}
-    twins, slugs = {t for t, _ in pairs}, {a for _, a in pairs}
-    found = Asset.objects.filter(twin__slug__in=twins, slug__in=slugs).select_related(
-        "twin", "asset_type")
-    return {(a.twin.slug, a.slug): a for a in found if (a.twin.slug, a.slug) in pairs}
+    if not pairs:
+        return {}
+    with connection.cursor() as cursor:
+        cursor.execute(_ASSETS, [sorted({t for t, _ in pairs}), sorted({a for _, a in pairs})])
+        rows = cursor.fetchall()
+    # Django has psycopg hand jsonb over as text (JSONField decodes it): decode it the same way.
+    return {(twin, slug): _Target.of(asset_id, f"{twin}/{slug}", declared_metrics(
+                json.loads(own), typed and json.loads(typed)))
+            for asset_id, twin, slug, own, typed in rows if (twin, slug) in pairs}
 
 
 def _check(
-    event: TelemetryEventIn, topic: str, assets: dict, twins: set[str] | None, declared: dict
-) -> Asset:
+    event: TelemetryEventIn, topic: str, assets: dict, twins: set[str] | None
+) -> _Target:
     """The event's asset, or ``InvalidEvent``: a topic that names another asset, an unknown
     asset (or one outside ``twins``), an undeclared metric, or a value outside the valid range
     its metric declares (``min``/``max`` of the asset's or its type's metric list)."""
@@ -82,27 +124,16 @@ def _check(
     asset = assets.get((event.twin_id, event.asset_id))
     if asset is None or (twins is not None and event.twin_id not in twins):
         raise InvalidEvent(f"unknown asset {event.twin_id}/{event.asset_id}")
-    known = declared.get(asset.pk)
-    if known is None:
-        known = declared[asset.pk] = _declared(asset)
-    names, bounds = known
+    names = asset.names
     if names and not names.issuperset(event.metrics):
         unknown = sorted(set(event.metrics) - names)
-        raise InvalidEvent(f"metrics not declared on asset {asset}: {', '.join(unknown)}")
-    for metric, (low, high) in bounds.items():
+        raise InvalidEvent(f"metrics not declared on asset {asset.name}: {', '.join(unknown)}")
+    for metric, (low, high) in asset.bounds.items():
         value = event.metrics.get(metric)
         if value is not None and not low <= value <= high:
             raise InvalidEvent(f"{metric}={value:g} is outside its valid range [{low:g}, "
-                               f"{high:g}] {asset.unit_of(metric)} on asset {asset}".rstrip())
+                               f"{high:g}] {asset.unit_of(metric)} on asset {asset.name}".rstrip())
     return asset
-
-
-def _declared(asset: Asset) -> tuple[frozenset, dict[str, tuple[float, float]]]:
-    """The asset's declared metric names and the valid ranges declared for them (a missing
-    bound is unbounded)."""
-    bounds = {m["name"]: (m.get("min", -math.inf), m.get("max", math.inf))
-              for m in asset.declared_metrics if "min" in m or "max" in m}
-    return frozenset(asset.metric_names), bounds
 
 
 def _validate(payloads: list[RawPayload], report: IngestReport, twins: set[str] | None):
@@ -113,15 +144,14 @@ def _validate(payloads: list[RawPayload], report: IngestReport, twins: set[str] 
         except InvalidEvent as exc:
             report.rejected.append((index, str(exc)))
     assets = _assets_for([e for _, e, _ in parsed])
-    valid: list[tuple[TelemetryEventIn, Asset]] = []
+    valid: list[tuple[TelemetryEventIn, _Target]] = []
     seen: set = set()
-    declared: dict[int, tuple] = {}
     for index, event, topic in parsed:
         if event.event_id in seen:  # repeated inside this batch: a duplicate, not an error
             report.duplicates += 1
             continue
         try:
-            valid.append((event, _check(event, topic, assets, twins, declared)))
+            valid.append((event, _check(event, topic, assets, twins)))
             seen.add(event.event_id)
         except InvalidEvent as exc:
             report.rejected.append((index, str(exc)))
@@ -187,7 +217,7 @@ def _envelope_rows(valid, source: str, now) -> bytes:
         if quality is None:
             quality = qualities[event.quality] = \
                 _LENGTH.pack(len(event.quality)) + event.quality.encode()
-        parts.append(_ENVELOPE_HEAD.pack(8, 4, n, 16, event.event_id.bytes, 8, asset.pk, 8,
+        parts.append(_ENVELOPE_HEAD.pack(8, 4, n, 16, event.event_id.bytes, 8, asset.id, 8,
                                          (event.ts - _PG_EPOCH) // _MICROSECOND))
         parts += (quality, _tags_jsonb(event.tags), source_field, now_field)
     parts.append(_COPY_TRAILER)
@@ -233,10 +263,10 @@ def _copy_samples(cursor, fresh) -> int:
     for event, asset in fresh:
         head = _ROW_TS.pack(4, 8, (event.ts - _PG_EPOCH) // _MICROSECOND)
         for metric, value in event.metrics.items():
-            middle = series.get((asset.pk, metric))
+            middle = series.get((asset.id, metric))
             if middle is None:
                 name = metric.encode()
-                middle = series[asset.pk, metric] = _ROW_SERIES.pack(8, asset.pk, len(name)) + name
+                middle = series[asset.id, metric] = _ROW_SERIES.pack(8, asset.id, len(name)) + name
             parts += (head, middle, _VALUE.pack(8, value))
         count += len(event.metrics)
     parts.append(_COPY_TRAILER)
@@ -250,9 +280,9 @@ def _copy_samples(cursor, fresh) -> int:
 def _dirty_ranges(fresh) -> dict[int, list]:
     ranges: dict[int, list] = {}
     for event, asset in fresh:
-        span = ranges.get(asset.pk)
+        span = ranges.get(asset.id)
         if span is None:
-            ranges[asset.pk] = [event.ts, event.ts]
+            ranges[asset.id] = [event.ts, event.ts]
         elif event.ts < span[0]:
             span[0] = event.ts
         elif event.ts > span[1]:
@@ -268,10 +298,10 @@ def _store(valid, source: str, report: IngestReport) -> None:
         fresh = [pair for n, pair in enumerate(valid) if n not in skipped] if skipped else valid
         report.samples = _copy_samples(cursor, fresh)
         mark_dirty(cursor, _dirty_ranges(fresh))
-        record_reported(cursor, ((a.pk, e.ts, e.metrics) for e, a in fresh), now)
+        record_reported(cursor, ((a.id, e.ts, e.metrics) for e, a in fresh), now)
     report.accepted = len(fresh)
     report.duplicates += len(valid) - len(fresh)
-    report.asset_ids = {a.pk for _, a in fresh}
+    report.asset_ids = {a.id for _, a in fresh}
     report.accepted_ts = [e.ts for e, _ in fresh]
 
 

@@ -83,6 +83,14 @@ class AssetType(models.Model):
         validate_asset_type(self)
 
 
+def declared_metrics(own: list[dict] | None, of_type: list[dict] | None) -> list[dict]:
+    """The metric definitions an asset declares: its own ``metrics`` when not empty, else its
+    type's (``None``: no type), else ``[]``. ``Asset.declared_metrics`` and ingest's asset
+    lookup (``telemetry.services``, which reads both columns without the ORM) share this rule.
+    """
+    return own or of_type or []
+
+
 class Asset(models.Model):
     """A piece of equipment inside a twin (a pump, a valve, a line, a traffic sensor, ...).
 
@@ -119,9 +127,8 @@ class Asset(models.Model):
     @property
     def declared_metrics(self) -> list[dict]:
         """The asset's own metric definitions, else its type's (``[]`` when neither)."""
-        if self.metrics:
-            return self.metrics
-        return self.asset_type.metrics if self.asset_type_id else []
+        return declared_metrics(self.metrics,
+                                self.asset_type.metrics if self.asset_type_id else None)
 
     @property
     def metric_names(self) -> list[str]:

@@ -395,6 +395,19 @@ def test_lag_histogram_quantiles_are_within_three_percent():
         assert histogram.quantile(q) == pytest.approx(np.quantile(lags, q), rel=0.03)
 
 
+def test_adding_a_batch_of_lags_counts_each_in_the_bucket_add_gives_it():
+    rng = np.random.default_rng(4)
+    lags = [*rng.lognormal(mean=-2, sigma=3, size=2_000).tolist(),
+            -0.5, 0.0, 1e-3, 5e-4, 1e5, 1e7]  # skew, the floor, beyond the top bucket
+    one_by_one, at_once = LagHistogram(), LagHistogram()
+    for lag in lags:
+        one_by_one.add(lag)
+    at_once.add_all(lags)
+    at_once.add_all([])
+    assert at_once.counts == one_by_one.counts
+    assert (at_once.n, at_once.max_s) == (len(lags), 1e7)
+
+
 def test_merge_spans_aligns_and_merges_overlapping_ranges():
     a = T0 + timedelta(seconds=5)
     spans = rollups.merge_spans([
