@@ -22,7 +22,7 @@ Targets (issue 16): 1,000 subscribers, >= 10,000 deliveries/s, 0 gaps, 0 duplica
 p99 < 100 ms, server CPU <= 2x the bare server's.
 
 Runs in a scratch database ``<DATABASE_URL's name>_fanout`` (created, migrated, dropped).
-Run: ``python benchmarks/fanout.py [--transport sse|ws] [--seconds 10 --rate 500
+Run: ``python benchmarks/fanout.py [--transport sse|ws [--deflate]] [--seconds 10 --rate 500
 --subscribers 1000]`` with DATABASE_URL set (``FANOUT_LOG=<file>`` keeps the servers' output).
 Bounded: about 2-3 minutes.
 """
@@ -43,6 +43,7 @@ import socket
 import subprocess
 import sys
 import time
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit, urlunsplit
@@ -51,6 +52,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 ID = re.compile(rb'"id":(\d+)')
 WS_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+# What browsers offer (RFC 7692); the bare server ignores it and sends uncompressed frames.
+EXTENSIONS = "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n"
 
 
 def _args() -> argparse.Namespace:
@@ -62,6 +65,8 @@ def _args() -> argparse.Namespace:
     parser.add_argument("--firehose", type=int, default=5, help="streams following every twin")
     parser.add_argument("--reconnects", type=int, default=50, help="forced reconnects")
     parser.add_argument("--transport", choices=["sse", "ws"], default="sse")
+    parser.add_argument("--deflate", action="store_true",
+                        help="WebSocket clients offer permessage-deflate, as browsers do")
     parser.add_argument("--servers", default="bare,ours", help="phases, in order")
     parser.add_argument("--keep", action="store_true", help="keep the scratch database")
     parser.add_argument("--serve-bare", type=int, metavar="PORT", help=argparse.SUPPRESS)
@@ -351,8 +356,10 @@ def _cursor(event_id: int) -> str:
     return base64.urlsafe_b64encode(f"v1:{event_id}".encode()).decode().rstrip("=")
 
 
-async def follow(port: int, token: str, stream: Stream, start: str, transport: str) -> None:
-    """Follow the stream, reconnecting from the last cursor whenever the connection ends."""
+async def follow(port: int, token: str, stream: Stream, start: str, transport: str,
+                 deflate: bool = False) -> None:
+    """Follow the stream, reconnecting from the last cursor whenever the connection ends
+    (``deflate``: offer WebSocket per-message compression, RFC 7692)."""
     while True:
         cursor = stream.cursor or start
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
@@ -366,15 +373,16 @@ async def follow(port: int, token: str, stream: Stream, start: str, transport: s
             request = (f"GET /ws/feed{query} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
                        f"Authorization: Bearer {token}\r\nUpgrade: websocket\r\n"
                        f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
-                       f"Sec-WebSocket-Version: 13\r\n\r\n")
+                       f"Sec-WebSocket-Version: 13\r\n{EXTENSIONS if deflate else ''}\r\n")
         writer.write(request.encode())
         try:
-            await reader.readuntil(b"\r\n\r\n")  # status line and headers
+            head = await reader.readuntil(b"\r\n\r\n")  # status line and headers
             stream.live = True
             if transport == "sse":
                 await _read_sse(reader, stream)
             else:
-                await _read_ws(reader, stream)
+                compressed = b"permessage-deflate" in head.lower()
+                await _read_ws(reader, stream, zlib.decompressobj(-15) if compressed else None)
         except (ConnectionError, asyncio.IncompleteReadError):
             pass
         finally:
@@ -399,8 +407,11 @@ async def _read_sse(reader: asyncio.StreamReader, stream: Stream) -> None:
                          if f.startswith(b"id: ") and b"\nevent: aiw." not in f])
 
 
-async def _read_ws(reader: asyncio.StreamReader, stream: Stream) -> None:
-    buffer = b""  # unmasked server frames (RFC 6455 section 5.2)
+async def _read_ws(reader: asyncio.StreamReader, stream: Stream, inflate=None) -> None:
+    """Read unmasked server frames (RFC 6455 section 5.2); ``inflate``: the connection's
+    zlib decompressor when permessage-deflate was agreed (RFC 7692: RSV1 marks a compressed
+    message; the sender's context carries over from message to message)."""
+    buffer = b""
     while chunk := await reader.read(1 << 16):
         buffer += chunk
         ids, at = [], 0
@@ -413,6 +424,8 @@ async def _read_ws(reader: asyncio.StreamReader, stream: Stream) -> None:
             if len(buffer) < start + size:
                 break
             payload = buffer[start:start + size]
+            if buffer[at] & 0x40 and inflate is not None:
+                payload = inflate.decompress(payload + b"\x00\x00\xff\xff")
             at = start + size
             if opcode == 0x8:
                 _record(stream, ids)
@@ -441,7 +454,8 @@ async def run_subscribers(port: int, token: str, streams: list[Stream], start: s
     set) to the end of the drain (``meter()``: the server's CPU seconds so far)."""
 
     def launch(stream: Stream) -> None:
-        stream.task = asyncio.create_task(follow(port, token, stream, start, args.transport))
+        stream.task = asyncio.create_task(follow(port, token, stream, start, args.transport,
+                                                 args.deflate))
 
     for stream in streams:
         launch(stream)
@@ -583,7 +597,8 @@ def report(args: argparse.Namespace, figures: dict[str, dict]) -> None:
             ("gaps", "gaps", "{}"), ("duplicates", "dups", "{}"),
             ("out of order", "disorder", "{}"), ("server CPU-s per s", "cpu", "{:.2f}"),
             ("  while producing", "streaming_cpu", "{:.2f}")]
-    print(f"\n{args.subscribers} {args.transport} subscribers ({args.firehose} firehose), "
+    deflate = " offering permessage-deflate" if args.deflate else ""
+    print(f"\n{args.subscribers} {args.transport} subscribers{deflate} ({args.firehose} firehose), "
           f"{args.reconnects} forced reconnects per phase")
     print(f"{'measure':<22}" + "".join(f"{k:>12}" for k in kinds)
           + ("   ours/bare" if len(kinds) == 2 else ""))
