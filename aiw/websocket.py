@@ -56,8 +56,8 @@ async def feed_socket(scope: dict, receive: Callable, send: Send) -> None:
     if (await receive())["type"] != "websocket.connect":
         return
     stream = FeedStream(send)
-    await stream.open(scope)
     try:
+        await stream.open(scope)
         while (await receive())["type"] != "websocket.disconnect":
             pass
     finally:
