@@ -8,13 +8,14 @@ An unknown, revoked or expired token is 401 (never a silent fall-back to anonymo
 from __future__ import annotations
 
 from dataclasses import dataclass
+from importlib import import_module
 from typing import Any
 from urllib.parse import urlsplit
 
-from channels.middleware import BaseMiddleware
+from channels.auth import get_user
 from channels.security.websocket import WebsocketDenier
 from django.conf import settings
-from django.contrib.auth.models import AnonymousUser
+from django.http import parse_cookie
 from rest_framework import exceptions
 from rest_framework.authentication import BaseAuthentication
 from rest_framework.permissions import SAFE_METHODS
@@ -101,21 +102,25 @@ def _header(scope: dict, name: bytes) -> str | None:
     return None
 
 
-class TokenAuthMiddleware(BaseMiddleware):
-    """Channels middleware: a Bearer token in the handshake sets ``scope["user"]`` and
-    ``scope["agent_token"]``; a bad one sets ``scope["auth_error"]``, ``scope["auth_status"]``
-    (401 or 403) and an anonymous user."""
+async def authenticate_socket(scope: dict) -> Principal:
+    """The caller of a WebSocket handshake (ASGI ``scope``): a Bearer token first, else the
+    session cookie's user (the session engine's store, checked as Django's ``get_user``
+    does, through channels' ``get_user``).
 
-    async def __call__(self, scope, receive, send):
-        raw = tokens.bearer_token(_header(scope, b"authorization"))
-        if raw is not None:
-            try:
-                token = await run_db(check_token, raw, "GET")
-                scope = dict(scope, user=token.user, agent_token=token)
-            except exceptions.APIException as exc:
-                scope = dict(scope, user=AnonymousUser(), agent_token=None,
-                             auth_error=str(exc.detail), auth_status=exc.status_code)
-        return await super().__call__(scope, receive, send)
+    Raises ``AuthenticationFailed`` (401) or ``ScopeMissing`` (403) as ``check_token`` does,
+    ``NotAuthenticated`` (401) without a token or a logged-in session. Runs queries.
+    """
+    raw = tokens.bearer_token(_header(scope, b"authorization"))
+    if raw is not None:
+        token = await run_db(check_token, raw, "GET")
+        return Principal(token.user, token)
+    session_key = parse_cookie(_header(scope, b"cookie") or "").get(settings.SESSION_COOKIE_NAME)
+    if session_key:
+        session = import_module(settings.SESSION_ENGINE).SessionStore(session_key)
+        user = await get_user({"session": session})
+        if user.is_authenticated:
+            return Principal(user)
+    raise exceptions.NotAuthenticated()
 
 
 def origin_allowed(origin: str | None, host: str | None) -> bool:

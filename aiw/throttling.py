@@ -9,14 +9,19 @@ Algorithm: a fixed window counter per token, incremented atomically (Redis ``INC
 concurrent requests on several processes can never overspend a window. A fixed window allows
 a burst of up to twice the rate across a window boundary; that is the price of one atomic
 operation per request instead of a read-modify-write of a history list.
+
+The counters live in one instance of the ``aiw`` cache per process (:func:`counter_cache`),
+not ``caches["aiw"]``: that hands every thread and every asyncio context its own instance, so
+under ASGI each stream and request opened its own Redis connection pool and connection.
 """
 
 from __future__ import annotations
 
 import time
+from functools import cache
 
 from django.conf import settings
-from django.core.cache import caches
+from django.core.cache import BaseCache, caches
 from rest_framework.throttling import BaseThrottle
 
 from aiw.models import AgentToken
@@ -36,11 +41,25 @@ def parse_rate(rate: str) -> tuple[int, int]:
     return int(count), PERIODS[period[0]]
 
 
+@cache
+def counter_cache() -> BaseCache:
+    """The ``aiw`` cache as one instance per process, shared by every thread and task.
+
+    ``caches["aiw"]`` is one instance per thread and per asyncio context: every WebSocket or
+    SSE stream (and every ASGI request) built a Redis connection pool and connected anew,
+    then held that connection until it ended (40% of the web process's CPU while 500
+    WebSocket streams connected, ``benchmarks/fanout.py --transport ws`` under py-spy). The
+    Redis backend's client is thread-safe (redis-py's connection pool), as is LocMemCache.
+    Built from ``CACHES`` on first use: later changes to that setting are not seen.
+    """
+    return caches.create_connection(CACHE_ALIAS)
+
+
 class AgentTokenThrottle(BaseThrottle):
     """DRF throttle: one fixed-window counter per agent token."""
 
     def __init__(self) -> None:
-        self.cache = caches[CACHE_ALIAS]
+        self.cache = counter_cache()
         self._wait: float | None = None
 
     def allow_request(self, request, view) -> bool:

@@ -15,12 +15,14 @@ their cursor. Afterwards each stream's ids are compared with the feed in the dat
 
 Figures per server: deliveries/s (events summed over the streams' filters), live lag from
 commit (the producer's clock after COMMIT) to the client reading the frame p50/p99, gaps /
-duplicates / out of order (must be 0), server CPU-s per s; then ours/bare ratios.
+duplicates / out of order (must be 0), server CPU-s per s over the whole phase (connecting
+included) and while producing (from the first commit to the end of the drain: the per-event
+cost without the connection storm); then ours/bare ratios.
 Targets (issue 16): 1,000 subscribers, >= 10,000 deliveries/s, 0 gaps, 0 duplicates, live
 p99 < 100 ms, server CPU <= 2x the bare server's.
 
 Runs in a scratch database ``<DATABASE_URL's name>_fanout`` (created, migrated, dropped).
-Run: ``python benchmarks/fanout.py [--transport sse|ws] [--seconds 10 --rate 500
+Run: ``python benchmarks/fanout.py [--transport sse|ws [--deflate]] [--seconds 10 --rate 500
 --subscribers 1000]`` with DATABASE_URL set (``FANOUT_LOG=<file>`` keeps the servers' output).
 Bounded: about 2-3 minutes.
 """
@@ -41,6 +43,7 @@ import socket
 import subprocess
 import sys
 import time
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit, urlunsplit
@@ -49,6 +52,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 ID = re.compile(rb'"id":(\d+)')
 WS_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+# What browsers offer (RFC 7692); the bare server ignores it and sends uncompressed frames.
+EXTENSIONS = "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n"
 
 
 def _args() -> argparse.Namespace:
@@ -60,6 +65,8 @@ def _args() -> argparse.Namespace:
     parser.add_argument("--firehose", type=int, default=5, help="streams following every twin")
     parser.add_argument("--reconnects", type=int, default=50, help="forced reconnects")
     parser.add_argument("--transport", choices=["sse", "ws"], default="sse")
+    parser.add_argument("--deflate", action="store_true",
+                        help="WebSocket clients offer permessage-deflate, as browsers do")
     parser.add_argument("--servers", default="bare,ours", help="phases, in order")
     parser.add_argument("--keep", action="store_true", help="keep the scratch database")
     parser.add_argument("--serve-bare", type=int, metavar="PORT", help=argparse.SUPPRESS)
@@ -305,14 +312,18 @@ def _twin_json(twin) -> dict:
             "created_at": "2024-01-01T00:00:00Z"}
 
 
-def produce(url: str, rate: int, seconds: float, twins: int, writer: str, out: str) -> None:
+def produce(url: str, rate: int, seconds: float, twins: int, writer: str, out: str,
+            producing=None) -> None:
     """Commit ``rate`` events/s for ``seconds`` in small transactions (``writer``: "outbox" or
-    "audit", see above); write ``{event_id: commit_time}`` to ``out``."""
+    "audit", see above); write ``{event_id: commit_time}`` to ``out``. ``producing`` (a
+    multiprocessing Event) is set just before the first commit."""
     setup_django(url)
     from twins.models import Twin
 
     write = _outbox_batch if writer == "outbox" else _audited_batch
     twin_rows = list(Twin.objects.order_by("slug"))
+    if producing is not None:
+        producing.set()
     commits: dict[int, float] = {}
     start, made = time.time(), 0
     while (now := time.time()) - start < seconds:
@@ -345,8 +356,10 @@ def _cursor(event_id: int) -> str:
     return base64.urlsafe_b64encode(f"v1:{event_id}".encode()).decode().rstrip("=")
 
 
-async def follow(port: int, token: str, stream: Stream, start: str, transport: str) -> None:
-    """Follow the stream, reconnecting from the last cursor whenever the connection ends."""
+async def follow(port: int, token: str, stream: Stream, start: str, transport: str,
+                 deflate: bool = False) -> None:
+    """Follow the stream, reconnecting from the last cursor whenever the connection ends
+    (``deflate``: offer WebSocket per-message compression, RFC 7692)."""
     while True:
         cursor = stream.cursor or start
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
@@ -360,15 +373,16 @@ async def follow(port: int, token: str, stream: Stream, start: str, transport: s
             request = (f"GET /ws/feed{query} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
                        f"Authorization: Bearer {token}\r\nUpgrade: websocket\r\n"
                        f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
-                       f"Sec-WebSocket-Version: 13\r\n\r\n")
+                       f"Sec-WebSocket-Version: 13\r\n{EXTENSIONS if deflate else ''}\r\n")
         writer.write(request.encode())
         try:
-            await reader.readuntil(b"\r\n\r\n")  # status line and headers
+            head = await reader.readuntil(b"\r\n\r\n")  # status line and headers
             stream.live = True
             if transport == "sse":
                 await _read_sse(reader, stream)
             else:
-                await _read_ws(reader, stream)
+                compressed = b"permessage-deflate" in head.lower()
+                await _read_ws(reader, stream, zlib.decompressobj(-15) if compressed else None)
         except (ConnectionError, asyncio.IncompleteReadError):
             pass
         finally:
@@ -393,8 +407,11 @@ async def _read_sse(reader: asyncio.StreamReader, stream: Stream) -> None:
                          if f.startswith(b"id: ") and b"\nevent: aiw." not in f])
 
 
-async def _read_ws(reader: asyncio.StreamReader, stream: Stream) -> None:
-    buffer = b""  # unmasked server frames (RFC 6455 section 5.2)
+async def _read_ws(reader: asyncio.StreamReader, stream: Stream, inflate=None) -> None:
+    """Read unmasked server frames (RFC 6455 section 5.2); ``inflate``: the connection's
+    zlib decompressor when permessage-deflate was agreed (RFC 7692: RSV1 marks a compressed
+    message; the sender's context carries over from message to message)."""
+    buffer = b""
     while chunk := await reader.read(1 << 16):
         buffer += chunk
         ids, at = [], 0
@@ -407,6 +424,8 @@ async def _read_ws(reader: asyncio.StreamReader, stream: Stream) -> None:
             if len(buffer) < start + size:
                 break
             payload = buffer[start:start + size]
+            if buffer[at] & 0x40 and inflate is not None:
+                payload = inflate.decompress(payload + b"\x00\x00\xff\xff")
             at = start + size
             if opcode == 0x8:
                 _record(stream, ids)
@@ -430,9 +449,13 @@ async def cut_connections(streams: list[Stream], count: int, seconds: float, res
 
 
 async def run_subscribers(port: int, token: str, streams: list[Stream], start: str,
-                          args: argparse.Namespace, producer) -> None:
+                          args: argparse.Namespace, producer, producing, meter) -> float:
+    """Run the phase; returns the server's CPU-s per s from the first commit (``producing``
+    set) to the end of the drain (``meter()``: the server's CPU seconds so far)."""
+
     def launch(stream: Stream) -> None:
-        stream.task = asyncio.create_task(follow(port, token, stream, start, args.transport))
+        stream.task = asyncio.create_task(follow(port, token, stream, start, args.transport,
+                                                 args.deflate))
 
     for stream in streams:
         launch(stream)
@@ -442,13 +465,24 @@ async def run_subscribers(port: int, token: str, streams: list[Stream], start: s
     print(f"  {sum(s.live for s in streams)} streams live", flush=True)
     await asyncio.sleep(1.0)
     producer.start()
+    window = asyncio.create_task(_first_commit(producer, producing, meter))
     await cut_connections(streams, args.reconnects, args.seconds, launch)
     while producer.is_alive():
         await asyncio.sleep(0.2)
     await asyncio.sleep(3.0)  # drain
+    cpu_started, started = await window
     for stream in streams:
         stream.task.cancel()
     await asyncio.gather(*(s.task for s in streams), return_exceptions=True)
+    return (meter() - cpu_started) / (time.time() - started)
+
+
+async def _first_commit(producer, producing, meter) -> tuple[float, float]:
+    """(server CPU seconds, time.time()) when the producer is about to commit its first event
+    (polled every 10 ms)."""
+    while not producing.is_set() and producer.is_alive():
+        await asyncio.sleep(0.01)
+    return meter(), time.time()
 
 
 # --- figures ------------------------------------------------------------------------------
@@ -504,13 +538,16 @@ def run_phase(kind: str, url: str, token: str, args: argparse.Namespace) -> dict
         slugs = [f"t{k % args.twins:03d}" for k in range(args.subscribers - args.firehose)]
         streams = [Stream(twin=s) for s in slugs] + [Stream(twin=None)
                                                      for _ in range(args.firehose)]
-        producer = multiprocessing.get_context("spawn").Process(
-            target=produce, args=(url, args.rate, args.seconds, args.twins, "outbox", out))
+        context = multiprocessing.get_context("spawn")
+        producing = context.Event()
+        producer = context.Process(target=produce, args=(url, args.rate, args.seconds,
+                                                         args.twins, "outbox", out, producing))
         print(f"{kind}: {len(streams)} {args.transport} streams, producing {args.rate}/s for "
               f"{args.seconds:.0f} s ...", flush=True)
         cpu_before, started = cpu_seconds(server.pid), time.time()
-        asyncio.run(run_subscribers(port, token, streams, _cursor(after) if after else "0",
-                                    args, producer))
+        streaming_cpu = asyncio.run(run_subscribers(
+            port, token, streams, _cursor(after) if after else "0", args, producer, producing,
+            lambda: cpu_seconds(server.pid)))
         elapsed, cpu = time.time() - started, cpu_seconds(server.pid) - cpu_before
         diff = time_diff_page(port, token, after) if kind == "ours" else None
     finally:
@@ -523,7 +560,8 @@ def run_phase(kind: str, url: str, token: str, args: argparse.Namespace) -> dict
     delivered = sum(len(s.received) for s in streams)
     return {"events": len(commits) / args.seconds, "deliveries": delivered / args.seconds,
             "p50": percentile(live, 50), "p99": percentile(live, 99), "gaps": gaps,
-            "dups": dups, "disorder": disorder, "cpu": cpu / elapsed, "diff": diff}
+            "dups": dups, "disorder": disorder, "cpu": cpu / elapsed,
+            "streaming_cpu": streaming_cpu, "diff": diff}
 
 
 def time_diff_page(port: int, token: str, after: int, repeats: int = 20) -> tuple[float, float]:
@@ -557,15 +595,18 @@ def report(args: argparse.Namespace, figures: dict[str, dict]) -> None:
     rows = [("events produced /s", "events", "{:.0f}"), ("deliveries /s", "deliveries", "{:.0f}"),
             ("live lag p50 (ms)", "p50", "{:.1f}"), ("live lag p99 (ms)", "p99", "{:.1f}"),
             ("gaps", "gaps", "{}"), ("duplicates", "dups", "{}"),
-            ("out of order", "disorder", "{}"), ("server CPU-s per s", "cpu", "{:.2f}")]
-    print(f"\n{args.subscribers} {args.transport} subscribers ({args.firehose} firehose), "
+            ("out of order", "disorder", "{}"), ("server CPU-s per s", "cpu", "{:.2f}"),
+            ("  while producing", "streaming_cpu", "{:.2f}")]
+    deflate = " offering permessage-deflate" if args.deflate else ""
+    print(f"\n{args.subscribers} {args.transport} subscribers{deflate} ({args.firehose} firehose), "
           f"{args.reconnects} forced reconnects per phase")
     print(f"{'measure':<22}" + "".join(f"{k:>12}" for k in kinds)
           + ("   ours/bare" if len(kinds) == 2 else ""))
     for name, key, fmt in rows:
         values = [figures[k][key] for k in kinds]
         line = f"{name:<22}" + "".join(f"{fmt.format(v):>12}" for v in values)
-        if len(kinds) == 2 and key in ("p50", "p99", "cpu", "deliveries") and values[0]:
+        ratio = key in ("p50", "p99", "cpu", "streaming_cpu", "deliveries")
+        if len(kinds) == 2 and ratio and values[0]:
             line += f"{values[1] / values[0]:>11.2f}x"
         print(line)
     print("targets: deliveries >= 10,000/s, 0 gaps, 0 duplicates, live p99 < 100 ms, "

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
 import json
 
 import pytest
 
+from aiw.db import run_db
 from aiw.models import AgentToken
 from aiw.tests import raw
 from aiw.tests.conftest import bearer
-from aiw.throttling import AgentTokenThrottle, parse_rate
+from aiw.throttling import AgentTokenThrottle, parse_rate, retry_after
 
 pytestmark = pytest.mark.django_db
 
@@ -43,6 +46,27 @@ def test_a_window_resets_when_its_period_ends(make_token):
     assert [throttle.allow_token(row, now=1_000_040.0) for _ in range(3)] == [True, True, False]
     assert throttle.wait() == pytest.approx(40.0)
     assert throttle.allow_token(row, now=1_000_080.0) is True
+
+
+@pytest.mark.django_db(transaction=True)
+def test_streams_in_their_own_tasks_count_on_one_shared_cache_client(make_token):
+    """GIVEN streams that each run in their own asyncio task (their own context, as under
+    ASGI), WHEN each counts its connection, THEN they all use the process's one counter cache
+    (``caches["aiw"]`` would hand each context its own Redis connection pool) and each is
+    counted."""
+    make_token("agent", rate="3/min")
+    row = AgentToken.objects.get()
+
+    def count() -> tuple[object, float | None]:
+        return AgentTokenThrottle().cache, retry_after(row)
+
+    async def streams() -> list[tuple[object, float | None]]:
+        return await asyncio.gather(*(asyncio.create_task(run_db(count)) for _ in range(4)))
+
+    # A fresh context, like the web server's: this test's own already holds caches["aiw"].
+    results = contextvars.Context().run(asyncio.run, streams())
+    assert all(cache is results[0][0] for cache, _ in results)
+    assert sorted(wait is None for _, wait in results) == [False, True, True, True]
 
 
 def test_rates_parse_like_drf_rates():

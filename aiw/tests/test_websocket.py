@@ -93,6 +93,16 @@ def test_an_agent_token_follows_the_same_events_as_diff_with_filters(
     assert all(errors("change-event.v1", f) == [] for f in frames)
 
 
+def test_a_client_asking_for_compression_gets_uncompressed_frames(aiw_server, agent_token):
+    """Browsers offer permessage-deflate; the server declines it (``opstwin_site.webserver``:
+    compressing every event once per socket costs more CPU than the stream itself)."""
+    with connect(_ws_url(aiw_server, since="0"), additional_headers=bearer(agent_token)) as ws:
+        offered = ws.request.headers["Sec-WebSocket-Extensions"]
+        agreed = ws.response.headers.get("Sec-WebSocket-Extensions")
+    assert offered.startswith("permessage-deflate")
+    assert agreed is None
+
+
 def test_a_reconnect_with_the_last_cursor_continues_without_gaps_or_repeats(
     aiw_server, twin, agent_token
 ):
