@@ -266,6 +266,7 @@ def test_a_payload_the_database_refuses_is_isolated_and_dead_lettered(assets, mo
     payloads = [RawPayload(body=json.dumps(e).encode(), topic=f"opstwin/{TWIN}/pump-a/telemetry")
                 for e in events]
     report = sub._ingest(payloads)
+    sub.detection.stop()  # its detection and state publication finish before the flush
     assert report.accepted == 8 and [i for i, _ in report.rejected] == [5]
     letter = DeadLetter.objects.get()
     assert "database refused" in letter.reason and "poison" in letter.payload
@@ -299,6 +300,8 @@ def test_a_named_subscriber_asks_the_broker_to_keep_its_session(settings):
     assert named.persistent and not anonymous.persistent
     assert (properties.SessionExpiryInterval, properties.ReceiveMaximum) == (3600, 4000)
     assert not hasattr(anonymous._connect_properties(), "SessionExpiryInterval")
+    named.detection.stop()
+    anonymous.detection.stop()
 
 
 def test_binary_copy_stores_timestamps_and_values_exactly(assets):
