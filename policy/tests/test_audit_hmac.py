@@ -263,7 +263,10 @@ def settings_in_subprocess(tmp_path, **env) -> tuple[int, str]:
     import sys
 
     base = {k: v for k, v in os.environ.items() if not k.startswith("AUDIT_HMAC_KEY")}
+    # A database URL that is never dialled: without one the settings would start an embedded
+    # PostgreSQL in tmp_path that outlives the subprocess.
     base |= {"OPSTWIN_DATA_DIR": str(tmp_path / "data"), "SECRET_KEY": "s" * 50,
+             "DATABASE_URL": "postgres://postgres@127.0.0.1:1/settings-only",
              "DJANGO_SETTINGS_MODULE": "opstwin_site.settings"} | env
     code = ("import django; django.setup(); from twins.ledger import audit_key; "
             "print(audit_key()[1])")
